@@ -1,0 +1,1 @@
+//! Chat templates and the text-to-SQL prompt.

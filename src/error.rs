@@ -1,0 +1,158 @@
+//! The one library error type. Every variant names what the user can act on:
+//! the file, the field, the line, or the argument that was wrong.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong inside the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A database file could not be opened or is not a SQLite database.
+    #[error("database {}: {message}", path.display())]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// SQLite rejected or failed a statement.
+    #[error("SQL error: {message} (in: {sql})")]
+    Query {
+        /// The statement that failed.
+        sql: String,
+        /// SQLite's message.
+        message: String,
+    },
+
+    /// A statement tried to do something other than read.
+    #[error("refused: {0} (sqlagent only runs read-only queries)")]
+    NotReadOnly(String),
+
+    /// A statement ran longer than the configured timeout.
+    #[error("query timed out after {timeout_ms} ms: {sql}")]
+    Timeout {
+        /// The statement.
+        sql: String,
+        /// The limit that was hit.
+        timeout_ms: u64,
+    },
+
+    /// A CSV file could not be imported.
+    #[error("{}:{line}: {message}", path.display())]
+    Csv {
+        /// The CSV file.
+        path: PathBuf,
+        /// 1-based line number in the file (0 when unknown).
+        line: u64,
+        /// What is wrong on that line.
+        message: String,
+    },
+
+    /// A tokenizer could not be loaded or failed to encode/decode.
+    #[error("tokenizer ({context}): {message}")]
+    Tokenizer {
+        /// Where the tokenizer came from (file or "GGUF metadata").
+        context: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// A chat template could not be parsed or rendered.
+    #[error("chat template ({context}): {message}")]
+    Template {
+        /// Where the template came from.
+        context: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// A prompt directory or one of its files is invalid.
+    #[error("prompt {}: {message}", path.display())]
+    Prompt {
+        /// The prompt file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// Model weights or model configuration are missing or invalid.
+    #[error("model {}: {message}", path.display())]
+    Model {
+        /// The model file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// A model could not be fetched from the Hugging Face hub.
+    #[error("hub repo {repo}: {message}")]
+    Hub {
+        /// The repo id.
+        repo: String,
+        /// What went wrong and what to do about it.
+        message: String,
+    },
+
+    /// A tensor operation failed.
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    /// The prompt does not fit in the model's context window.
+    #[error("prompt is {prompt_tokens} tokens but the context window is {context} tokens ({} too many, with {reserved} reserved for the answer)", prompt_tokens + reserved - context)]
+    PromptTooLong {
+        /// Tokens in the rendered prompt.
+        prompt_tokens: usize,
+        /// The model's context length.
+        context: usize,
+        /// Tokens reserved for generation.
+        reserved: usize,
+    },
+
+    /// An argument or input value is invalid.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// The argument or field name.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Shorthand for [`Error::Model`].
+    pub fn model(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Model {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

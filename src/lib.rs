@@ -1,0 +1,18 @@
+//! sqlagent: local, offline text-to-SQL.
+//!
+//! A question in plain English about a SQLite database goes through:
+//! [`chat::prompt`] (the one text-to-SQL prompt) → [`chat::ChatTemplate`] →
+//! [`tokenizer::Tokenizer`] → [`generate`] (prefill + KV-cached decode on a
+//! [`model::Llama`]) → SQL text → [`sql::Database::execute`] (read-only, with a
+//! timeout and a row cap) → rows. [`agent`] ties these together for the CLI.
+#![deny(missing_docs)]
+
+pub mod agent;
+pub mod chat;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod sql;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

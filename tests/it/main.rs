@@ -1,0 +1,9 @@
+//! The one integration-test binary. Each module guards one area.
+
+mod common;
+
+mod chat;
+mod cli;
+mod model;
+mod sql;
+mod tokenizer;
