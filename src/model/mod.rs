@@ -1,1 +1,17 @@
-//! placeholder
+//! The Llama architecture: configuration, weights (safetensors, hub or
+//! GGUF), the one [`Linear`] type, rotary embeddings and the KV [`Cache`].
+
+mod config;
+pub mod hub;
+mod linear;
+mod llama;
+mod load;
+mod rope;
+mod weights;
+
+pub use config::{Config, Llama3RopeScaling, OneOrMany, RawConfig, RawRopeScaling, MAX_CONTEXT};
+pub use linear::{Linear, DENSE_PREFILL_MIN_ROWS};
+pub use llama::{causal_mask, Cache, Llama, Logits};
+pub use load::{load_safetensors_dir, GgufFile};
+pub use rope::{inverse_frequencies, RopeTables};
+pub use weights::{gguf_name, EmbeddingTable, GgufOptions, Requantize, Weights};

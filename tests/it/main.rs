@@ -6,4 +6,5 @@ mod chat;
 mod cli;
 mod model;
 mod sql;
+mod tiny;
 mod tokenizer;

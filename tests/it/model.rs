@@ -1,1 +1,322 @@
-//! Integration tests: model.
+//! Integration tests: the Llama implementation against independent
+//! references (candle-transformers' `llama` and `quantized_llama`, and
+//! Hugging Face transformers' float32 outputs recorded in
+//! `../shared/fixtures/smollm2-reference.json`).
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use sqlagent::model::{self, Cache, GgufFile, GgufOptions, Llama, Logits, Requantize};
+
+use crate::common;
+use crate::tiny::Tiny;
+
+/// The SmolLM2 chat prompt of `smollm2-reference.json` (`chat_prompt.ids`),
+/// tokenized by transformers 5.24 and cross-checked with llama.cpp.
+const CHAT_PROMPT_IDS: [u32; 62] = [
+    1, 9690, 198, 2683, 359, 253, 15142, 663, 4507, 30, 43655, 42, 198, 38965, 37206, 8786, 365,
+    7260, 48962, 28, 6949, 48962, 28, 476, 4961, 10265, 18, 48962, 28, 713, 31174, 46856, 28, 9338,
+    31174, 46856, 4258, 198, 21350, 351, 582, 15142, 8520, 30, 2, 198, 1, 4093, 198, 14413, 6949,
+    553, 260, 768, 8786, 47, 2, 198, 1, 520, 9531, 198,
+];
+
+/// transformers 5.24 + torch 2.15, GGUF dequantized to float32: the top-10
+/// logits at the last position of [`CHAT_PROMPT_IDS`]
+/// (`chat_prompt.last_position_top10`).
+const F32_TOP10: [(u32, f32); 10] = [
+    (2068, 30.98734474182129),
+    (504, 30.050777435302734),
+    (2683, 29.77098846435547),
+    (788, 29.03727912902832),
+    (57, 28.851215362548828),
+    (1348, 28.80033302307129),
+    (11192, 28.556392669677734),
+    (33, 28.4288272857666),
+    (4590, 28.420509338378906),
+    (2122, 28.186689376831055),
+];
+
+/// The same reference's 32-token greedy continuation (`chat_prompt.greedy_32`).
+const F32_GREEDY_32: [u32; 32] = [
+    2068, 1042, 260, 6949, 351, 260, 768, 8786, 28, 346, 416, 722, 260, 2179, 33740, 80, 1517, 288,
+    820, 260, 1230, 282, 8786, 327, 971, 6949, 30, 3875, 346, 416, 722, 253,
+];
+
+/// max |a − b| / max |b|.
+fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(a.len(), b.len(), "shapes differ");
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    diff / scale
+}
+
+fn ids(v: &[u32]) -> Tensor {
+    Tensor::new(v, &Device::Cpu).unwrap().unsqueeze(0).unwrap()
+}
+
+/// candle-transformers' own Llama on the same files: last-position logits.
+fn reference_last_logits(dir: &std::path::Path, tokens: &[u32]) -> Tensor {
+    use candle_transformers::models::llama as reference;
+    let cfg: reference::LlamaConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let cfg = cfg.into_config(false);
+    let files = model::hub::safetensors_files(dir).unwrap();
+    let vb =
+        unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu) }.unwrap();
+    let m = reference::Llama::load(vb, &cfg).unwrap();
+    let mut cache = reference::Cache::new(true, DType::F32, &cfg, &Device::Cpu).unwrap();
+    m.forward(&ids(tokens), 0, &mut cache)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+}
+
+const TOKENS: [u32; 9] = [1, 17, 99, 3, 64, 127, 5, 42, 8];
+
+#[test]
+fn tiny_llama_logits_match_candle_transformers_reference() {
+    let variants = [
+        ("gqa + llama3 rope", Tiny::default()),
+        (
+            "tied embeddings",
+            Tiny {
+                tie: true,
+                seed: 7,
+                ..Tiny::default()
+            },
+        ),
+        (
+            "multi-head, plain rope",
+            Tiny {
+                kv_heads: 4,
+                llama3_rope: false,
+                seed: 9,
+                ..Tiny::default()
+            },
+        ),
+    ];
+    for (name, tiny) in variants {
+        let dir = common::temp_dir();
+        tiny.write(dir.path());
+        let ours = model::load_safetensors_dir(dir.path(), DType::F32, &Device::Cpu).unwrap();
+        let all = ours
+            .forward(&ids(&TOKENS), None, Logits::All)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        assert_eq!(all.dims(), &[TOKENS.len(), tiny.vocab]);
+        // Every position of the full-sequence logits against the reference
+        // run on the prefix ending there.
+        for t in [0, 3, TOKENS.len() - 1] {
+            let reference = reference_last_logits(dir.path(), &TOKENS[..=t]);
+            let d = rel_diff(&all.get(t).unwrap(), &reference);
+            assert!(d < 1e-4, "{name}: position {t} differs by {d}");
+        }
+        let last = ours
+            .forward(&ids(&TOKENS), None, Logits::Last)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        assert!(
+            rel_diff(&last, &all.get(TOKENS.len() - 1).unwrap()) < 1e-6,
+            "{name}: Last ≠ All[-1]"
+        );
+    }
+}
+
+#[test]
+fn kv_cached_decoding_equals_full_sequence_forward() {
+    let dir = common::temp_dir();
+    Tiny::default().write(dir.path());
+    let m = model::load_safetensors_dir(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let full = m
+        .forward(&ids(&TOKENS), None, Logits::All)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let mut cache = Cache::new(&m);
+    // Prefill 4 tokens, then one at a time.
+    let first = m
+        .forward(&ids(&TOKENS[..4]), Some(&mut cache), Logits::Last)
+        .unwrap();
+    assert!(rel_diff(&first.squeeze(0).unwrap(), &full.get(3).unwrap()) < 1e-5);
+    for (t, tok) in TOKENS.iter().enumerate().skip(4) {
+        let step = m
+            .forward(&ids(&[*tok]), Some(&mut cache), Logits::Last)
+            .unwrap();
+        let d = rel_diff(&step.squeeze(0).unwrap(), &full.get(t).unwrap());
+        assert!(d < 1e-5, "position {t}: cached decode differs by {d}");
+    }
+    assert_eq!(cache.len(), TOKENS.len());
+}
+
+#[test]
+fn sharded_checkpoint_loads_like_a_single_file() {
+    let single = common::temp_dir();
+    let sharded = common::temp_dir();
+    Tiny::default().write(single.path());
+    Tiny {
+        shards: 3,
+        ..Tiny::default()
+    }
+    .write(sharded.path());
+    assert!(sharded.path().join("model.safetensors.index.json").exists());
+    let a = model::load_safetensors_dir(single.path(), DType::F32, &Device::Cpu).unwrap();
+    let b = model::load_safetensors_dir(sharded.path(), DType::F32, &Device::Cpu).unwrap();
+    let la = a.forward(&ids(&TOKENS), None, Logits::Last).unwrap();
+    let lb = b.forward(&ids(&TOKENS), None, Logits::Last).unwrap();
+    assert_eq!(rel_diff(&la, &lb), 0.0);
+}
+
+#[test]
+fn half_precision_dtypes_run_close_to_f32() {
+    let dir = common::temp_dir();
+    Tiny::default().write(dir.path());
+    let f32m = model::load_safetensors_dir(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let want = f32m.forward(&ids(&TOKENS), None, Logits::Last).unwrap();
+    for dtype in [DType::F16, DType::BF16] {
+        let m = model::load_safetensors_dir(dir.path(), dtype, &Device::Cpu).unwrap();
+        assert_eq!(m.dtype(), dtype);
+        let got = m.forward(&ids(&TOKENS), None, Logits::Last).unwrap();
+        assert_eq!(got.dtype(), DType::F32, "logits are returned in f32");
+        let d = rel_diff(&got, &want);
+        assert!(d < 5e-2, "{dtype:?} differs from f32 by {d}");
+    }
+}
+
+fn smollm2(options: GgufOptions) -> Option<Llama> {
+    let path = common::smollm2_gguf()?;
+    let (m, _) = GgufFile::open(&path)
+        .unwrap()
+        .into_model(&Device::Cpu, options)
+        .unwrap();
+    Some(m)
+}
+
+fn greedy(m: &Llama, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut cache = Cache::new(m);
+    let mut logits = m
+        .forward(&ids(prompt), Some(&mut cache), Logits::Last)
+        .unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let next = logits
+            .squeeze(0)
+            .unwrap()
+            .argmax(0)
+            .unwrap()
+            .to_scalar::<u32>()
+            .unwrap();
+        out.push(next);
+        logits = m
+            .forward(&ids(&[next]), Some(&mut cache), Logits::Last)
+            .unwrap();
+    }
+    out
+}
+
+#[test]
+fn smollm2_quantized_matches_candle_quantized_llama() {
+    let exact = GgufOptions {
+        requantize: Requantize::Never,
+        dense_prefill: false,
+    };
+    let Some(ours) = smollm2(exact) else { return };
+    let path = common::smollm2_gguf().unwrap();
+    let mut file = std::fs::File::open(&path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    let mut reference = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
+        content,
+        &mut file,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let want = reference.forward(&ids(&CHAT_PROMPT_IDS), 0).unwrap();
+    let got = ours
+        .forward(&ids(&CHAT_PROMPT_IDS), None, Logits::Last)
+        .unwrap();
+    let d = rel_diff(&got, &want);
+    assert!(d < 1e-3, "logits differ from quantized_llama by {d}");
+
+    // Greedy decoding: 32 tokens, same as the reference's.
+    let mut ref_tokens = Vec::new();
+    let mut logits = want;
+    for i in 0..32 {
+        let next = logits
+            .squeeze(0)
+            .unwrap()
+            .argmax(0)
+            .unwrap()
+            .to_scalar::<u32>()
+            .unwrap();
+        ref_tokens.push(next);
+        logits = reference
+            .forward(&ids(&[next]), CHAT_PROMPT_IDS.len() + i)
+            .unwrap();
+    }
+    assert_eq!(greedy(&ours, &CHAT_PROMPT_IDS, 32), ref_tokens);
+}
+
+#[test]
+fn smollm2_dequantized_to_f32_matches_transformers() {
+    let f32_opts = GgufOptions {
+        requantize: Requantize::To(candle_core::quantized::GgmlDType::F32),
+        dense_prefill: false,
+    };
+    let Some(m) = smollm2(f32_opts) else { return };
+    assert_eq!(m.weight_type(), None, "weights are dense f32");
+    let logits: Vec<f32> = m
+        .forward(&ids(&CHAT_PROMPT_IDS), None, Logits::Last)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for (id, want) in F32_TOP10 {
+        let got = logits[id as usize];
+        assert!(
+            (got - want).abs() < 2e-3,
+            "logit of {id}: {got} vs transformers {want}"
+        );
+    }
+    assert_eq!(greedy(&m, &CHAT_PROMPT_IDS, 32), F32_GREEDY_32);
+}
+
+#[test]
+fn smollm2_default_fast_path_agrees_with_the_exact_kernels() {
+    // Default load: Q4_1 re-quantized to Q8_0, prompts multiplied densely.
+    let Some(fast) = smollm2(GgufOptions::default()) else {
+        return;
+    };
+    assert_eq!(
+        fast.weight_type(),
+        Some(candle_core::quantized::GgmlDType::Q8_0)
+    );
+    let logits: Vec<f32> = fast
+        .forward(&ids(&CHAT_PROMPT_IDS), None, Logits::Last)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    // Re-quantization perturbs logits slightly; the reference's best token
+    // stays on top and the top-10 logits stay close.
+    let best = logits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i as u32)
+        .unwrap();
+    assert_eq!(best, F32_TOP10[0].0);
+    for (id, want) in F32_TOP10 {
+        let got = logits[id as usize];
+        assert!(
+            (got - want).abs() < 0.6,
+            "logit of {id}: {got} vs f32 {want}"
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Fetching a Hugging Face model repository through `hf-hub`, into the same
+//! cache layout the hub's own tools use (`$HF_HOME/hub`), so a model
+//! downloaded once (by sqlagent or by `huggingface-cli`) is reused offline.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::{Cache, Repo, RepoType};
+
+use crate::error::{Error, Result};
+
+/// The model used when none is configured and the user asks for the hub.
+pub const DEFAULT_REPO: &str = "meta-llama/Meta-Llama-3-8B-Instruct";
+
+/// Files of a model repo that sqlagent needs besides the weights.
+const REQUIRED: [&str; 3] = ["config.json", "tokenizer.json", "tokenizer_config.json"];
+
+/// Whether `spec` looks like a hub repo id (`owner/name`, no path that exists).
+pub fn looks_like_repo_id(spec: &str) -> bool {
+    let parts: Vec<&str> = spec.split('/').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+        && !Path::new(spec).exists()
+}
+
+/// Returns a directory holding `config.json`, the tokenizer files and the
+/// safetensors weights of `repo` (at `revision`, default `main`), from the
+/// cache when complete there, else downloaded. `token` authorises gated
+/// repos (Llama 3 needs one).
+pub fn fetch(
+    repo: &str,
+    revision: Option<&str>,
+    token: Option<String>,
+    progress: bool,
+) -> Result<PathBuf> {
+    let revision = revision.unwrap_or("main").to_string();
+    let hub_repo = Repo::with_revision(repo.to_string(), RepoType::Model, revision);
+    if let Some(dir) = complete_in_cache(&hub_repo) {
+        return Ok(dir);
+    }
+    let api = ApiBuilder::from_env()
+        .with_token(token.clone())
+        .with_progress(progress)
+        .build()
+        .map_err(|e| hub_error(repo, e, token.is_some()))?;
+    let api_repo = api.repo(hub_repo);
+    let get = |file: &str| {
+        api_repo
+            .get(file)
+            .map_err(|e| hub_error(repo, e, token.is_some()))
+    };
+    let config = get("config.json")?;
+    for f in &REQUIRED[1..] {
+        get(f)?;
+    }
+    let _ = api_repo.get("generation_config.json");
+    match api_repo.get("model.safetensors.index.json") {
+        Ok(index) => {
+            for shard in shard_names(&index)? {
+                get(&shard)?;
+            }
+        }
+        Err(_) => {
+            get("model.safetensors")?;
+        }
+    }
+    config
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| Error::Hub {
+            repo: repo.to_string(),
+            message: "downloaded files have no parent directory".into(),
+        })
+}
+
+fn complete_in_cache(repo: &Repo) -> Option<PathBuf> {
+    let cache = Cache::from_env().repo(repo.clone());
+    let config = cache.get("config.json")?;
+    for f in &REQUIRED[1..] {
+        cache.get(f)?;
+    }
+    if let Some(index) = cache.get("model.safetensors.index.json") {
+        for shard in shard_names(&index).ok()? {
+            cache.get(&shard)?;
+        }
+    } else {
+        cache.get("model.safetensors")?;
+    }
+    config.parent().map(Path::to_path_buf)
+}
+
+/// The distinct shard file names listed in a `model.safetensors.index.json`.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::model(index, format!("invalid JSON: {e}")))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::model(index, "no \"weight_map\" object"))?;
+    let mut names: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Err(Error::model(index, "\"weight_map\" lists no shard"));
+    }
+    Ok(names)
+}
+
+/// The safetensors files of a Hugging Face model directory: the shards named
+/// by `model.safetensors.index.json`, else `model.safetensors`.
+pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        return Ok(shard_names(&index)?
+            .into_iter()
+            .map(|s| dir.join(s))
+            .collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    Err(Error::model(
+        dir,
+        "no model.safetensors or model.safetensors.index.json in this directory",
+    ))
+}
+
+fn hub_error(repo: &str, e: ApiError, has_token: bool) -> Error {
+    let status = match &e {
+        ApiError::RequestError(re) => match re.as_ref() {
+            ureq::Error::Status(code, _) => Some(*code),
+            ureq::Error::Transport(_) => None,
+        },
+        ApiError::TooManyRetries(inner) => match inner.as_ref() {
+            ApiError::RequestError(re) => match re.as_ref() {
+                ureq::Error::Status(code, _) => Some(*code),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    let message = match status {
+        Some(401 | 403) if has_token => format!(
+            "access denied ({e}): the token in HF_TOKEN has no access; accept the model's license at https://huggingface.co/{repo} with the account the token belongs to"
+        ),
+        Some(401 | 403) => format!(
+            "access denied ({e}): the repo is gated; accept its license at https://huggingface.co/{repo} and set HF_TOKEN (in the environment or a .env file)"
+        ),
+        Some(404) => format!("not found ({e}): check the repo id, or pass a local directory or .gguf file to --model"),
+        Some(_) => format!("download failed: {e}"),
+        None => format!(
+            "cannot reach the Hugging Face hub ({e}). Offline? Copy the model directory (config.json, tokenizer.json, *.safetensors) or a .gguf file to this machine and pass it with --model"
+        ),
+    };
+    Error::Hub {
+        repo: repo.to_string(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_ids_are_told_apart_from_paths() {
+        assert!(looks_like_repo_id("meta-llama/Meta-Llama-3-8B-Instruct"));
+        assert!(looks_like_repo_id("HuggingFaceTB/SmolLM2-135M-Instruct"));
+        assert!(!looks_like_repo_id("model.gguf"));
+        assert!(!looks_like_repo_id("a/b/c"));
+        assert!(!looks_like_repo_id("/abs/path"));
+        assert!(
+            !looks_like_repo_id("src/model"),
+            "an existing path is not a repo id"
+        );
+    }
+
+    #[test]
+    fn shard_names_are_distinct_and_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("model.safetensors.index.json");
+        std::fs::write(
+            &index,
+            r#"{"metadata":{},"weight_map":{"a":"model-00002-of-00002.safetensors",
+               "b":"model-00001-of-00002.safetensors","c":"model-00001-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            shard_names(&index).unwrap(),
+            vec![
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors"
+            ]
+        );
+        std::fs::write(&index, "{}").unwrap();
+        assert!(shard_names(&index)
+            .unwrap_err()
+            .to_string()
+            .contains("weight_map"));
+    }
+}

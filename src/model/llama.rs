@@ -1,0 +1,408 @@
+//! Llama decoder (Llama 2/3/3.1/3.2, SmolLM2, TinyLlama …), following
+//! Hugging Face `transformers`' `modeling_llama.py` and llama.cpp's GGUF
+//! layout: pre-norm blocks of grouped-query attention with rotary positions
+//! and a SwiGLU MLP.
+//!
+//! Weights are immutable; per-sequence state lives in a [`Cache`] passed to
+//! [`Llama::forward`], so one `Arc<Llama>` can serve many sequences. Dense
+//! and quantized checkpoints share this one architecture: every projection is
+//! a [`Linear`].
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::kv_cache::KvCache;
+
+use super::config::Config;
+use super::linear::Linear;
+use super::rope::RopeTables;
+use super::weights::{EmbeddingTable, Weights};
+use crate::error::{Error, Result};
+
+/// KV-cache growth step in positions (the cache grows in chunks of this size).
+const KV_CHUNK: usize = 512;
+
+/// Which positions to return logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position: shape `(batch, vocab)`. What decoding needs.
+    Last,
+    /// Every position: shape `(batch, seq, vocab)`. What scoring and training need.
+    All,
+}
+
+/// Per-sequence attention state: keys and values of every layer for the
+/// positions seen so far.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    layers: Vec<KvCache>,
+    len: usize,
+}
+
+impl Cache {
+    /// An empty cache for `model`.
+    pub fn new(model: &Llama) -> Self {
+        Self {
+            layers: (0..model.cfg.num_layers)
+                .map(|_| KvCache::new(2, KV_CHUNK))
+                .collect(),
+            len: 0,
+        }
+    }
+
+    /// Number of positions already in the cache (the next token's position).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing has been fed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every position.
+    pub fn clear(&mut self) {
+        for l in &mut self.layers {
+            l.reset();
+        }
+        self.len = 0;
+    }
+}
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn load(w: &Weights, size: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: w.tensor("weight", &[size])?,
+            eps: eps as f32,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            &self.weight,
+            self.eps,
+        )?)
+    }
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    interleaved: bool,
+}
+
+impl Attention {
+    fn load(w: &Weights, cfg: &Config) -> Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let b = cfg.attention_bias;
+        Ok(Self {
+            q_proj: w.linear("q_proj", cfg.num_heads * hd, h, b)?,
+            k_proj: w.linear("k_proj", cfg.num_kv_heads * hd, h, b)?,
+            v_proj: w.linear("v_proj", cfg.num_kv_heads * hd, h, b)?,
+            o_proj: w.linear("o_proj", h, cfg.num_heads * hd, b)?,
+            num_heads: cfg.num_heads,
+            num_kv_heads: cfg.num_kv_heads,
+            head_dim: hd,
+            interleaved: cfg.rope_interleaved,
+        })
+    }
+
+    /// `x`: `(b, seq, hidden)`; `pos`: position of the first row; `mask`:
+    /// additive `(seq, pos + seq)` or `None` for a single row.
+    fn forward(
+        &self,
+        x: &Tensor,
+        pos: usize,
+        rope: &RopeTables,
+        mask: Option<&Tensor>,
+        kv: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, seq, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let q = self
+            .q_proj
+            .forward(x)?
+            .reshape((b, seq, nh, hd))?
+            .transpose(1, 2)?;
+        let k = self
+            .k_proj
+            .forward(x)?
+            .reshape((b, seq, nkv, hd))?
+            .transpose(1, 2)?;
+        let v = self
+            .v_proj
+            .forward(x)?
+            .reshape((b, seq, nkv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let cos = rope.cos.narrow(0, pos, seq)?;
+        let sin = rope.sin.narrow(0, pos, seq)?;
+        let rotate = |t: Tensor| -> Result<Tensor> {
+            let t = t.contiguous()?;
+            Ok(if self.interleaved {
+                candle_nn::rotary_emb::rope_i(&t, &cos, &sin)?
+            } else {
+                candle_nn::rotary_emb::rope(&t, &cos, &sin)?
+            })
+        };
+        let q = rotate(q)?;
+        let k = rotate(k)?;
+        let (k, v) = match kv {
+            Some(cache) => cache.append(&k, &v)?,
+            None => (k, v),
+        };
+        let kv_len = k.dim(2)?;
+        // Grouped-query attention without copying K/V: the `n_rep` query heads
+        // that share one KV head are stacked along the row axis.
+        let n_rep = nh / nkv;
+        let q = q.reshape((b, nkv, n_rep * seq, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let att = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+        let att = match mask {
+            Some(m) => att
+                .reshape((b, nkv, n_rep, seq, kv_len))?
+                .broadcast_add(m)?
+                .reshape((b, nkv, n_rep * seq, kv_len))?,
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?.to_dtype(v.dtype())?;
+        let y = att.matmul(&v)?; // (b, nkv, n_rep*seq, hd)
+        let y = y
+            .reshape((b, nh, seq, hd))?
+            .transpose(1, 2)?
+            .reshape((b, seq, nh * hd))?;
+        self.o_proj.forward(&y)
+    }
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn load(w: &Weights, cfg: &Config) -> Result<Self> {
+        let (h, i, b) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        Ok(Self {
+            gate_proj: w.linear("gate_proj", i, h, b)?,
+            up_proj: w.linear("up_proj", i, h, b)?,
+            down_proj: w.linear("down_proj", h, i, b)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        let up = self.up_proj.forward(x)?;
+        self.down_proj.forward(&(gate * up)?)
+    }
+}
+
+struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn load(w: &Weights, cfg: &Config) -> Result<Self> {
+        Ok(Self {
+            input_layernorm: RmsNorm::load(
+                &w.pp("input_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
+            self_attn: Attention::load(&w.pp("self_attn"), cfg)?,
+            post_attention_layernorm: RmsNorm::load(
+                &w.pp("post_attention_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
+            mlp: Mlp::load(&w.pp("mlp"), cfg)?,
+        })
+    }
+}
+
+/// A Llama-architecture causal language model.
+pub struct Llama {
+    embed_tokens: EmbeddingTable,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: RopeTables,
+    cfg: Config,
+    dtype: DType,
+    device: Device,
+}
+
+impl Llama {
+    /// Builds the model from checkpoint `w` (Hugging Face tensor names).
+    pub fn load(w: &Weights, cfg: Config) -> Result<Self> {
+        let _span = tracing::info_span!("load_model").entered();
+        let m = w.pp("model");
+        let embed_tokens = m.embedding("embed_tokens", cfg.vocab_size, cfg.hidden_size)?;
+        let layers = (0..cfg.num_layers)
+            .map(|i| Block::load(&m.pp("layers").pp(i), &cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(&m.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?;
+        let lm_head = if cfg.tie_word_embeddings || !w.contains("lm_head.weight") {
+            m.tied_linear("embed_tokens", cfg.vocab_size, cfg.hidden_size)?
+        } else {
+            w.linear("lm_head", cfg.vocab_size, cfg.hidden_size, false)?
+        };
+        let dtype = w.dtype();
+        let device = w.device();
+        let rope = RopeTables::new(&cfg, dtype, &device)?;
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            cfg,
+            dtype,
+            device,
+        })
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The activation dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The GGML type of the projection weights (`None` when dense).
+    pub fn weight_type(&self) -> Option<candle_core::quantized::GgmlDType> {
+        self.layers
+            .first()
+            .and_then(|b| b.self_attn.q_proj.quantized_dtype())
+    }
+
+    /// Runs `ids` (`(batch, seq)`, u32) from position `cache.len()` and
+    /// appends their keys/values to `cache`. Without a cache, the sequence
+    /// starts at position 0 and nothing is kept. Returns f32 logits.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        cache: Option<&mut Cache>,
+        logits: Logits,
+    ) -> Result<Tensor> {
+        let (b, seq) = ids.dims2()?;
+        let pos = cache.as_ref().map(|c| c.len).unwrap_or(0);
+        if seq == 0 {
+            return Err(Error::invalid("input", "no tokens to run"));
+        }
+        if pos + seq > self.cfg.context_length {
+            return Err(Error::PromptTooLong {
+                prompt_tokens: pos + seq,
+                context: self.cfg.context_length,
+                reserved: 0,
+            });
+        }
+        let _span = tracing::trace_span!("forward", seq, pos).entered();
+        let mut x = match &self.embed_tokens {
+            EmbeddingTable::Dense(w) => {
+                let flat = ids.flatten_all()?;
+                w.index_select(&flat, 0)?
+                    .reshape((b, seq, self.cfg.hidden_size))?
+            }
+            EmbeddingTable::Quantized(q) => q.embedding(ids)?.to_dtype(self.dtype)?,
+        };
+        let mask = if seq > 1 {
+            Some(causal_mask(seq, pos, &self.device)?)
+        } else {
+            None
+        };
+        let mut kvs: Vec<Option<&mut KvCache>> = match cache {
+            Some(c) => {
+                c.len += seq;
+                c.layers.iter_mut().map(Some).collect()
+            }
+            None => (0..self.layers.len()).map(|_| None).collect(),
+        };
+        for (layer, kv) in self.layers.iter().zip(kvs.iter_mut()) {
+            let _span = tracing::trace_span!("block").entered();
+            let h = layer.input_layernorm.forward(&x)?;
+            let h =
+                layer
+                    .self_attn
+                    .forward(&h, pos, &self.rope, mask.as_ref(), kv.as_deref_mut())?;
+            x = (x + h)?;
+            let h = layer.post_attention_layernorm.forward(&x)?;
+            x = (x + layer.mlp.forward(&h)?)?;
+        }
+        let x = match logits {
+            Logits::Last => x.narrow(1, seq - 1, 1)?,
+            Logits::All => x,
+        };
+        let x = self.norm.forward(&x)?;
+        let out = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
+        Ok(match logits {
+            Logits::Last => out.squeeze(1)?,
+            Logits::All => out,
+        })
+    }
+}
+
+/// Additive causal mask of shape `(seq, pos + seq)`: 0 where query `i`
+/// (at absolute position `pos + i`) may attend, −∞ elsewhere.
+///
+/// ```text
+/// pos = 2, seq = 3      keys: 0  1 | 2  3  4
+///   query at 2               0  0 | 0 -∞ -∞
+///   query at 3               0  0 | 0  0 -∞
+///   query at 4               0  0 | 0  0  0
+/// ```
+pub fn causal_mask(seq: usize, pos: usize, device: &Device) -> Result<Tensor> {
+    let kv_len = pos + seq;
+    let data: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..kv_len).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(data, (seq, kv_len), device)?)
+}
+
+impl std::fmt::Debug for Llama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llama")
+            .field("config", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_blocks_future_positions_only() {
+        let m: Vec<Vec<f32>> = causal_mask(3, 2, &Device::Cpu).unwrap().to_vec2().unwrap();
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(
+            m,
+            vec![
+                vec![0., 0., 0., inf, inf],
+                vec![0., 0., 0., 0., inf],
+                vec![0.; 5]
+            ]
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Opening model files: a Hugging Face directory (config.json +
+//! safetensors, single or sharded) or a GGUF file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device};
+
+use super::config::{Config, RawConfig};
+use super::hub::safetensors_files;
+use super::llama::Llama;
+use super::weights::{GgufOptions, Weights};
+use crate::error::{Error, Result};
+
+/// Loads a Llama from a Hugging Face model directory in `dtype`.
+pub fn load_safetensors_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Llama> {
+    if !dir.is_dir() {
+        return Err(Error::model(dir, "not a directory"));
+    }
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(Error::model(dir, "no config.json in this directory"));
+    }
+    let cfg = RawConfig::from_file(&config_path)?.into_config(&config_path)?;
+    let files = safetensors_files(dir)?;
+    let weights = Weights::from_safetensors(&files, dtype, device)?;
+    Llama::load(&weights, cfg)
+}
+
+/// An opened GGUF file: its metadata is available (for the tokenizer and the
+/// chat template) before the tensors are read.
+pub struct GgufFile {
+    path: PathBuf,
+    content: gguf_file::Content,
+    file: File,
+}
+
+impl GgufFile {
+    /// Opens `path` and parses the GGUF header and metadata.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| {
+            Error::model(
+                path,
+                format!("not a readable GGUF file ({e}); is it truncated or another format?"),
+            )
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            file,
+        })
+    }
+
+    /// The parsed header: metadata and tensor index.
+    pub fn content(&self) -> &gguf_file::Content {
+        &self.content
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Resolves the configuration from the metadata.
+    pub fn config(&self) -> Result<Config> {
+        Config::from_gguf(&self.content, &self.path)
+    }
+
+    /// Reads the tensors and builds the model. Returns the model and the
+    /// weight-type changes made at load (see [`GgufOptions::requantize`]).
+    pub fn into_model(
+        self,
+        device: &Device,
+        options: GgufOptions,
+    ) -> Result<(
+        Llama,
+        Vec<(
+            candle_core::quantized::GgmlDType,
+            candle_core::quantized::GgmlDType,
+        )>,
+    )> {
+        let cfg = self.config()?;
+        let weights = Weights::from_gguf(&self.path, self.content, self.file, device, options);
+        let model = Llama::load(&weights, cfg)?;
+        Ok((model, weights.requantized()))
+    }
+}

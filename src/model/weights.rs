@@ -1,0 +1,425 @@
+//! Where weights come from: the one way tensors reach the model.
+//!
+//! [`Weights`] resolves checkpoint names written in Hugging Face style
+//! (`model.layers.0.self_attn.q_proj.weight`) against either safetensors
+//! files (through candle's `VarBuilder`, mmapped) or a GGUF file (names
+//! mapped to llama.cpp's `blk.0.attn_q.weight`), so the model's `load`
+//! functions are written once for both.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use super::linear::Linear;
+use crate::error::{Error, Result};
+
+/// What to do with GGUF quantization types that have slow CPU kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requantize {
+    /// Re-quantize types without a fast CPU kernel (Q4_1, Q5_0, Q5_1) to Q8_0
+    /// at load (about 0.4 s for a 135M model). Default.
+    Auto,
+    /// Keep every tensor exactly as stored.
+    Never,
+    /// Re-quantize every quantized matrix to this type.
+    To(GgmlDType),
+}
+
+/// Options for loading a GGUF file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GgufOptions {
+    /// Re-quantization policy.
+    pub requantize: Requantize,
+    /// Multiply many-row inputs (prompts) with dequantized dense weights.
+    pub dense_prefill: bool,
+}
+
+impl Default for GgufOptions {
+    fn default() -> Self {
+        Self {
+            requantize: Requantize::Auto,
+            dense_prefill: true,
+        }
+    }
+}
+
+/// The token-embedding table: dense, or quantized rows looked up directly.
+#[derive(Debug, Clone)]
+pub enum EmbeddingTable {
+    /// A dense `(vocab, hidden)` tensor.
+    Dense(Tensor),
+    /// A quantized `(vocab, hidden)` tensor.
+    Quantized(Arc<QTensor>),
+}
+
+enum Backend {
+    Safetensors {
+        vb: VarBuilder<'static>,
+        path: PathBuf,
+    },
+    Gguf {
+        content: gguf_file::Content,
+        file: Mutex<File>,
+        path: PathBuf,
+        device: Device,
+        options: GgufOptions,
+        requantized: Mutex<Vec<(GgmlDType, GgmlDType)>>,
+    },
+}
+
+/// A view of a checkpoint under a name prefix (`vb.pp("self_attn")`-style).
+#[derive(Clone)]
+pub struct Weights {
+    backend: Arc<Backend>,
+    prefix: String,
+}
+
+impl Weights {
+    /// Memory-maps safetensors files (one, or the shards of an index).
+    pub fn from_safetensors(files: &[PathBuf], dtype: DType, device: &Device) -> Result<Self> {
+        let path = files.first().cloned().unwrap_or_default();
+        for f in files {
+            if !f.is_file() {
+                return Err(Error::model(f, "safetensors file not found"));
+            }
+        }
+        // SAFETY: the files are mapped read-only; sqlagent never writes them
+        // while they are mapped. A file truncated or changed by another process
+        // is detected by safetensors' header/length validation.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }
+            .map_err(|e| Error::model(&path, format!("cannot read safetensors: {e}")))?;
+        Ok(Self::from_var_builder(vb, path))
+    }
+
+    /// Wraps an existing `VarBuilder` (random/zero weights in tests, a
+    /// trainable `VarMap`); `path` is used in error messages.
+    pub fn from_var_builder(vb: VarBuilder<'static>, path: PathBuf) -> Self {
+        Self {
+            backend: Arc::new(Backend::Safetensors { vb, path }),
+            prefix: String::new(),
+        }
+    }
+
+    /// Reads tensors from an opened GGUF file.
+    pub fn from_gguf(
+        path: &Path,
+        content: gguf_file::Content,
+        file: File,
+        device: &Device,
+        options: GgufOptions,
+    ) -> Self {
+        Self {
+            backend: Arc::new(Backend::Gguf {
+                content,
+                file: Mutex::new(file),
+                path: path.to_path_buf(),
+                device: device.clone(),
+                options,
+                requantized: Mutex::new(Vec::new()),
+            }),
+            prefix: String::new(),
+        }
+    }
+
+    /// The same checkpoint, one name level deeper.
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        Self {
+            backend: self.backend.clone(),
+            prefix,
+        }
+    }
+
+    /// The dtype activations run in: the safetensors dtype, or f32 for GGUF.
+    pub fn dtype(&self) -> DType {
+        match &*self.backend {
+            Backend::Safetensors { vb, .. } => vb.dtype(),
+            Backend::Gguf { .. } => DType::F32,
+        }
+    }
+
+    /// The device tensors are placed on.
+    pub fn device(&self) -> Device {
+        match &*self.backend {
+            Backend::Safetensors { vb, .. } => vb.device().clone(),
+            Backend::Gguf { device, .. } => device.clone(),
+        }
+    }
+
+    /// The file weights come from.
+    pub fn path(&self) -> &Path {
+        match &*self.backend {
+            Backend::Safetensors { path, .. } | Backend::Gguf { path, .. } => path,
+        }
+    }
+
+    /// Whether tensor `name` (under this prefix) exists.
+    pub fn contains(&self, name: &str) -> bool {
+        let full = self.full(name);
+        match &*self.backend {
+            Backend::Safetensors { vb, .. } => vb.contains_tensor(&full),
+            Backend::Gguf { content, .. } => gguf_name(&full)
+                .map(|g| content.tensor_infos.contains_key(&g))
+                .unwrap_or(false),
+        }
+    }
+
+    /// Type changes made at load (`(from, to)` pairs, one per tensor).
+    pub fn requantized(&self) -> Vec<(GgmlDType, GgmlDType)> {
+        match &*self.backend {
+            Backend::Gguf { requantized, .. } => {
+                requantized.lock().map(|v| v.clone()).unwrap_or_default()
+            }
+            Backend::Safetensors { .. } => Vec::new(),
+        }
+    }
+
+    /// A dense tensor `name` of `shape`, in the activation dtype.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let full = self.full(name);
+        let t = match &*self.backend {
+            Backend::Safetensors { vb, .. } => {
+                vb.get(shape, &full).map_err(|e| self.err(&full, e))?
+            }
+            Backend::Gguf { device, .. } => {
+                let q = self.qtensor(&full)?;
+                q.dequantize(device).map_err(|e| self.err(&full, e))?
+            }
+        };
+        if t.dims() != shape {
+            return Err(self.shape_err(&full, shape, t.dims()));
+        }
+        Ok(t)
+    }
+
+    /// The linear layer `name` (`name.weight`, and `name.bias` when `bias`),
+    /// with weight shape `(out, in)`.
+    pub fn linear(&self, name: &str, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear> {
+        let lin = self.pp(name);
+        let b = if bias {
+            Some(lin.tensor("bias", &[out_dim])?)
+        } else {
+            None
+        };
+        match &*self.backend {
+            Backend::Safetensors { .. } => {
+                let w = lin.tensor("weight", &[out_dim, in_dim])?;
+                Linear::from_dense(w, b)
+            }
+            Backend::Gguf { options, .. } => {
+                let full = lin.full("weight");
+                let q = lin.qtensor(&full)?;
+                let dims = q.shape().dims().to_vec();
+                if dims != [out_dim, in_dim] {
+                    return Err(self.shape_err(&full, &[out_dim, in_dim], &dims));
+                }
+                let q = self.maybe_requantize(q, &full)?;
+                Ok(Linear::from_quantized(q, b)?.with_dense_prefill(options.dense_prefill))
+            }
+        }
+    }
+
+    /// The embedding table `name` of shape `(vocab, hidden)`.
+    pub fn embedding(&self, name: &str, vocab: usize, hidden: usize) -> Result<EmbeddingTable> {
+        match &*self.backend {
+            Backend::Safetensors { .. } => Ok(EmbeddingTable::Dense(
+                self.pp(name).tensor("weight", &[vocab, hidden])?,
+            )),
+            Backend::Gguf { .. } => {
+                let full = self.pp(name).full("weight");
+                let q = self.qtensor(&full)?;
+                let dims = q.shape().dims().to_vec();
+                if dims != [vocab, hidden] {
+                    return Err(self.shape_err(&full, &[vocab, hidden], &dims));
+                }
+                if q.dtype().block_size() > 1 && hidden % q.dtype().block_size() == 0 {
+                    Ok(EmbeddingTable::Quantized(Arc::new(q)))
+                } else {
+                    let device = self.device();
+                    Ok(EmbeddingTable::Dense(
+                        q.dequantize(&device).map_err(|e| self.err(&full, e))?,
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The output projection shared with the embedding `name` (tied weights).
+    pub fn tied_linear(&self, name: &str, vocab: usize, hidden: usize) -> Result<Linear> {
+        match &*self.backend {
+            Backend::Safetensors { .. } => {
+                let w = self.pp(name).tensor("weight", &[vocab, hidden])?;
+                Linear::from_dense(w, None)
+            }
+            Backend::Gguf { options, .. } => {
+                let full = self.pp(name).full("weight");
+                let q = self.qtensor(&full)?;
+                let q = self.maybe_requantize(q, &full)?;
+                Ok(Linear::from_quantized(q, None)?.with_dense_prefill(options.dense_prefill))
+            }
+        }
+    }
+
+    fn full(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    fn qtensor(&self, hf_name: &str) -> Result<QTensor> {
+        let Backend::Gguf {
+            content,
+            file,
+            device,
+            path,
+            ..
+        } = &*self.backend
+        else {
+            return Err(Error::model(
+                self.path(),
+                format!("{hf_name}: not a GGUF checkpoint"),
+            ));
+        };
+        let name = gguf_name(hf_name).ok_or_else(|| {
+            Error::model(path, format!("no GGUF tensor corresponds to {hf_name}"))
+        })?;
+        if !content.tensor_infos.contains_key(&name) {
+            return Err(Error::model(
+                path,
+                format!("tensor {name} is missing from the GGUF file"),
+            ));
+        }
+        let mut file = file
+            .lock()
+            .map_err(|_| Error::model(path, "GGUF reader poisoned by an earlier failure"))?;
+        content.tensor(&mut *file, &name, device).map_err(|e| {
+            Error::model(
+                path,
+                format!("cannot read tensor {name}: {e} (is the file truncated?)"),
+            )
+        })
+    }
+
+    fn maybe_requantize(&self, q: QTensor, name: &str) -> Result<QTensor> {
+        let Backend::Gguf {
+            options,
+            device,
+            requantized,
+            ..
+        } = &*self.backend
+        else {
+            return Ok(q);
+        };
+        let from = q.dtype();
+        let target = match options.requantize {
+            Requantize::Never => None,
+            Requantize::Auto => match from {
+                GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 => Some(GgmlDType::Q8_0),
+                _ => None,
+            },
+            Requantize::To(t) if t != from && from.block_size() > 1 => Some(t),
+            Requantize::To(_) => None,
+        };
+        let Some(to) = target else { return Ok(q) };
+        let (_, cols) = q.shape().dims2()?;
+        if cols % to.block_size() != 0 {
+            return Ok(q);
+        }
+        let dense = q.dequantize(device).map_err(|e| self.err(name, e))?;
+        let out = QTensor::quantize(&dense, to).map_err(|e| self.err(name, e))?;
+        if let Ok(mut log) = requantized.lock() {
+            log.push((from, to));
+        }
+        Ok(out)
+    }
+
+    fn err(&self, name: &str, e: candle_core::Error) -> Error {
+        Error::model(self.path(), format!("tensor {name}: {e}"))
+    }
+
+    fn shape_err(&self, name: &str, want: &[usize], got: &[usize]) -> Error {
+        Error::model(
+            self.path(),
+            format!("tensor {name} has shape {got:?}, expected {want:?}"),
+        )
+    }
+}
+
+/// Maps a Hugging Face Llama tensor name to llama.cpp's GGUF name.
+pub fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, param) = rest.rsplit_once('.')?;
+    let g = match module {
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{g}.{param}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gguf_name;
+
+    #[test]
+    fn hf_names_map_to_llama_cpp_names() {
+        let cases = [
+            ("model.embed_tokens.weight", Some("token_embd.weight")),
+            ("model.norm.weight", Some("output_norm.weight")),
+            ("lm_head.weight", Some("output.weight")),
+            (
+                "model.layers.0.self_attn.q_proj.weight",
+                Some("blk.0.attn_q.weight"),
+            ),
+            (
+                "model.layers.12.self_attn.o_proj.weight",
+                Some("blk.12.attn_output.weight"),
+            ),
+            (
+                "model.layers.3.mlp.down_proj.weight",
+                Some("blk.3.ffn_down.weight"),
+            ),
+            (
+                "model.layers.3.self_attn.k_proj.bias",
+                Some("blk.3.attn_k.bias"),
+            ),
+            (
+                "model.layers.7.post_attention_layernorm.weight",
+                Some("blk.7.ffn_norm.weight"),
+            ),
+            ("model.layers.x.mlp.up_proj.weight", None),
+            ("model.layers.1.mlp.unknown.weight", None),
+        ];
+        for (hf, want) in cases {
+            assert_eq!(gguf_name(hf).as_deref(), want, "{hf}");
+        }
+    }
+}
