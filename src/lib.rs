@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod chat;
+pub mod cli;
 pub mod error;
 pub mod generate;
 pub mod model;

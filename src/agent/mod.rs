@@ -1,1 +1,135 @@
-//! placeholder
+//! Question → SQL → rows: the facade the CLI (and later the server and the
+//! evaluation harness) use.
+
+mod engine;
+
+pub use engine::{Engine, ModelInfo, ModelOptions, ModelSource};
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::chat::PromptSpec;
+use crate::error::{Error, Result};
+use crate::generate::{self, GenerateRequest, SamplingParams, StopReason};
+use crate::sql::{self, Database, ExecLimits, QueryResult, Schema};
+
+/// Where the time of one answer went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Loading the model (reported once per process).
+    pub load_ms: f64,
+    /// Tokens in the rendered prompt.
+    pub prompt_tokens: usize,
+    /// Prompt forward passes (and the first sampled token).
+    pub prefill_ms: f64,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Decode steps after the first token.
+    pub decode_ms: f64,
+    /// Running the SQL.
+    pub execute_ms: f64,
+}
+
+/// The SQL the model wrote for a question, before it runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Draft {
+    /// The question.
+    pub question: String,
+    /// The model's whole reply.
+    pub reply: String,
+    /// The SQL extracted from the reply (empty when none was found).
+    pub sql: String,
+    /// Why generation stopped.
+    pub stop: StopReason,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// A question answered: the SQL and its rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// The draft the rows come from.
+    #[serde(flatten)]
+    pub draft: Draft,
+    /// Result of running the SQL.
+    pub result: QueryResult,
+}
+
+/// A loaded model plus the prompt and sampling to answer with.
+pub struct Agent {
+    /// The model.
+    pub engine: Engine,
+    /// The text-to-SQL prompt.
+    pub prompt: PromptSpec,
+    /// Sampling and token budget.
+    pub sampling: SamplingParams,
+    /// Limits for running the SQL.
+    pub limits: ExecLimits,
+}
+
+impl Agent {
+    /// The exact text fed to the model for `question` over `schema`.
+    pub fn render_prompt(&self, schema: &Schema, question: &str) -> Result<String> {
+        let messages = self.prompt.messages(schema, question)?;
+        self.engine.template.render(&messages, true)
+    }
+
+    /// Writes SQL for `question`; `on_text` receives the reply as it streams.
+    pub fn draft(
+        &self,
+        schema: &Schema,
+        question: &str,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Draft> {
+        let text = self.render_prompt(schema, question)?;
+        let prompt_ids = self.engine.tokenizer.encode(&text)?;
+        let stop_ids = self.engine.stop_ids();
+        let generation = generate::generate(
+            &self.engine.model,
+            &self.engine.tokenizer,
+            &GenerateRequest {
+                prompt_ids: &prompt_ids,
+                stop_ids: &stop_ids,
+                sampling: self.sampling,
+            },
+            on_text,
+        )?;
+        let sql = sql::extract_sql(&generation.text).unwrap_or_default();
+        Ok(Draft {
+            question: question.trim().to_string(),
+            sql,
+            stop: generation.stop,
+            timings: Timings {
+                load_ms: self.engine.info.load_ms,
+                prompt_tokens: generation.prompt_tokens,
+                prefill_ms: generation.prefill_ms,
+                generated_tokens: generation.tokens.len(),
+                decode_ms: generation.decode_ms,
+                execute_ms: 0.0,
+            },
+            reply: generation.text,
+        })
+    }
+
+    /// Writes SQL for `question` and runs it read-only against `db`.
+    pub fn ask(
+        &self,
+        db: &Database,
+        schema: &Schema,
+        question: &str,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
+        let mut draft = self.draft(schema, question, on_text)?;
+        if draft.sql.is_empty() {
+            return Err(Error::Query {
+                sql: draft.reply.clone(),
+                message: "the model's reply contains no SQL query".into(),
+            });
+        }
+        let start = Instant::now();
+        let result = db.execute(&draft.sql, &self.limits)?;
+        draft.timings.execute_ms = start.elapsed().as_secs_f64() * 1000.0;
+        Ok(Answer { draft, result })
+    }
+}

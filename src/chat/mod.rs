@@ -1,1 +1,15 @@
 //! Chat templates and the text-to-SQL prompt.
+//!
+//! [`PromptSpec`] builds the one text-to-SQL conversation (system prompt with
+//! the rendered schema, few-shot turns, the question) from the files of a
+//! `prompts/NAME/` directory; ask, eval, data generation and tuning all go
+//! through [`PromptSpec::messages`], so training and inference cannot drift
+//! apart. [`ChatTemplate`] then turns that conversation into the model's
+//! prompt string: the built-in Llama 3 format, or a model's own Jinja
+//! template.
+
+pub mod prompt;
+pub mod template;
+
+pub use prompt::{Example, PromptSpec};
+pub use template::{ChatTemplate, Message};

@@ -182,9 +182,11 @@ impl RawConfig {
                         .original_max_position_embeddings
                         .unwrap_or(8192),
                 }),
-                Some(other) => return Err(bad(format!(
+                Some(other) => {
+                    return Err(bad(format!(
                     "rope_scaling type \"{other}\" is not supported (supported: llama3, default)"
-                ))),
+                )))
+                }
             },
         };
         let cfg = Config {
@@ -307,13 +309,13 @@ impl Config {
                 return Err(format!("{name} must be positive"));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(format!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!(
                 "head_dim ({}) must be even for RoPE",
                 self.head_dim

@@ -240,7 +240,7 @@ impl Weights {
                 if dims != [vocab, hidden] {
                     return Err(self.shape_err(&full, &[vocab, hidden], &dims));
                 }
-                if q.dtype().block_size() > 1 && hidden % q.dtype().block_size() == 0 {
+                if q.dtype().block_size() > 1 && hidden.is_multiple_of(q.dtype().block_size()) {
                     Ok(EmbeddingTable::Quantized(Arc::new(q)))
                 } else {
                     let device = self.device();
@@ -332,7 +332,7 @@ impl Weights {
         };
         let Some(to) = target else { return Ok(q) };
         let (_, cols) = q.shape().dims2()?;
-        if cols % to.block_size() != 0 {
+        if !cols.is_multiple_of(to.block_size()) {
             return Ok(q);
         }
         let dense = q.dequantize(device).map_err(|e| self.err(name, e))?;

@@ -1,6 +1,34 @@
 //! SQLite: open read-only, introspect the schema, execute with limits,
-//! import CSV files.
+//! import CSV files, pull SQL out of model replies, build the demo database.
+//!
+//! ```no_run
+//! use sqlagent::sql::{Database, ExecLimits};
+//! # fn main() -> sqlagent::Result<()> {
+//! let db = Database::open("data/music.db".as_ref())?;
+//! println!("{}", db.schema()?.render_ddl());
+//! let rows = db.execute("SELECT name FROM artists LIMIT 3", &ExecLimits::default())?;
+//! # Ok(()) }
+//! ```
+//!
+//! User databases are only ever opened read-only ([`Database`]); the two
+//! functions that write ([`import_csv`], [`build_demo_db`]) write only the
+//! output file they are given.
 
+mod database;
+mod demo;
+mod extract;
+mod guard;
+mod ident;
+mod import;
+mod introspect;
+mod lex;
 mod schema;
+mod value;
 
+pub use database::{Database, ExecLimits};
+pub use demo::{build_demo_db, DemoReport, DEMO_SQL};
+pub use extract::extract_sql;
+pub use ident::{is_keyword, quote_ident, SQLITE_KEYWORDS};
+pub use import::{import_csv, ImportOptions, ImportReport};
 pub use schema::{Column, ForeignKey, Schema, Table};
+pub use value::{QueryResult, Value};

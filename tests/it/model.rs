@@ -22,6 +22,7 @@ const CHAT_PROMPT_IDS: [u32; 62] = [
 /// transformers 5.24 + torch 2.15, GGUF dequantized to float32: the top-10
 /// logits at the last position of [`CHAT_PROMPT_IDS`]
 /// (`chat_prompt.last_position_top10`).
+#[allow(clippy::excessive_precision)] // digits exactly as recorded in the fixture
 const F32_TOP10: [(u32, f32); 10] = [
     (2068, 30.98734474182129),
     (504, 30.050777435302734),

@@ -1,0 +1,234 @@
+//! Loading everything a model needs to answer: weights, tokenizer, chat
+//! template and stop tokens, from whatever `--model` names.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+
+use crate::chat::ChatTemplate;
+use crate::error::{Error, Result};
+use crate::model::{self, GgufFile, GgufOptions, Llama};
+use crate::tokenizer::{SpecialTokens, Tokenizer};
+
+/// Where the weights come from, as resolved from `--model`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A GGUF file (llama.cpp / Ollama).
+    Gguf(PathBuf),
+    /// A Hugging Face model directory.
+    HfDir(PathBuf),
+    /// A Hugging Face hub repo id, fetched into the hub cache.
+    Hub(String),
+}
+
+impl ModelSource {
+    /// Resolves a `--model` value: an existing `.gguf` file, an existing
+    /// directory, or an `owner/name` repo id.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let path = Path::new(spec);
+        if path.is_dir() {
+            return Ok(ModelSource::HfDir(path.to_path_buf()));
+        }
+        if path.is_file() {
+            return Ok(ModelSource::Gguf(path.to_path_buf()));
+        }
+        if model::hub::looks_like_repo_id(spec) {
+            return Ok(ModelSource::Hub(spec.to_string()));
+        }
+        Err(Error::model(
+            path,
+            "no such file or directory (--model takes a .gguf file, a Hugging Face model directory, or a hub repo id such as meta-llama/Meta-Llama-3-8B-Instruct)",
+        ))
+    }
+}
+
+/// Everything needed to load a model.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    /// What to load.
+    pub source: ModelSource,
+    /// Activation/weight dtype for safetensors models (GGUF runs in f32
+    /// activations over its quantized weights).
+    pub dtype: DType,
+    /// Where to run.
+    pub device: Device,
+    /// GGUF loading options (re-quantization, dense prefill).
+    pub gguf: GgufOptions,
+    /// Hub revision (branch, tag or commit).
+    pub revision: Option<String>,
+    /// Hub token (from `HF_TOKEN` or `.env`).
+    pub hf_token: Option<String>,
+    /// Show download progress bars.
+    pub progress: bool,
+}
+
+/// What was loaded, for logs and reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    /// The file or directory the weights were read from.
+    pub path: PathBuf,
+    /// `gguf` or `safetensors`.
+    pub format: &'static str,
+    /// Weight type of the projections (`q8_0`, `f32`, `bf16`, …).
+    pub weight_type: String,
+    /// Re-quantization done at load, e.g. `q4_1 -> q8_0 (211 tensors)`.
+    pub requantized: Option<String>,
+    /// The chat template in use.
+    pub chat_template: String,
+    /// Context window in tokens.
+    pub context_length: usize,
+    /// Milliseconds spent loading.
+    pub load_ms: f64,
+}
+
+/// A loaded model with its tokenizer, chat template and stop tokens.
+pub struct Engine {
+    /// The network.
+    pub model: Llama,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Its chat template.
+    pub template: ChatTemplate,
+    /// Its BOS/EOS/end-of-turn ids.
+    pub special: SpecialTokens,
+    /// What was loaded.
+    pub info: ModelInfo,
+}
+
+impl Engine {
+    /// Loads the model named by `options`.
+    pub fn load(options: &ModelOptions) -> Result<Self> {
+        let start = Instant::now();
+        let mut engine = match &options.source {
+            ModelSource::Gguf(path) => Self::load_gguf(path, options)?,
+            ModelSource::HfDir(dir) => Self::load_hf_dir(dir, options)?,
+            ModelSource::Hub(repo) => {
+                let dir = model::hub::fetch(
+                    repo,
+                    options.revision.as_deref(),
+                    options.hf_token.clone(),
+                    options.progress,
+                )?;
+                Self::load_hf_dir(&dir, options)?
+            }
+        };
+        engine.info.load_ms = start.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            path = %engine.info.path.display(),
+            weights = %engine.info.weight_type,
+            requantized = engine.info.requantized.as_deref().unwrap_or("no"),
+            load_ms = engine.info.load_ms,
+            "model loaded"
+        );
+        Ok(engine)
+    }
+
+    fn load_gguf(path: &Path, options: &ModelOptions) -> Result<Self> {
+        let gguf = GgufFile::open(path)?;
+        let context = path.display().to_string();
+        let tokenizer = Tokenizer::from_gguf(gguf.content(), &context)?;
+        let special = SpecialTokens::from_gguf(gguf.content(), &tokenizer)?;
+        let template =
+            ChatTemplate::from_gguf(gguf.content())?.unwrap_or_else(ChatTemplate::llama3);
+        let (model, changes) = gguf.into_model(&options.device, options.gguf)?;
+        let requantized = summarize_requantization(&changes);
+        if let Some(r) = &requantized {
+            tracing::info!("re-quantized {r} at load (Q4_1 has no fast CPU kernel; --requantize never keeps it)");
+        }
+        check_vocab(&model, &tokenizer, path)?;
+        Ok(Self {
+            info: ModelInfo {
+                path: path.to_path_buf(),
+                format: "gguf",
+                weight_type: weight_type(&model),
+                requantized,
+                chat_template: template.name().to_string(),
+                context_length: model.config().context_length,
+                load_ms: 0.0,
+            },
+            model,
+            tokenizer,
+            template,
+            special,
+        })
+    }
+
+    fn load_hf_dir(dir: &Path, options: &ModelOptions) -> Result<Self> {
+        let tokenizer_path = dir.join("tokenizer.json");
+        if !tokenizer_path.is_file() {
+            return Err(Error::model(dir, "no tokenizer.json in this directory"));
+        }
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
+        let special = SpecialTokens::from_hf_dir(dir, &tokenizer)?;
+        let config_path = dir.join("tokenizer_config.json");
+        let template = if config_path.is_file() {
+            ChatTemplate::from_tokenizer_config(&config_path)?
+        } else {
+            None
+        }
+        .unwrap_or_else(ChatTemplate::llama3);
+        let model = model::load_safetensors_dir(dir, options.dtype, &options.device)?;
+        check_vocab(&model, &tokenizer, dir)?;
+        Ok(Self {
+            info: ModelInfo {
+                path: dir.to_path_buf(),
+                format: "safetensors",
+                weight_type: weight_type(&model),
+                requantized: None,
+                chat_template: template.name().to_string(),
+                context_length: model.config().context_length,
+                load_ms: 0.0,
+            },
+            model,
+            tokenizer,
+            template,
+            special,
+        })
+    }
+
+    /// Ids that end generation.
+    pub fn stop_ids(&self) -> Vec<u32> {
+        let mut ids = self.special.stop_ids();
+        for id in &self.model.config().eos_token_ids {
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+        ids
+    }
+}
+
+fn weight_type(model: &Llama) -> String {
+    match model.weight_type() {
+        Some(t) => format!("{t:?}").to_lowercase(),
+        None => format!("{:?}", model.dtype()).to_lowercase(),
+    }
+}
+
+fn summarize_requantization(
+    changes: &[(
+        candle_core::quantized::GgmlDType,
+        candle_core::quantized::GgmlDType,
+    )],
+) -> Option<String> {
+    let (from, to) = changes.first()?;
+    let n = changes.iter().filter(|c| c == &&(*from, *to)).count();
+    let mut s = format!("{from:?} -> {to:?} ({n} tensors)").to_lowercase();
+    let others = changes.len() - n;
+    if others > 0 {
+        s.push_str(&format!(" and {others} other tensors"));
+    }
+    Some(s)
+}
+
+fn check_vocab(model: &Llama, tokenizer: &Tokenizer, path: &Path) -> Result<()> {
+    let (m, t) = (model.config().vocab_size, tokenizer.vocab_size());
+    if t > m {
+        return Err(Error::model(
+            path,
+            format!("the tokenizer has {t} tokens but the model's embedding only {m}"),
+        ));
+    }
+    Ok(())
+}

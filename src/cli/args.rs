@@ -1,0 +1,283 @@
+//! What the user typed: clap structures, validated into engine types by
+//! [`ModelArgs::to_options`] and friends before anything runs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::agent::{ModelOptions, ModelSource};
+use crate::generate::SamplingParams;
+use crate::model::{hub::DEFAULT_REPO, GgufOptions, Requantize};
+use crate::sql::ExecLimits;
+
+/// Local, offline text-to-SQL: ask a SQLite database a question in plain
+/// English; a Llama model running on this machine writes the query.
+#[derive(Debug, Parser)]
+#[command(name = "sqlagent", version, about, long_about = None)]
+pub struct Cli {
+    /// CPU threads for the model (default: all cores).
+    #[arg(long, global = true, env = "SQLAGENT_THREADS")]
+    pub threads: Option<usize>,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Answer a question: write SQL with the model, run it read-only, print the rows.
+    Ask(AskArgs),
+    /// Print the schema of a database as the prompt sees it.
+    Schema(SchemaArgs),
+    /// Import a CSV file into a table, inferring INTEGER/REAL/TEXT columns.
+    Import(ImportArgs),
+    /// Build the demo music-streaming database from data/demo/music.sql.
+    DemoDb(DemoDbArgs),
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable text and tables.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// Where to run the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU.
+    Cpu,
+    /// The first CUDA GPU (build with `--features cuda`).
+    Cuda,
+    /// The Apple GPU (build with `--features metal`).
+    Metal,
+}
+
+/// Dtype for safetensors weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    /// 32-bit floats.
+    F32,
+    /// 16-bit floats.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+/// Re-quantization of GGUF weights at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RequantizeArg {
+    /// Slow-kernel types (Q4_1, Q5_0, Q5_1) become Q8_0.
+    Auto,
+    /// Keep the file's types.
+    Never,
+    /// Everything to Q8_0.
+    Q8_0,
+    /// Everything to Q4_0.
+    Q4_0,
+    /// Everything to Q4_K.
+    Q4k,
+    /// Everything to dense f32 (exact but large).
+    F32,
+}
+
+/// Options naming and placing the model.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A .gguf file, a Hugging Face model directory, or a hub repo id.
+    #[arg(long, env = "SQLAGENT_MODEL", default_value = DEFAULT_REPO)]
+    pub model: String,
+    /// Hub revision (branch, tag or commit) for a repo id.
+    #[arg(long, env = "SQLAGENT_REVISION")]
+    pub revision: Option<String>,
+    /// Device.
+    #[arg(long, value_enum, env = "SQLAGENT_DEVICE", default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Dtype of safetensors weights (default: f32 on CPU, bf16 on GPUs).
+    #[arg(long, value_enum, env = "SQLAGENT_DTYPE")]
+    pub dtype: Option<DTypeArg>,
+    /// Re-quantize GGUF weights at load.
+    #[arg(long, value_enum, env = "SQLAGENT_REQUANTIZE", default_value = "auto")]
+    pub requantize: RequantizeArg,
+}
+
+/// Options for decoding.
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// 0 = greedy; higher values sample more freely.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Nucleus sampling threshold (with --temperature > 0).
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = SamplingParams::default().seed)]
+    pub seed: u64,
+    /// Maximum tokens to generate.
+    #[arg(long, default_value_t = crate::generate::DEFAULT_MAX_TOKENS)]
+    pub max_tokens: usize,
+}
+
+/// Options for running SQL.
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// Stop reading after this many rows.
+    #[arg(long, default_value_t = ExecLimits::default().max_rows)]
+    pub max_rows: usize,
+    /// Abort a query running longer than this (milliseconds).
+    #[arg(long, default_value_t = ExecLimits::default().timeout.as_millis() as u64)]
+    pub timeout_ms: u64,
+}
+
+/// `sqlagent ask`.
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The question, in plain English.
+    pub question: String,
+    /// The SQLite database (opened read-only).
+    #[arg(long, env = "SQLAGENT_DB")]
+    pub db: PathBuf,
+    /// Prompt: a name under prompts/ or a directory.
+    #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
+    pub prompt: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Print the SQL without running it.
+    #[arg(long)]
+    pub no_execute: bool,
+    /// Model options.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Sampling options.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Execution limits.
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// `sqlagent schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The SQLite database (opened read-only).
+    #[arg(long, env = "SQLAGENT_DB")]
+    pub db: PathBuf,
+    /// Prompt whose schema rendering to use.
+    #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
+    pub prompt: String,
+    /// `text`: the schema as the prompt renders it; `json`: everything introspected.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+/// `sqlagent import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The CSV file (first line: column names).
+    pub csv: PathBuf,
+    /// The database to write (created if missing).
+    #[arg(long)]
+    pub db: PathBuf,
+    /// The table to create.
+    #[arg(long)]
+    pub table: String,
+    /// Replace the table if it exists.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// `sqlagent demo-db`.
+#[derive(Debug, Args)]
+pub struct DemoDbArgs {
+    /// Where to write the database.
+    #[arg(long, default_value = "data/music.db")]
+    pub out: PathBuf,
+}
+
+impl ModelArgs {
+    /// Validates into [`ModelOptions`].
+    pub fn to_options(&self, progress: bool) -> crate::Result<ModelOptions> {
+        let device = match self.device {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::new_cuda(0).map_err(|e| {
+                crate::Error::invalid("--device", format!("cuda is not available: {e}"))
+            })?,
+            DeviceArg::Metal => Device::new_metal(0).map_err(|e| {
+                crate::Error::invalid("--device", format!("metal is not available: {e}"))
+            })?,
+        };
+        let dtype = match self.dtype {
+            Some(DTypeArg::F32) => DType::F32,
+            Some(DTypeArg::F16) => DType::F16,
+            Some(DTypeArg::Bf16) => DType::BF16,
+            None if device.is_cpu() => DType::F32,
+            None => DType::BF16,
+        };
+        let requantize = match self.requantize {
+            RequantizeArg::Auto => Requantize::Auto,
+            RequantizeArg::Never => Requantize::Never,
+            RequantizeArg::Q8_0 => Requantize::To(GgmlDType::Q8_0),
+            RequantizeArg::Q4_0 => Requantize::To(GgmlDType::Q4_0),
+            RequantizeArg::Q4k => Requantize::To(GgmlDType::Q4K),
+            RequantizeArg::F32 => Requantize::To(GgmlDType::F32),
+        };
+        Ok(ModelOptions {
+            source: ModelSource::parse(&self.model)?,
+            dtype,
+            device,
+            gguf: GgufOptions {
+                requantize,
+                ..GgufOptions::default()
+            },
+            revision: self.revision.clone(),
+            hf_token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
+            progress,
+        })
+    }
+}
+
+impl SamplingArgs {
+    /// Validates into [`SamplingParams`].
+    pub fn to_params(&self) -> crate::Result<SamplingParams> {
+        if self.temperature.is_nan() || self.temperature < 0.0 {
+            return Err(crate::Error::invalid("--temperature", "must be 0 or more"));
+        }
+        if let Some(p) = self.top_p {
+            if p.is_nan() || p <= 0.0 || p > 1.0 {
+                return Err(crate::Error::invalid("--top-p", "must be in (0, 1]"));
+            }
+        }
+        if self.max_tokens == 0 {
+            return Err(crate::Error::invalid("--max-tokens", "must be at least 1"));
+        }
+        Ok(SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            max_tokens: self.max_tokens,
+        })
+    }
+}
+
+impl ExecArgs {
+    /// Validates into [`ExecLimits`].
+    pub fn to_limits(&self) -> crate::Result<ExecLimits> {
+        if self.max_rows == 0 {
+            return Err(crate::Error::invalid("--max-rows", "must be at least 1"));
+        }
+        Ok(ExecLimits {
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            max_rows: self.max_rows,
+        })
+    }
+}

@@ -1,0 +1,84 @@
+//! Printing answers: a SQL line and a table for people, one JSON object for
+//! programs; a spinner on a terminal, nothing when piped.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use super::args::Format;
+use crate::agent::{Draft, ModelInfo};
+use crate::sql::{QueryResult, Value};
+
+/// A spinner on stderr; invisible when stderr is not a terminal.
+pub fn spinner(message: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.set_message(message.to_string());
+    pb.enable_steady_tick(Duration::from_millis(100));
+    pb
+}
+
+/// Prints a draft (and its rows when executed) in `format`.
+pub fn print_draft(
+    draft: &Draft,
+    model: &ModelInfo,
+    rows: Option<&QueryResult>,
+    format: Format,
+) -> Result<()> {
+    match format {
+        Format::Json => {
+            let mut obj = json!({
+                "question": draft.question,
+                "sql": draft.sql,
+                "reply": draft.reply,
+                "stop": draft.stop,
+                "model": model,
+                "timings": draft.timings,
+            });
+            if let Some(r) = rows {
+                obj["columns"] = json!(r.columns);
+                obj["rows"] = json!(r.rows);
+                obj["truncated"] = json!(r.truncated);
+            }
+            outln!("{}", serde_json::to_string(&obj)?);
+        }
+        Format::Text => {
+            outln!("{};", draft.sql);
+            if let Some(r) = rows {
+                outln!("{}", render_table(r));
+                let n = r.rows.len();
+                if r.truncated {
+                    outln!("(first {n} rows; raise --max-rows to see more)");
+                } else {
+                    outln!("({n} row{})", if n == 1 { "" } else { "s" });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rows as a text table.
+pub fn render_table(r: &QueryResult) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(r.columns.clone());
+    for row in &r.rows {
+        t.add_row(row.iter().map(cell).collect::<Vec<_>>());
+    }
+    t.to_string()
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".to_string(),
+        other => other.to_string(),
+    }
+}
