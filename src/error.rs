@@ -107,8 +107,8 @@ pub enum Error {
     },
 
     /// A tensor operation failed.
-    #[error("tensor error: {0}")]
-    Candle(#[from] candle_core::Error),
+    #[error("tensor error: {}", candle_message(.0))]
+    Candle(candle_core::Error),
 
     /// The prompt does not fit in the model's context window.
     #[error("prompt is {prompt_tokens} tokens but the context window is {context} tokens ({} too many, with {reserved} reserved for the answer)", prompt_tokens + reserved - context)]
@@ -129,6 +129,29 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Candle(e)
+    }
+}
+
+/// A candle error as one line: without the backtrace candle attaches when
+/// `RUST_BACKTRACE` is set, and without the path it repeats (our messages
+/// name the file already).
+pub fn candle_message(e: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    let text = match e {
+        E::WithBacktrace { inner, .. } | E::WithPath { inner, .. } => return candle_message(inner),
+        E::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        other => other.to_string(),
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Error {

@@ -155,6 +155,28 @@ impl Engine {
     }
 
     fn load_hf_dir(dir: &Path, options: &ModelOptions) -> Result<Self> {
+        // The model configuration first, so a broken config.json is reported
+        // as what it is before the tokenizer files (which read it too).
+        let config_path = dir.join("config.json");
+        let missing: Vec<&str> = ["config.json", "tokenizer.json"]
+            .into_iter()
+            .filter(|f| !dir.join(f).is_file())
+            .chain(
+                (!dir.join("model.safetensors").is_file()
+                    && !dir.join("model.safetensors.index.json").is_file())
+                .then_some("model.safetensors"),
+            )
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::model(
+                dir,
+                format!(
+                    "not a Hugging Face model directory: missing {}",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        model::RawConfig::from_file(&config_path)?.into_config(&config_path)?;
         let tokenizer_path = dir.join("tokenizer.json");
         if !tokenizer_path.is_file() {
             return Err(Error::model(dir, "no tokenizer.json in this directory"));

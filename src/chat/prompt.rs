@@ -261,23 +261,13 @@ impl PromptSpec {
         format!("{};", strip_semicolons(sql))
     }
 
-    /// The SQL in a model's reply, read back leniently: the body of the first
-    /// Markdown code fence if there is one, else the whole reply; trimmed,
-    /// without trailing `;`. `sql_from_reply(&assistant_reply(s))` gives
-    /// back `s` without its trailing `;`.
+    /// The SQL in a model's reply, read back with the one extractor the
+    /// engine uses ([`crate::sql::extract_sql`]): code fences, leading prose
+    /// and trailing text are dropped; no trailing `;`. Empty when the reply
+    /// holds no query. `sql_from_reply(&assistant_reply(s))` gives back `s`
+    /// without its trailing `;`.
     pub fn sql_from_reply(&self, reply: &str) -> String {
-        let body = match reply.split_once("```") {
-            Some((_, rest)) => {
-                // Skip the info string (`sql`) up to the end of the fence line.
-                let rest = match rest.split_once('\n') {
-                    Some((info, code)) if !info.trim().contains(' ') => code,
-                    _ => rest,
-                };
-                rest.split_once("```").map_or(rest, |(code, _)| code)
-            }
-            None => reply,
-        };
-        strip_semicolons(body).to_owned()
+        crate::sql::extract_sql(reply).unwrap_or_default()
     }
 
     fn render(&self, file: &str, ctx: Value) -> Result<String> {

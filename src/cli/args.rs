@@ -114,10 +114,10 @@ pub struct ModelArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SamplingArgs {
     /// 0 = greedy; higher values sample more freely.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f64,
     /// Nucleus sampling threshold (with --temperature > 0).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub top_p: Option<f64>,
     /// Random seed for sampling.
     #[arg(long, default_value_t = SamplingParams::default().seed)]

@@ -45,6 +45,13 @@ fn ask(args: AskArgs) -> Result<()> {
     let limits = args.exec.to_limits()?;
     let db = Database::open(&args.db)?;
     let schema = db.schema()?;
+    if schema.tables.is_empty() {
+        return Err(crate::Error::Database {
+            path: args.db.clone(),
+            message: "has no tables; there is nothing to ask about".into(),
+        }
+        .into());
+    }
     let prompt = PromptSpec::load(&args.prompt)?;
     let interactive = std::io::stderr().is_terminal();
     let options = args.model.to_options(interactive)?;

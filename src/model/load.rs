@@ -11,7 +11,7 @@ use super::config::{Config, RawConfig};
 use super::hub::safetensors_files;
 use super::llama::Llama;
 use super::weights::{GgufOptions, Weights};
-use crate::error::{Error, Result};
+use crate::error::{candle_message, Error, Result};
 
 /// Loads a Llama from a Hugging Face model directory in `dtype`.
 pub fn load_safetensors_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Llama> {
@@ -43,7 +43,10 @@ impl GgufFile {
         let content = gguf_file::Content::read(&mut file).map_err(|e| {
             Error::model(
                 path,
-                format!("not a readable GGUF file ({e}); is it truncated or another format?"),
+                format!(
+                    "not a readable GGUF file ({}); is it truncated or another format?",
+                    candle_message(&e)
+                ),
             )
         })?;
         Ok(Self {

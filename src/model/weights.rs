@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::linear::Linear;
-use crate::error::{Error, Result};
+use crate::error::{candle_message, Error, Result};
 
 /// What to do with GGUF quantization types that have slow CPU kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,8 +90,13 @@ impl Weights {
         // SAFETY: the files are mapped read-only; sqlagent never writes them
         // while they are mapped. A file truncated or changed by another process
         // is detected by safetensors' header/length validation.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }
-            .map_err(|e| Error::model(&path, format!("cannot read safetensors: {e}")))?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }.map_err(|e| {
+                Error::model(
+                    &path,
+                    format!("cannot read safetensors: {}", candle_message(&e)),
+                )
+            })?;
         Ok(Self::from_var_builder(vb, path))
     }
 
@@ -305,7 +310,10 @@ impl Weights {
         content.tensor(&mut *file, &name, device).map_err(|e| {
             Error::model(
                 path,
-                format!("cannot read tensor {name}: {e} (is the file truncated?)"),
+                format!(
+                    "cannot read tensor {name}: {} (is the file truncated?)",
+                    candle_message(&e)
+                ),
             )
         })
     }
@@ -344,7 +352,10 @@ impl Weights {
     }
 
     fn err(&self, name: &str, e: candle_core::Error) -> Error {
-        Error::model(self.path(), format!("tensor {name}: {e}"))
+        Error::model(
+            self.path(),
+            format!("tensor {name}: {}", candle_message(&e)),
+        )
     }
 
     fn shape_err(&self, name: &str, want: &[usize], got: &[usize]) -> Error {

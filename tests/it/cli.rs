@@ -1,1 +1,770 @@
-//! Integration tests: cli.
+//! The `sqlagent` binary end to end: bad input fails with one `error:` line
+//! naming the file or argument that was wrong (never a panic), and `demo-db`,
+//! `schema`, `import` and `ask` work on the demo database and a real model.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::common;
+use crate::tiny::Tiny;
+
+/// Exit code (-1 when killed by a signal), stdout, stderr.
+type Out = (i32, String, String);
+
+/// Variables that would change what the binary does if inherited from the
+/// shell running the tests.
+const SCRUBBED_ENV: &[&str] = &[
+    "SQLAGENT_MODEL",
+    "SQLAGENT_DB",
+    "SQLAGENT_PROMPT",
+    "SQLAGENT_PROMPTS_DIR",
+    "SQLAGENT_THREADS",
+    "SQLAGENT_DEVICE",
+    "SQLAGENT_DTYPE",
+    "SQLAGENT_REQUANTIZE",
+    "SQLAGENT_REVISION",
+    "SQLAGENT_LOG",
+    "RUST_BACKTRACE",
+    "RUST_LIB_BACKTRACE",
+];
+
+/// Runs the binary with `args`, no stdin, a scrubbed environment plus `env`,
+/// from the system temp directory (so no `.env` or `./prompts` of the
+/// project is picked up).
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqlagent"));
+    cmd.args(args)
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null());
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run sqlagent");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn run(args: &[&str]) -> Out {
+    run_env(args, &[])
+}
+
+fn describe(out: &Out) -> String {
+    format!(
+        "exit code {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.0, out.1, out.2
+    )
+}
+
+fn assert_no_panic(out: &Out) {
+    for text in [&out.1, &out.2] {
+        assert!(
+            !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
+            "panic output:\n{}",
+            describe(out)
+        );
+    }
+}
+
+/// Non-zero exit, stderr is one `error: …` line containing every fragment,
+/// and no panic anywhere.
+fn assert_clean_failure(out: &Out, fragments: &[&str]) {
+    assert_no_panic(out);
+    assert_ne!(out.0, 0, "expected a failure:\n{}", describe(out));
+    let lines: Vec<&str> = out.2.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "stderr should be one line:\n{}",
+        describe(out)
+    );
+    assert!(
+        lines[0].starts_with("error: "),
+        "stderr should start with `error: `:\n{}",
+        describe(out)
+    );
+    for f in fragments {
+        assert!(
+            out.2.contains(f),
+            "stderr should contain {f:?}:\n{}",
+            describe(out)
+        );
+    }
+}
+
+fn assert_success(out: &Out) {
+    assert_no_panic(out);
+    assert_eq!(out.0, 0, "expected success:\n{}", describe(out));
+    assert!(
+        !out.2.contains("\x1b["),
+        "stderr is piped: no escape codes expected:\n{}",
+        describe(out)
+    );
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// Builds the demo database at `dir/music.db`.
+fn demo_db(dir: &Path) -> PathBuf {
+    let db = dir.join("music.db");
+    assert_success(&run(&["demo-db", "--out", s(&db)]));
+    db
+}
+
+/// A random-weight Llama with the real Llama 3 tokenizer and chat template
+/// in `dir`, with a context window of `context` tokens. `None` when the
+/// tokenizer fixture is absent.
+fn tiny_llama3_dir(dir: &Path, context: u64) -> Option<PathBuf> {
+    let tok = common::llama3_tokenizer_dir()?;
+    // The embedding must cover the tokenizer's 128,256 ids; everything else
+    // is as small as possible (head dim = hidden / heads = 16).
+    Tiny {
+        vocab: 128_256,
+        hidden: 32,
+        heads: 2,
+        kv_heads: 1,
+        intermediate: 48,
+        layers: 1,
+        tie: true,
+        ..Default::default()
+    }
+    .write(dir);
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(tok.join(f), dir.join(f)).expect("copy tokenizer file");
+    }
+    let config_path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["max_position_embeddings"] = serde_json::json!(context);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    Some(dir.to_path_buf())
+}
+
+fn write_prefix(from: &Path, to: &Path, len: usize) {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(len);
+    std::fs::File::open(from)
+        .unwrap()
+        .take(len as u64)
+        .read_to_end(&mut bytes)
+        .unwrap();
+    assert_eq!(bytes.len(), len, "{} is shorter than {len}", from.display());
+    std::fs::write(to, bytes).unwrap();
+}
+
+/// Deterministic bytes that are not any known file format.
+fn garbage(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// `ask` with a valid question against `db` using `model`.
+fn ask_with_model(db: &Path, model: &Path) -> Out {
+    run(&[
+        "--threads",
+        "1",
+        "ask",
+        "How many tracks?",
+        "--db",
+        s(db),
+        "--model",
+        s(model),
+    ])
+}
+
+// ---------------------------------------------------------------------------
+// --db
+
+#[test]
+fn ask_db_missing_file_names_it() {
+    let tmp = common::temp_dir();
+    let db = tmp.path().join("missing.db");
+    let out = run(&["--threads", "1", "ask", "How many tracks?", "--db", s(&db)]);
+    assert_clean_failure(&out, &[s(&db), "no such file"]);
+}
+
+#[test]
+fn ask_db_text_file_says_not_a_database() {
+    let tmp = common::temp_dir();
+    let db = tmp.path().join("x.db");
+    std::fs::write(&db, "hello").unwrap();
+    let out = run(&["--threads", "1", "ask", "How many tracks?", "--db", s(&db)]);
+    assert_clean_failure(&out, &[s(&db), "not a database"]);
+    assert_eq!(std::fs::read(&db).unwrap(), b"hello", "file was modified");
+}
+
+#[test]
+fn ask_db_directory_names_it() {
+    let tmp = common::temp_dir();
+    let out = run(&[
+        "--threads",
+        "1",
+        "ask",
+        "How many tracks?",
+        "--db",
+        s(tmp.path()),
+    ]);
+    assert_clean_failure(&out, &[s(tmp.path()), "directory"]);
+}
+
+#[test]
+fn schema_db_missing_file_names_it() {
+    let tmp = common::temp_dir();
+    let db = tmp.path().join("missing.db");
+    let out = run(&["schema", "--db", s(&db)]);
+    assert_clean_failure(&out, &[s(&db)]);
+    assert!(!db.exists(), "schema must not create the database");
+}
+
+// ---------------------------------------------------------------------------
+// --model
+
+#[test]
+fn ask_model_nonexistent_path_names_it() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let out = ask_with_model(&db, Path::new("/nonexistent/model.gguf"));
+    assert_clean_failure(&out, &["/nonexistent/model.gguf"]);
+}
+
+#[test]
+fn ask_model_directory_without_files_names_it() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let dir = tmp.path().join("empty-model");
+    std::fs::create_dir(&dir).unwrap();
+    let out = ask_with_model(&db, &dir);
+    assert_clean_failure(&out, &[s(&dir), "config.json", "tokenizer.json"]);
+}
+
+#[test]
+fn ask_model_gguf_truncated_in_metadata_names_it() {
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let model = tmp.path().join("cut-1mb.gguf");
+    write_prefix(&gguf, &model, 1_000_000);
+    let out = ask_with_model(&db, &model);
+    assert_clean_failure(&out, &[s(&model), "GGUF"]);
+}
+
+#[test]
+fn ask_model_gguf_truncated_in_tensors_names_it() {
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let model = tmp.path().join("cut-50mb.gguf");
+    write_prefix(&gguf, &model, 50_000_000);
+    let out = ask_with_model(&db, &model);
+    assert_clean_failure(&out, &[s(&model), "truncated"]);
+}
+
+#[test]
+fn ask_model_garbage_gguf_names_it() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let model = tmp.path().join("garbage.gguf");
+    std::fs::write(&model, garbage(64 * 1024)).unwrap();
+    let out = ask_with_model(&db, &model);
+    assert_clean_failure(&out, &[s(&model)]);
+}
+
+#[test]
+fn ask_model_garbage_without_extension_names_it() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let model = tmp.path().join("garbage");
+    std::fs::write(&model, garbage(64 * 1024)).unwrap();
+    let out = ask_with_model(&db, &model);
+    assert_clean_failure(&out, &[s(&model)]);
+}
+
+/// Library errors that carry a captured backtrace (tensor errors do when
+/// `RUST_BACKTRACE` is set) must still print as one line.
+#[test]
+fn ask_model_error_is_one_line_with_rust_backtrace_set() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let model = tmp.path().join("garbage.gguf");
+    std::fs::write(&model, garbage(64 * 1024)).unwrap();
+    let out = run_env(
+        &[
+            "--threads",
+            "1",
+            "ask",
+            "How many tracks?",
+            "--db",
+            s(&db),
+            "--model",
+            s(&model),
+        ],
+        &[("RUST_BACKTRACE", "1")],
+    );
+    assert_clean_failure(&out, &[s(&model)]);
+}
+
+#[test]
+fn ask_model_safetensors_truncated_names_it() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let Some(dir) = tiny_llama3_dir(&tmp.path().join("tiny"), 4096) else {
+        return;
+    };
+    let weights = dir.join("model.safetensors");
+    let len = std::fs::metadata(&weights).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let out = ask_with_model(&db, &dir);
+    assert_clean_failure(&out, &["model.safetensors"]);
+}
+
+#[test]
+fn ask_model_invalid_config_json_names_it() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let Some(dir) = tiny_llama3_dir(&tmp.path().join("tiny"), 4096) else {
+        return;
+    };
+    std::fs::write(dir.join("config.json"), "{\"hidden_size\": 32,").unwrap();
+    let out = ask_with_model(&db, &dir);
+    assert_clean_failure(&out, &["config.json"]);
+}
+
+/// A broken config.json is model configuration, reported as `model …` like
+/// every other config.json problem.
+#[test]
+fn ask_model_invalid_config_json_is_reported_as_a_model_error() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let Some(dir) = tiny_llama3_dir(&tmp.path().join("tiny"), 4096) else {
+        return;
+    };
+    std::fs::write(dir.join("config.json"), "{\"hidden_size\": 32,").unwrap();
+    let out = ask_with_model(&db, &dir);
+    assert_clean_failure(&out, &["error: model ", "config.json"]);
+}
+
+// ---------------------------------------------------------------------------
+// The question and the prompt
+
+#[test]
+fn ask_empty_question_mentions_question() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    for q in ["", "   "] {
+        let out = run(&["--threads", "1", "ask", q, "--db", s(&db)]);
+        assert_clean_failure(&out, &["question"]);
+    }
+}
+
+/// All the numbers in `text`, in order.
+fn numbers(text: &str) -> Vec<usize> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn ask_prompt_longer_than_context_says_how_many_too_many() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let Some(dir) = tiny_llama3_dir(&tmp.path().join("tiny"), 256) else {
+        return;
+    };
+    let out = run(&[
+        "--threads",
+        "1",
+        "ask",
+        "How many tracks?",
+        "--db",
+        s(&db),
+        "--model",
+        s(&dir),
+        "--max-tokens",
+        "16",
+    ]);
+    assert_clean_failure(&out, &["too many", "256"]);
+    // "prompt is P tokens but the context window is C tokens (X too many,
+    // with R reserved for the answer)"
+    let n = numbers(&out.2);
+    assert_eq!(n.len(), 4, "expected four numbers:\n{}", describe(&out));
+    let (prompt, context, too_many, reserved) = (n[0], n[1], n[2], n[3]);
+    assert_eq!(context, 256, "{}", describe(&out));
+    assert_eq!(reserved, 16, "{}", describe(&out));
+    assert!(prompt > context, "{}", describe(&out));
+    assert_eq!(too_many, prompt + reserved - context, "{}", describe(&out));
+}
+
+// ---------------------------------------------------------------------------
+// Flag values
+
+#[test]
+fn ask_bad_flag_values_name_the_flag() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    for (flag, value) in [
+        ("--temperature", "-1"),
+        ("--max-tokens", "0"),
+        ("--top-p", "2"),
+        ("--top-p", "0"),
+        ("--max-rows", "0"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let out = run(&[
+            "--threads",
+            "1",
+            "ask",
+            "How many tracks?",
+            "--db",
+            s(&db),
+            &arg,
+        ]);
+        assert_clean_failure(&out, &[flag]);
+    }
+}
+
+/// `--temperature -1` (value as the next argument) is how people type it.
+#[test]
+fn ask_negative_temperature_as_separate_argument_names_the_flag() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let out = run(&[
+        "--threads",
+        "1",
+        "ask",
+        "How many tracks?",
+        "--db",
+        s(&db),
+        "--temperature",
+        "-1",
+    ]);
+    assert_no_panic(&out);
+    assert_ne!(out.0, 0, "{}", describe(&out));
+    assert!(out.2.contains("--temperature"), "{}", describe(&out));
+}
+
+// ---------------------------------------------------------------------------
+// import
+
+const SMALL_CSV: &str = "name,plays,rating\nalpha,10,4.5\nbeta,20,3\ngamma,,2.25\n";
+
+#[test]
+fn import_missing_csv_names_it_and_creates_nothing() {
+    let tmp = common::temp_dir();
+    let csv = tmp.path().join("missing.csv");
+    let db = tmp.path().join("out.db");
+    let out = run(&["import", s(&csv), "--db", s(&db), "--table", "t"]);
+    assert_clean_failure(&out, &[s(&csv)]);
+    assert!(!db.exists(), "a failed import must not leave a database");
+}
+
+#[test]
+fn import_missing_csv_says_the_os_error_once() {
+    let tmp = common::temp_dir();
+    let csv = tmp.path().join("missing.csv");
+    let db = tmp.path().join("out.db");
+    let out = run(&["import", s(&csv), "--db", s(&db), "--table", "t"]);
+    assert_clean_failure(&out, &[s(&csv)]);
+    assert_eq!(out.2.matches("os error 2").count(), 1, "{}", describe(&out));
+}
+
+#[test]
+fn import_ragged_csv_names_the_line() {
+    let tmp = common::temp_dir();
+    let csv = tmp.path().join("ragged.csv");
+    std::fs::write(&csv, "a,b\n1,2\n3,4\n5\n6,7\n").unwrap();
+    let db = tmp.path().join("out.db");
+    let out = run(&["import", s(&csv), "--db", s(&db), "--table", "t"]);
+    assert_clean_failure(&out, &[&format!("{}:4:", s(&csv))]);
+    assert!(!db.exists(), "a failed import must not leave a database");
+}
+
+#[test]
+fn import_twice_needs_replace() {
+    let tmp = common::temp_dir();
+    let csv = tmp.path().join("small.csv");
+    std::fs::write(&csv, SMALL_CSV).unwrap();
+    let db = tmp.path().join("out.db");
+    let args = ["import", s(&csv), "--db", s(&db), "--table", "scores"];
+
+    let first = run(&args);
+    assert_success(&first);
+    assert!(first.1.contains("imported 3 rows"), "{}", describe(&first));
+    assert!(
+        first.1.contains("plays INTEGER") && first.1.contains("rating REAL"),
+        "{}",
+        describe(&first)
+    );
+
+    let before = std::fs::read(&db).unwrap();
+    let second = run(&args);
+    assert_clean_failure(&second, &["scores", "--replace"]);
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "a refused import changed the database"
+    );
+
+    let mut replace = args.to_vec();
+    replace.push("--replace");
+    let third = run(&replace);
+    assert_success(&third);
+    assert!(third.1.contains("imported 3 rows"), "{}", describe(&third));
+
+    let schema = run(&["schema", "--db", s(&db), "--format", "json"]);
+    assert_success(&schema);
+    let v: serde_json::Value = serde_json::from_str(&schema.1).expect("schema JSON");
+    assert_eq!(v["tables"].as_array().unwrap().len(), 1, "{}", schema.1);
+}
+
+#[test]
+fn import_spotify_csv_then_schema_quotes_odd_names() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let csv = data.join("spotify-prototype/Top100MostStreamed.csv");
+    let tmp = common::temp_dir();
+    let db = tmp.path().join("s.db");
+    let out = run(&["import", s(&csv), "--db", s(&db), "--table", "songs"]);
+    assert_success(&out);
+    assert!(out.1.contains("imported 100 rows"), "{}", describe(&out));
+
+    let schema = run(&["schema", "--db", s(&db)]);
+    assert_success(&schema);
+    for want in [
+        "CREATE TABLE songs",
+        "\"beats.per.minute\" INTEGER",
+        "\"top genre\" TEXT",
+        "\"loudness.dB\" INTEGER",
+        "'Blinding Lights'",
+    ] {
+        assert!(schema.1.contains(want), "missing {want:?}:\n{}", schema.1);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// demo-db and schema
+
+#[test]
+fn demo_db_then_schema_text_and_json() {
+    let tmp = common::temp_dir();
+    let db = tmp.path().join("music.db");
+    let out = run(&["demo-db", "--out", s(&db)]);
+    assert_success(&out);
+    assert!(out.1.contains(s(&db)), "{}", describe(&out));
+    for table in ["artists", "albums", "tracks", "streams"] {
+        let at = out.1.find(&format!("{table} (")).unwrap_or_else(|| {
+            panic!("{table} missing:\n{}", describe(&out));
+        });
+        let rest = &out.1[at + table.len() + 2..];
+        let count: usize = rest
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no row count for {table}:\n{}", describe(&out)));
+        assert!(count > 0, "{}", describe(&out));
+        assert!(rest.starts_with(&format!("{count} rows)")), "{}", out.1);
+    }
+
+    let text = run(&["schema", "--db", s(&db)]);
+    assert_success(&text);
+    assert!(text.1.contains("CREATE TABLE tracks"), "{}", text.1);
+    assert!(text.1.contains("e.g. '"), "quoted samples:\n{}", text.1);
+
+    let json = run(&["schema", "--db", s(&db), "--format", "json"]);
+    assert_success(&json);
+    let v: serde_json::Value = serde_json::from_str(&json.1).expect("schema JSON");
+    let names: Vec<&str> = v["tables"]
+        .as_array()
+        .expect("tables array")
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    for table in ["artists", "albums", "tracks", "streams"] {
+        assert!(names.contains(&table), "{names:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ask with models
+
+#[test]
+fn ask_random_weight_hf_dir_runs_end_to_end() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let Some(dir) = tiny_llama3_dir(&tmp.path().join("tiny"), 4096) else {
+        return;
+    };
+    let out = run(&[
+        "--threads",
+        "1",
+        "ask",
+        "How many tracks?",
+        "--db",
+        s(&db),
+        "--model",
+        s(&dir),
+        "--no-execute",
+        "--max-tokens",
+        "8",
+        "--format",
+        "json",
+    ]);
+    if out.0 == 0 {
+        assert_success(&out);
+        let v: serde_json::Value = serde_json::from_str(out.1.trim()).expect("one JSON object");
+        assert!(!v["sql"].as_str().unwrap().is_empty(), "{}", describe(&out));
+        assert_eq!(v["model"]["format"], "safetensors", "{}", out.1);
+        assert!(v["timings"]["prompt_tokens"].as_u64().unwrap() > 100);
+        assert!(v["timings"]["generated_tokens"].as_u64().unwrap() <= 8);
+        assert!(v.get("rows").is_none(), "--no-execute ran the SQL");
+    } else {
+        assert_clean_failure(&out, &["no SQL"]);
+        assert!(out.1.is_empty(), "{}", describe(&out));
+    }
+}
+
+/// `ask` over the demo database with the SmolLM2 GGUF, greedy, one thread.
+/// `None` when the model is absent.
+fn ask_smollm2(db: &Path, question: &str, extra: &[&str]) -> Option<Out> {
+    let gguf = common::smollm2_gguf()?;
+    let mut args = vec![
+        "--threads",
+        "1",
+        "ask",
+        question,
+        "--db",
+        s(db),
+        "--model",
+        s(&gguf),
+        "--max-tokens",
+        "48",
+    ];
+    args.extend_from_slice(extra);
+    Some(run(&args))
+}
+
+// SmolLM2-135M answers "How many artists are there?" with SQL naming a
+// column that does not exist; "How many tracks are there?" gives SQL that
+// runs, which is what these tests need.
+const QUESTION: &str = "How many tracks are there?";
+
+#[test]
+fn ask_json_is_one_object_with_rows_and_timings() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let Some(out) = ask_smollm2(&db, QUESTION, &["--format", "json"]) else {
+        return;
+    };
+    assert_success(&out);
+    let lines: Vec<&str> = out.1.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one JSON line:\n{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON object");
+    for key in ["question", "sql", "columns", "rows", "timings"] {
+        assert!(v.get(key).is_some(), "no {key}:\n{}", out.1);
+    }
+    assert_eq!(v["question"], QUESTION);
+    let sql = v["sql"].as_str().unwrap();
+    assert!(
+        sql.trim_start().to_ascii_uppercase().starts_with("SELECT"),
+        "{sql}"
+    );
+    assert!(v["columns"].is_array() && v["rows"].is_array(), "{}", out.1);
+    let t = &v["timings"];
+    for key in [
+        "load_ms",
+        "prompt_tokens",
+        "prefill_ms",
+        "generated_tokens",
+        "decode_ms",
+    ] {
+        assert!(t[key].is_number(), "timings.{key}:\n{}", out.1);
+    }
+    assert!(t["prompt_tokens"].as_u64().unwrap() > 100, "{}", out.1);
+    assert!(t["generated_tokens"].as_u64().unwrap() >= 1, "{}", out.1);
+}
+
+#[test]
+fn ask_text_prints_sql_then_table_and_never_modifies_the_database() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let before = std::fs::read(&db).unwrap();
+    let Some(out) = ask_smollm2(&db, QUESTION, &[]) else {
+        return;
+    };
+    assert_success(&out);
+    let mut lines = out.1.lines();
+    let first = lines.next().unwrap_or_default();
+    assert!(first.ends_with(';'), "first line is the SQL:\n{}", out.1);
+    let rest: Vec<&str> = lines.collect();
+    assert!(
+        rest.iter().any(|l| l.contains('│')),
+        "a table follows:\n{}",
+        out.1
+    );
+    assert!(
+        rest.last()
+            .is_some_and(|l| l.ends_with("row)") || l.ends_with("rows)")),
+        "a row count ends the output:\n{}",
+        out.1
+    );
+
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "ask modified the database"
+    );
+    let mut files: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["music.db"], "ask left files next to the database");
+}
+
+#[test]
+fn ask_no_execute_text_prints_only_the_sql() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let Some(out) = ask_smollm2(&db, QUESTION, &["--no-execute"]) else {
+        return;
+    };
+    assert_success(&out);
+    let text = out.1.trim_end();
+    assert!(!text.is_empty(), "{}", describe(&out));
+    assert!(text.ends_with(';'), "{}", describe(&out));
+    assert!(
+        text.trim_start().to_ascii_uppercase().starts_with("SELECT"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        !text.contains('│') && !text.contains(" row)") && !text.contains(" rows)"),
+        "no table without execution:\n{}",
+        describe(&out)
+    );
+}
