@@ -19,9 +19,17 @@ use sqlagent::tokenizer::{chat_template_from_gguf, SpecialTokens, StreamDecoder,
 use crate::common;
 
 // From ../shared/fixtures/smollm2-reference.json (`tokenizer_ids`, `chat_prompt`):
-// transformers 5.24 on the GGUF, cross-checked with llama.cpp `llama-tokenize`.
+// transformers 5.24 on the GGUF, cross-checked with llama.cpp `llama-tokenize`:
+//   python -c "from transformers import AutoTokenizer as A; \
+//     t = A.from_pretrained('.', gguf_file='SmolLM2-135M-Instruct.Q4_1.gguf'); \
+//     print(t.encode(TEXT, add_special_tokens=False))"
+//   llama-tokenize -m SmolLM2-135M-Instruct.Q4_1.gguf -p TEXT --ids --no-bos
 // From ../shared/fixtures/llama3-tokenizer-reference.json (`tokenizer_ids`):
-// HF tokenizers 0.23.3 on the same tokenizer.json.
+// HF tokenizers 0.23.3 on the same tokenizer.json (re-run here with
+// `pip install tokenizers==0.23.3`, same ids):
+//   python -c "from tokenizers import Tokenizer; \
+//     t = Tokenizer.from_file('models/llama3-tokenizer/tokenizer.json'); \
+//     print(t.encode(TEXT, add_special_tokens=False).ids)"
 const SMOLLM2_IDS: &[(&str, &[u32])] = &[
     (
         "SELECT title FROM songs WHERE year > 2010 ORDER BY popularity DESC LIMIT 5;",

@@ -1,0 +1,160 @@
+//! Integration tests: the decode loop on SmolLM2 (stop rules, streaming,
+//! seeded sampling, context limit).
+
+use candle_core::{DType, Device};
+use sqlagent::agent::{Engine, ModelOptions, ModelSource};
+use sqlagent::chat::Message;
+use sqlagent::generate::{generate, GenerateRequest, SamplingParams, StopReason};
+use sqlagent::model::GgufOptions;
+use sqlagent::Error;
+
+use crate::common;
+
+fn engine() -> Option<Engine> {
+    let path = common::smollm2_gguf()?;
+    Some(
+        Engine::load(&ModelOptions {
+            source: ModelSource::Gguf(path),
+            dtype: DType::F32,
+            device: Device::Cpu,
+            gguf: GgufOptions::default(),
+            revision: None,
+            hf_token: None,
+            progress: false,
+        })
+        .unwrap(),
+    )
+}
+
+fn prompt_ids(e: &Engine, question: &str) -> Vec<u32> {
+    let text = e
+        .template
+        .render(
+            &[
+                Message::system("Answer with one SQLite query."),
+                Message::user(question),
+            ],
+            true,
+        )
+        .unwrap();
+    e.tokenizer.encode(&text).unwrap()
+}
+
+fn run(
+    e: &Engine,
+    ids: &[u32],
+    stop: &[u32],
+    sampling: SamplingParams,
+) -> (sqlagent::generate::Generation, String) {
+    let mut streamed = String::new();
+    let g = generate(
+        &e.model,
+        &e.tokenizer,
+        &GenerateRequest {
+            prompt_ids: ids,
+            stop_ids: stop,
+            sampling,
+        },
+        &mut |piece| streamed.push_str(piece),
+    )
+    .unwrap();
+    (g, streamed)
+}
+
+#[test]
+fn greedy_generation_stops_at_end_of_turn_and_streams_its_text() {
+    let Some(e) = engine() else { return };
+    let ids = prompt_ids(&e, "How many songs are in the songs table?");
+    let stop = e.stop_ids();
+    assert!(stop.contains(&e.tokenizer.token_to_id("<|im_end|>").unwrap()));
+    let params = SamplingParams {
+        max_tokens: 128,
+        ..SamplingParams::default()
+    };
+    let (g, streamed) = run(&e, &ids, &stop, params);
+    assert_eq!(g.stop, StopReason::EndToken, "reply: {:?}", g.text);
+    assert!(!g.tokens.is_empty() && g.tokens.len() < 128);
+    assert!(
+        g.tokens.iter().all(|t| !stop.contains(t)),
+        "the stop token is not output"
+    );
+    assert_eq!(streamed, g.text, "streamed pieces add up to the text");
+    assert_eq!(g.text, e.tokenizer.decode(&g.tokens, true).unwrap());
+    assert_eq!(g.prompt_tokens, ids.len());
+    assert!(g.prefill_ms > 0.0 && g.decode_ms >= 0.0);
+    // Greedy is deterministic.
+    assert_eq!(run(&e, &ids, &stop, params).0.tokens, g.tokens);
+}
+
+#[test]
+fn generation_stops_at_the_token_budget() {
+    let Some(e) = engine() else { return };
+    let ids = prompt_ids(&e, "Write a long essay about databases.");
+    let params = SamplingParams {
+        max_tokens: 5,
+        ..SamplingParams::default()
+    };
+    let (g, streamed) = run(&e, &ids, &e.stop_ids(), params);
+    assert_eq!(g.stop, StopReason::MaxTokens);
+    assert_eq!(g.tokens.len(), 5);
+    assert_eq!(streamed, g.text);
+}
+
+#[test]
+fn a_stop_id_sampled_first_gives_an_empty_reply() {
+    let Some(e) = engine() else { return };
+    let ids = prompt_ids(&e, "How many songs?");
+    let params = SamplingParams {
+        max_tokens: 16,
+        ..SamplingParams::default()
+    };
+    let first = run(&e, &ids, &[], params).0.tokens[0];
+    let (g, streamed) = run(&e, &ids, &[first], params);
+    assert_eq!(g.stop, StopReason::EndToken);
+    assert!(g.tokens.is_empty() && g.text.is_empty() && streamed.is_empty());
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_seed_dependent() {
+    let Some(e) = engine() else { return };
+    let ids = prompt_ids(&e, "Name three SQL keywords.");
+    let params = |seed| SamplingParams {
+        temperature: 1.2,
+        top_p: Some(0.95),
+        seed,
+        max_tokens: 24,
+    };
+    let a = run(&e, &ids, &[], params(1)).0.tokens;
+    assert_eq!(a, run(&e, &ids, &[], params(1)).0.tokens);
+    let others: Vec<Vec<u32>> = (2..5)
+        .map(|s| run(&e, &ids, &[], params(s)).0.tokens)
+        .collect();
+    assert!(
+        others.iter().any(|o| o != &a),
+        "different seeds should give different samples"
+    );
+}
+
+#[test]
+fn a_prompt_that_does_not_fit_says_by_how_much() {
+    let Some(e) = engine() else { return };
+    let context = e.model.config().context_length;
+    let ids = vec![e.tokenizer.token_to_id("SELECT").unwrap_or(1); context - 10];
+    let params = SamplingParams {
+        max_tokens: 64,
+        ..SamplingParams::default()
+    };
+    let err = generate(
+        &e.model,
+        &e.tokenizer,
+        &GenerateRequest {
+            prompt_ids: &ids,
+            stop_ids: &[],
+            sampling: params,
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::PromptTooLong { .. }), "{err}");
+    assert!(err.to_string().contains("54 too many"), "{err}");
+}
