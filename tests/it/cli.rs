@@ -768,3 +768,126 @@ fn ask_no_execute_text_prints_only_the_sql() {
         describe(&out)
     );
 }
+
+/// A one-shot HTTP server on loopback that answers every request with
+/// `status`; returns its base URL.
+fn http_stub(status: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        // Bounded: a handful of requests (hf-hub may retry), then stop.
+        for stream in listener.incoming().take(8) {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let body = "{\"error\":\"stub\"}";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn hub_unreachable_says_to_pass_a_local_model() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let hf_home = tmp.path().join("hf");
+    // A closed loopback port: the hub cannot be reached.
+    let out = run_env(
+        &[
+            "ask",
+            "How many tracks?",
+            "--db",
+            s(&db),
+            "--model",
+            "meta-llama/Meta-Llama-3-8B-Instruct",
+        ],
+        &[
+            ("HF_HOME", s(&hf_home)),
+            ("HF_ENDPOINT", "http://127.0.0.1:9"),
+        ],
+    );
+    assert_clean_failure(
+        &out,
+        &[
+            "meta-llama/Meta-Llama-3-8B-Instruct",
+            "cannot reach",
+            "--model",
+        ],
+    );
+}
+
+#[test]
+fn hub_gated_repo_says_to_accept_the_license_and_set_hf_token() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let hf_home = tmp.path().join("hf");
+    let endpoint = http_stub("401 Unauthorized");
+    let out = run_env(
+        &[
+            "ask",
+            "How many tracks?",
+            "--db",
+            s(&db),
+            "--model",
+            "meta-llama/Meta-Llama-3-8B-Instruct",
+        ],
+        &[("HF_HOME", s(&hf_home)), ("HF_ENDPOINT", &endpoint)],
+    );
+    assert_clean_failure(
+        &out,
+        &["meta-llama/Meta-Llama-3-8B-Instruct", "license", "HF_TOKEN"],
+    );
+}
+
+#[test]
+fn hub_repo_complete_in_the_cache_loads_offline() {
+    // A repo laid out in the hub cache as the hub's tools write it
+    // (models--owner--name/snapshots/REV + refs/main) loads without network.
+    if common::llama3_tokenizer_dir().is_none() {
+        return;
+    }
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let hf_home = tmp.path().join("hf");
+    let repo_dir = hf_home.join("hub/models--acme--tiny-llama");
+    let snapshot = repo_dir.join("snapshots/0123456789abcdef");
+    tiny_llama3_dir(&snapshot, 4096).unwrap();
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::write(repo_dir.join("refs/main"), "0123456789abcdef").unwrap();
+    let out = run_env(
+        &[
+            "ask",
+            "How many tracks?",
+            "--db",
+            s(&db),
+            "--model",
+            "acme/tiny-llama",
+            "--no-execute",
+            "--max-tokens",
+            "4",
+            "--threads",
+            "1",
+            "--format",
+            "json",
+        ],
+        &[
+            ("HF_HOME", s(&hf_home)),
+            ("HF_ENDPOINT", "http://127.0.0.1:9"),
+        ],
+    );
+    assert_no_panic(&out);
+    // Random weights may write no SQL; what matters is that the model loaded
+    // from the cache (no hub error).
+    assert!(!out.2.contains("hub repo"), "{}", describe(&out));
+    assert!(
+        out.0 == 0 || out.2.contains("contains no SQL"),
+        "{}",
+        describe(&out)
+    );
+}
