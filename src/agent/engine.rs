@@ -136,22 +136,13 @@ impl Engine {
         if let Some(r) = &requantized {
             tracing::info!("re-quantized {r} at load (Q4_1 has no fast CPU kernel; --requantize never keeps it)");
         }
-        check_vocab(&model, &tokenizer, path)?;
-        Ok(Self {
-            info: ModelInfo {
-                path: path.to_path_buf(),
-                format: "gguf",
-                weight_type: weight_type(&model),
-                requantized,
-                chat_template: template.name().to_string(),
-                context_length: model.config().context_length,
-                load_ms: 0.0,
-            },
+        let parts = Parts {
             model,
             tokenizer,
             template,
             special,
-        })
+        };
+        parts.into_engine(path, "gguf", requantized)
     }
 
     fn load_hf_dir(dir: &Path, options: &ModelOptions) -> Result<Self> {
@@ -191,22 +182,13 @@ impl Engine {
         }
         .unwrap_or_else(ChatTemplate::llama3);
         let model = model::load_safetensors_dir(dir, options.dtype, &options.device)?;
-        check_vocab(&model, &tokenizer, dir)?;
-        Ok(Self {
-            info: ModelInfo {
-                path: dir.to_path_buf(),
-                format: "safetensors",
-                weight_type: weight_type(&model),
-                requantized: None,
-                chat_template: template.name().to_string(),
-                context_length: model.config().context_length,
-                load_ms: 0.0,
-            },
+        let parts = Parts {
             model,
             tokenizer,
             template,
             special,
-        })
+        };
+        parts.into_engine(dir, "safetensors", None)
     }
 
     /// Ids that end generation.
@@ -218,6 +200,40 @@ impl Engine {
             }
         }
         ids
+    }
+}
+
+/// The loaded pieces, before they are checked against each other.
+struct Parts {
+    model: Llama,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    special: SpecialTokens,
+}
+
+impl Parts {
+    fn into_engine(
+        self,
+        path: &Path,
+        format: &'static str,
+        requantized: Option<String>,
+    ) -> Result<Engine> {
+        check_vocab(&self.model, &self.tokenizer, path)?;
+        Ok(Engine {
+            info: ModelInfo {
+                path: path.to_path_buf(),
+                format,
+                weight_type: weight_type(&self.model),
+                requantized,
+                chat_template: self.template.name().to_string(),
+                context_length: self.model.config().context_length,
+                load_ms: 0.0,
+            },
+            model: self.model,
+            tokenizer: self.tokenizer,
+            template: self.template,
+            special: self.special,
+        })
     }
 }
 
