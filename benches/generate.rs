@@ -68,9 +68,17 @@ fn main() -> anyhow::Result<()> {
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
         let mut cache = Cache::new(model);
-        let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let chunk: usize = std::env::var("SQLAGENT_BENCH_CHUNK")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(sqlagent::generate::PREFILL_CHUNK);
         let start = Instant::now();
-        let logits = model.forward(&input, Some(&mut cache), Logits::Last)?;
+        let mut logits = None;
+        for part in ids.chunks(chunk) {
+            let input = Tensor::new(part, &Device::Cpu)?.unsqueeze(0)?;
+            logits = Some(model.forward(&input, Some(&mut cache), Logits::Last)?);
+        }
+        let logits = logits.expect("the prompt is not empty");
         let mut next = logits.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?;
         prefill.push(ids.len() as f64 / start.elapsed().as_secs_f64());
         let start = Instant::now();
