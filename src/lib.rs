@@ -12,6 +12,7 @@ pub mod chat;
 pub mod cli;
 pub mod error;
 pub mod generate;
+pub mod grammar;
 pub mod model;
 pub mod sql;
 pub mod tokenizer;

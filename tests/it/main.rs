@@ -5,6 +5,7 @@ mod common;
 mod chat;
 mod cli;
 mod generate;
+mod grammar;
 mod model;
 mod sql;
 mod tiny;

@@ -1,0 +1,66 @@
+//! Grammar-constrained decoding: a Lark grammar (llguidance dialect) for
+//! read-only SQLite queries, generated per database from the introspected
+//! schema ([`lark`]), and checking SQL text against it ([`check`]).
+
+pub mod check;
+pub mod lark;
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How much the grammar constrains what the model writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrammarMode {
+    /// SQLite SELECT syntax with table and column names from the database.
+    #[default]
+    Schema,
+    /// SQLite SELECT syntax with any identifier.
+    Generic,
+    /// No constraint.
+    None,
+}
+
+impl FromStr for GrammarMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "schema" => Ok(GrammarMode::Schema),
+            "generic" => Ok(GrammarMode::Generic),
+            "none" => Ok(GrammarMode::None),
+            other => Err(format!("unknown grammar mode {other:?} (schema, generic, none)")),
+        }
+    }
+}
+
+impl fmt::Display for GrammarMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GrammarMode::Schema => "schema",
+            GrammarMode::Generic => "generic",
+            GrammarMode::None => "none",
+        })
+    }
+}
+
+/// Default bound on the characters inside one string literal: a model that
+/// loops inside a string cannot run away.
+pub const DEFAULT_MAX_STRING_LEN: usize = 200;
+
+/// Options of the generated grammar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrammarOptions {
+    /// Schema-aware, generic, or none.
+    pub mode: GrammarMode,
+    /// Maximum characters inside a string literal.
+    pub max_string_len: usize,
+}
+
+impl Default for GrammarOptions {
+    fn default() -> Self {
+        Self {
+            mode: GrammarMode::Schema,
+            max_string_len: DEFAULT_MAX_STRING_LEN,
+        }
+    }
+}
