@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::chat::PromptSpec;
 use crate::error::{Error, Result};
-use crate::generate::{self, GenerateRequest, SamplingParams, StopReason};
+use crate::generate::{self, GenerateRequest, GrammarStats, SamplingParams, StopReason};
+use crate::grammar::{self, CompiledGrammar, GrammarOptions};
 use crate::sql::{self, Database, ExecLimits, QueryResult, Schema};
 
 /// Where the time of one answer went.
@@ -44,6 +45,8 @@ pub struct Draft {
     pub stop: StopReason,
     /// Where the time went.
     pub timings: Timings,
+    /// What the grammar cost (zero without one).
+    pub grammar: GrammarStats,
 }
 
 /// A question answered: the SQL and its rows.
@@ -66,9 +69,23 @@ pub struct Agent {
     pub sampling: SamplingParams,
     /// Limits for running the SQL.
     pub limits: ExecLimits,
+    /// The grammar answers must follow (`None`: unconstrained).
+    pub grammar: Option<CompiledGrammar>,
 }
 
 impl Agent {
+    /// Compiles the grammar for `schema` (none for `GrammarMode::None`).
+    pub fn compile_grammar(
+        engine: &Engine,
+        schema: &Schema,
+        options: &GrammarOptions,
+    ) -> Result<Option<CompiledGrammar>> {
+        let Some(lark) = grammar::lark::lark_grammar(schema, options) else {
+            return Ok(None);
+        };
+        Ok(Some(engine.grammar_factory()?.compile(&lark)?))
+    }
+
     /// The exact text fed to the model for `question` over `schema`.
     pub fn render_prompt(&self, schema: &Schema, question: &str) -> Result<String> {
         let messages = self.prompt.messages(schema, question)?;
@@ -85,13 +102,15 @@ impl Agent {
         let text = self.render_prompt(schema, question)?;
         let prompt_ids = self.engine.tokenizer.encode(&text)?;
         let stop_ids = self.engine.stop_ids();
+        let mut constraint = self.grammar.as_ref().map(CompiledGrammar::constraint);
         let generation = generate::generate(
             &self.engine.model,
             &self.engine.tokenizer,
-            &GenerateRequest {
+            GenerateRequest {
                 prompt_ids: &prompt_ids,
                 stop_ids: &stop_ids,
                 sampling: self.sampling,
+                constraint: constraint.as_mut(),
             },
             on_text,
         )?;
@@ -109,6 +128,7 @@ impl Agent {
                 execute_ms: 0.0,
             },
             reply: generation.text,
+            grammar: generation.grammar,
         })
     }
 

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::agent::{ModelOptions, ModelSource};
 use crate::generate::SamplingParams;
+use crate::grammar::{GrammarMode, GrammarOptions, DEFAULT_MAX_STRING_LEN};
 use crate::model::{hub::DEFAULT_REPO, GgufOptions, Requantize};
 use crate::sql::ExecLimits;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Build the demo music-streaming database from data/demo/music.sql.
     DemoDb(DemoDbArgs),
+    /// Print the Lark grammar (llguidance dialect) generated for a database.
+    Grammar(GrammarArgs),
 }
 
 /// Output format.
@@ -110,6 +113,55 @@ pub struct ModelArgs {
     pub requantize: RequantizeArg,
 }
 
+/// Grammar constraint on decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GrammarArg {
+    /// SQLite SELECT syntax with the database's table and column names.
+    Schema,
+    /// SQLite SELECT syntax with any identifier.
+    Generic,
+    /// No constraint: free text.
+    None,
+}
+
+impl From<GrammarArg> for GrammarMode {
+    fn from(g: GrammarArg) -> Self {
+        match g {
+            GrammarArg::Schema => GrammarMode::Schema,
+            GrammarArg::Generic => GrammarMode::Generic,
+            GrammarArg::None => GrammarMode::None,
+        }
+    }
+}
+
+/// Options of the grammar.
+#[derive(Debug, Clone, Args)]
+pub struct GrammarFlags {
+    /// Constrain decoding to valid SQL: `schema` (names from the database),
+    /// `generic` (any identifier) or `none`.
+    #[arg(long, value_enum, env = "SQLAGENT_GRAMMAR", default_value = "schema")]
+    pub grammar: GrammarArg,
+    /// Longest string literal the grammar allows, in characters.
+    #[arg(long, default_value_t = DEFAULT_MAX_STRING_LEN)]
+    pub max_string_len: usize,
+}
+
+impl GrammarFlags {
+    /// Validates into [`GrammarOptions`].
+    pub fn to_options(&self) -> crate::Result<GrammarOptions> {
+        if self.max_string_len == 0 {
+            return Err(crate::Error::invalid(
+                "--max-string-len",
+                "must be at least 1",
+            ));
+        }
+        Ok(GrammarOptions {
+            mode: self.grammar.into(),
+            max_string_len: self.max_string_len,
+        })
+    }
+}
+
 /// Options for decoding.
 #[derive(Debug, Clone, Args)]
 pub struct SamplingArgs {
@@ -158,6 +210,9 @@ pub struct AskArgs {
     /// Model options.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Grammar options.
+    #[command(flatten)]
+    pub grammar: GrammarFlags,
     /// Sampling options.
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -178,6 +233,17 @@ pub struct SchemaArgs {
     /// `text`: the schema as the prompt renders it; `json`: everything introspected.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+}
+
+/// `sqlagent grammar`.
+#[derive(Debug, Args)]
+pub struct GrammarArgs {
+    /// The SQLite database whose schema the grammar names.
+    #[arg(long, env = "SQLAGENT_DB")]
+    pub db: PathBuf,
+    /// Grammar options (`--grammar none` prints nothing).
+    #[command(flatten)]
+    pub grammar: GrammarFlags,
 }
 
 /// `sqlagent import`.

@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use crate::agent::{Agent, Engine};
 use crate::chat::PromptSpec;
 use crate::sql::{self, Database, ImportOptions};
-use args::{AskArgs, Cli, Command, DemoDbArgs, Format, ImportArgs, SchemaArgs};
+use args::{AskArgs, Cli, Command, DemoDbArgs, Format, GrammarArgs, ImportArgs, SchemaArgs};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Schema(a) => schema(a),
         Command::Import(a) => import(a),
         Command::DemoDb(a) => demo_db(a),
+        Command::Grammar(a) => grammar(a),
     }
 }
 
@@ -42,6 +43,7 @@ fn ask(args: AskArgs) -> Result<()> {
         .into());
     }
     let sampling = args.sampling.to_params()?;
+    let grammar_options = args.grammar.to_options()?;
     let limits = args.exec.to_limits()?;
     let db = Database::open(&args.db)?;
     let schema = db.schema()?;
@@ -60,11 +62,13 @@ fn ask(args: AskArgs) -> Result<()> {
     let engine = Engine::load(&options);
     spinner.finish_and_clear();
     let engine = engine?;
+    let grammar = Agent::compile_grammar(&engine, &schema, &grammar_options)?;
     let agent = Agent {
         engine,
         prompt,
         sampling,
         limits,
+        grammar,
     };
 
     // Stream the reply to a terminal's stderr as it is produced.
@@ -78,6 +82,15 @@ fn ask(args: AskArgs) -> Result<()> {
     let draft = agent.draft(&schema, &args.question, &mut on_text)?;
     if interactive {
         eprintln!();
+    }
+    if draft.sql.is_empty()
+        && agent.grammar.is_some()
+        && draft.stop == crate::generate::StopReason::MaxTokens
+    {
+        anyhow::bail!(
+            "the model did not finish a query within {} tokens (raise --max-tokens)",
+            agent.sampling.max_tokens
+        );
     }
     if draft.sql.is_empty() {
         anyhow::bail!(
@@ -113,6 +126,15 @@ fn schema(args: SchemaArgs) -> Result<()> {
             let prompt = PromptSpec::load(&args.prompt)?;
             outln!("{}", prompt.render_schema(&schema)?.trim_end());
         }
+    }
+    Ok(())
+}
+
+fn grammar(args: GrammarArgs) -> Result<()> {
+    let db = Database::open(&args.db)?;
+    let schema = db.schema()?;
+    if let Some(lark) = crate::grammar::lark::lark_grammar(&schema, &args.grammar.to_options()?) {
+        outln!("{}", lark.trim_end());
     }
     Ok(())
 }

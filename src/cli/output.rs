@@ -40,6 +40,7 @@ pub fn print_draft(
                 "stop": draft.stop,
                 "model": model,
                 "timings": draft.timings,
+                "grammar": draft.grammar,
             });
             if let Some(r) = rows {
                 obj["columns"] = json!(r.columns);

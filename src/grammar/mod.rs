@@ -1,9 +1,15 @@
 //! Grammar-constrained decoding: a Lark grammar (llguidance dialect) for
 //! read-only SQLite queries, generated per database from the introspected
-//! schema ([`lark`]), and checking SQL text against it ([`check`]).
+//! schema ([`lark`]), checking SQL text against it ([`check`]), and the
+//! per-request [`Constraint`] the decode loop applies.
 
 pub mod check;
+mod constraint;
 pub mod lark;
+mod tokens;
+
+pub use constraint::{CompiledGrammar, Constraint, GrammarFactory};
+pub use tokens::token_env;
 
 use std::fmt;
 use std::str::FromStr;
@@ -28,7 +34,9 @@ impl FromStr for GrammarMode {
             "schema" => Ok(GrammarMode::Schema),
             "generic" => Ok(GrammarMode::Generic),
             "none" => Ok(GrammarMode::None),
-            other => Err(format!("unknown grammar mode {other:?} (schema, generic, none)")),
+            other => Err(format!(
+                "unknown grammar mode {other:?} (schema, generic, none)"
+            )),
         }
     }
 }

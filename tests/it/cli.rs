@@ -631,6 +631,8 @@ fn ask_random_weight_hf_dir_runs_end_to_end() {
         "--no-execute",
         "--max-tokens",
         "8",
+        "--grammar",
+        "none",
         "--format",
         "json",
     ]);
@@ -868,6 +870,8 @@ fn hub_repo_complete_in_the_cache_loads_offline() {
             s(&db),
             "--model",
             "acme/tiny-llama",
+            "--grammar",
+            "none",
             "--no-execute",
             "--max-tokens",
             "4",

@@ -50,10 +50,11 @@ fn run(
     let g = generate(
         &e.model,
         &e.tokenizer,
-        &GenerateRequest {
+        GenerateRequest {
             prompt_ids: ids,
             stop_ids: stop,
             sampling,
+            constraint: None,
         },
         &mut |piece| streamed.push_str(piece),
     )
@@ -147,10 +148,11 @@ fn a_prompt_that_does_not_fit_says_by_how_much() {
     let err = generate(
         &e.model,
         &e.tokenizer,
-        &GenerateRequest {
+        GenerateRequest {
             prompt_ids: &ids,
             stop_ids: &[],
             sampling: params,
+            constraint: None,
         },
         &mut |_| {},
     )

@@ -1,0 +1,188 @@
+//! The grammar applied to decoding: a [`GrammarFactory`] per tokenizer
+//! (llguidance's `ParserFactory`, ~65 ms to build for a 128k vocabulary),
+//! a [`CompiledGrammar`] per database, and one [`Constraint`] per request.
+//!
+//! The decode loop asks [`Constraint::allows`] about the token the model
+//! prefers (about 2 µs) and computes the full mask only when that token is
+//! rejected (about 0.5 ms on 128k tokens), which gives exactly the
+//! distribution of masking every step at a fraction of the cost.
+
+use std::sync::Arc;
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::toktrie::{InferenceCapabilities, SimpleVob, TokEnv};
+use llguidance::{Matcher, ParserFactory};
+
+use super::tokens::token_env;
+use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
+
+fn grammar_error(message: impl Into<String>) -> Error {
+    Error::invalid("grammar", message)
+}
+
+/// Builds grammars for one tokenizer. Build once and share (`Send + Sync`).
+pub struct GrammarFactory {
+    factory: Arc<ParserFactory>,
+    stop_ids: Vec<u32>,
+    width: usize,
+}
+
+impl GrammarFactory {
+    /// A factory for `tokenizer` whose model produces `width` logits;
+    /// `stop_ids` end generation and are allowed only where the grammar can end.
+    pub fn new(tokenizer: &Tokenizer, width: usize, stop_ids: &[u32]) -> Result<Self> {
+        let env: TokEnv = token_env(tokenizer, width, stop_ids)?;
+        // No vocabulary slices: measured faster for SQL than llguidance's
+        // JSON-tuned defaults (65 ms vs 200 ms to build, 0.5 vs 0.75 ms a mask).
+        let mut factory = ParserFactory::new(&env, InferenceCapabilities::default(), &[])
+            .map_err(|e| grammar_error(format!("cannot build the token environment: {e}")))?;
+        factory.set_stderr_log_level(0);
+        factory.limits_mut().verbose_errors = false;
+        Ok(Self {
+            factory: Arc::new(factory),
+            stop_ids: stop_ids.to_vec(),
+            width,
+        })
+    }
+
+    /// Compiles a Lark grammar (llguidance dialect).
+    pub fn compile(&self, lark: &str) -> Result<CompiledGrammar> {
+        let parser = self
+            .factory
+            .create_parser(TopLevelGrammar::from_lark(lark.to_string()))
+            .map_err(|e| grammar_error(format!("the grammar does not compile: {e}")))?;
+        let matcher = Matcher::new(Ok(parser));
+        if let Some(e) = matcher.get_error() {
+            return Err(grammar_error(e));
+        }
+        Ok(CompiledGrammar {
+            prototype: matcher,
+            stop_ids: self.stop_ids.clone(),
+            width: self.width,
+        })
+    }
+}
+
+/// A compiled grammar; each request gets its own [`Constraint`].
+pub struct CompiledGrammar {
+    prototype: Matcher,
+    stop_ids: Vec<u32>,
+    width: usize,
+}
+
+impl CompiledGrammar {
+    /// A fresh constraint at the start of the grammar.
+    pub fn constraint(&self) -> Constraint {
+        Constraint {
+            matcher: self.prototype.deep_clone(),
+            stop_ids: self.stop_ids.clone(),
+            width: self.width,
+            masks: 0,
+        }
+    }
+}
+
+/// The grammar state of one generation.
+pub struct Constraint {
+    matcher: Matcher,
+    stop_ids: Vec<u32>,
+    width: usize,
+    masks: usize,
+}
+
+impl Constraint {
+    fn check<T>(&self, r: anyhow::Result<T>) -> Result<T> {
+        r.map_err(|e| grammar_error(self.matcher.get_error().unwrap_or_else(|| e.to_string())))
+    }
+
+    /// Whether the grammar can end here (an end token is allowed).
+    pub fn is_accepting(&mut self) -> Result<bool> {
+        if self.matcher.is_stopped() {
+            return Ok(!self.matcher.is_error());
+        }
+        let r = self.matcher.is_accepting();
+        self.check(r)
+    }
+
+    /// Whether the grammar has ended (e.g. after the final `;`): only an end
+    /// token can follow.
+    pub fn is_stopped(&self) -> bool {
+        self.matcher.is_stopped()
+    }
+
+    /// Whether `token` may come next. End tokens are allowed exactly when
+    /// the grammar is accepting.
+    pub fn allows(&mut self, token: u32) -> Result<bool> {
+        if self.stop_ids.contains(&token) {
+            return self.is_accepting();
+        }
+        if self.matcher.is_stopped() || token as usize >= self.width {
+            return Ok(false);
+        }
+        let r = self.matcher.validate_tokens(&[token]);
+        Ok(self.check(r)? == 1)
+    }
+
+    /// The set of allowed next tokens.
+    pub fn mask(&mut self) -> Result<SimpleVob> {
+        self.masks += 1;
+        let r = if self.matcher.is_stopped() {
+            self.matcher.compute_mask_or_eos()
+        } else {
+            self.matcher.compute_mask()
+        };
+        self.check(r)
+    }
+
+    /// Sets the logits of disallowed tokens to −∞. Errors when nothing is
+    /// allowed (a grammar dead end).
+    pub fn mask_logits(&mut self, logits: &mut [f32]) -> Result<()> {
+        let mask = self.mask()?;
+        if mask.is_zero() {
+            return Err(grammar_error("no token can continue the query"));
+        }
+        let words = mask.as_slice();
+        for (i, chunk) in logits.chunks_mut(32).enumerate() {
+            let w = words.get(i).copied().unwrap_or(0);
+            if w == u32::MAX {
+                continue;
+            }
+            for (bit, l) in chunk.iter_mut().enumerate() {
+                if (w >> bit) & 1 == 0 {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances the grammar by `token` (which must be allowed).
+    pub fn commit(&mut self, token: u32) -> Result<()> {
+        if self.stop_ids.contains(&token) && self.matcher.is_stopped() {
+            return Ok(());
+        }
+        let r = self.matcher.consume_token(token);
+        self.check(r)
+    }
+
+    /// Tokens the grammar forces next (a single possible continuation),
+    /// possibly empty. They are not committed.
+    pub fn forced_tokens(&mut self) -> Vec<u32> {
+        if self.matcher.is_stopped() {
+            return Vec::new();
+        }
+        self.matcher.compute_ff_tokens()
+    }
+
+    /// Takes back the last `n` committed tokens.
+    pub fn rollback(&mut self, n: usize) -> Result<()> {
+        let r = self.matcher.rollback(n);
+        self.check(r)
+    }
+
+    /// Full masks computed so far (the slow path), for statistics.
+    pub fn masks_computed(&self) -> usize {
+        self.masks
+    }
+}
