@@ -9,16 +9,13 @@
 //! a [`Linear`].
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::kv_cache::KvCache;
 
 use super::config::Config;
+use super::kv_cache::LayerKv;
 use super::linear::Linear;
 use super::rope::RopeTables;
 use super::weights::{EmbeddingTable, Weights};
 use crate::error::{Error, Result};
-
-/// KV-cache growth step in positions (the cache grows in chunks of this size).
-const KV_CHUNK: usize = 512;
 
 /// Which positions to return logits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +30,7 @@ pub enum Logits {
 /// positions seen so far.
 #[derive(Debug, Clone)]
 pub struct Cache {
-    layers: Vec<KvCache>,
+    layers: Vec<LayerKv>,
     len: usize,
 }
 
@@ -42,7 +39,7 @@ impl Cache {
     pub fn new(model: &Llama) -> Self {
         Self {
             layers: (0..model.cfg.num_layers)
-                .map(|_| KvCache::new(2, KV_CHUNK))
+                .map(|_| LayerKv::default())
                 .collect(),
             len: 0,
         }
@@ -60,10 +57,16 @@ impl Cache {
 
     /// Forgets every position.
     pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Keeps only the first `len` positions (taking back the rest), so the
+    /// next token is fed at position `len`.
+    pub fn truncate(&mut self, len: usize) {
         for l in &mut self.layers {
-            l.reset();
+            l.truncate(len);
         }
-        self.len = 0;
+        self.len = self.len.min(len);
     }
 }
 
@@ -124,7 +127,7 @@ impl Attention {
         pos: usize,
         rope: &RopeTables,
         mask: Option<&Tensor>,
-        kv: Option<&mut KvCache>,
+        kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
         let (b, seq, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -332,7 +335,7 @@ impl Llama {
         } else {
             None
         };
-        let mut kvs: Vec<Option<&mut KvCache>> = match cache {
+        let mut kvs: Vec<Option<&mut LayerKv>> = match cache {
             Some(c) => {
                 c.len += seq;
                 c.layers.iter_mut().map(Some).collect()

@@ -3,6 +3,7 @@
 
 mod config;
 pub mod hub;
+mod kv_cache;
 mod linear;
 mod llama;
 mod load;
@@ -10,6 +11,7 @@ mod rope;
 mod weights;
 
 pub use config::{Config, Llama3RopeScaling, OneOrMany, RawConfig, RawRopeScaling, MAX_CONTEXT};
+pub use kv_cache::{LayerKv, KV_CHUNK};
 pub use linear::{Linear, DENSE_PREFILL_MIN_ROWS};
 pub use llama::{causal_mask, Cache, Llama, Logits};
 pub use load::{load_safetensors_dir, GgufFile};
