@@ -92,9 +92,12 @@ impl Agent {
         self.engine.template.render(&messages, true)
     }
 
-    /// Writes SQL for `question`; `on_text` receives the reply as it streams.
+    /// Writes SQL for `question` about `db`; `on_text` receives the reply as
+    /// it streams. Under a grammar, the finished query is also checked with
+    /// SQLite's `prepare` against `db`, and decoding backs up when it fails.
     pub fn draft(
         &self,
+        db: &Database,
         schema: &Schema,
         question: &str,
         on_text: &mut dyn FnMut(&str),
@@ -103,6 +106,13 @@ impl Agent {
         let prompt_ids = self.engine.tokenizer.encode(&text)?;
         let stop_ids = self.engine.stop_ids();
         let mut constraint = self.grammar.as_ref().map(CompiledGrammar::constraint);
+        let check = |text: &str| -> std::result::Result<(), String> {
+            let sql = sql::extract_sql(text).unwrap_or_default();
+            db.check(&sql).map_err(|e| match e {
+                Error::Query { message, .. } => message,
+                other => other.to_string(),
+            })
+        };
         let generation = generate::generate(
             &self.engine.model,
             &self.engine.tokenizer,
@@ -111,6 +121,7 @@ impl Agent {
                 stop_ids: &stop_ids,
                 sampling: self.sampling,
                 constraint: constraint.as_mut(),
+                check: Some(&check),
             },
             on_text,
         )?;
@@ -140,7 +151,7 @@ impl Agent {
         question: &str,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
-        let mut draft = self.draft(schema, question, on_text)?;
+        let mut draft = self.draft(db, schema, question, on_text)?;
         if draft.sql.is_empty() {
             return Err(Error::Query {
                 sql: draft.reply.clone(),

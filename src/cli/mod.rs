@@ -79,7 +79,7 @@ fn ask(args: AskArgs) -> Result<()> {
             let _ = stderr.flush();
         }
     };
-    let draft = agent.draft(&schema, &args.question, &mut on_text)?;
+    let draft = agent.draft(&db, &schema, &args.question, &mut on_text)?;
     if interactive {
         eprintln!();
     }

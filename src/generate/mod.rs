@@ -2,10 +2,12 @@
 //! from KV-cached forward passes until an end token or the token budget,
 //! streaming text as it is produced.
 
+mod repair;
 mod sampling;
 
 pub use sampling::{Sampler, SamplingParams};
 
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -22,6 +24,9 @@ pub const PREFILL_CHUNK: usize = 512;
 /// Default budget of generated tokens: enough for any SQL query we expect.
 pub const DEFAULT_MAX_TOKENS: usize = 256;
 
+/// A check of finished text: `Err(message)` says what is wrong.
+pub type TextCheck<'a> = &'a dyn Fn(&str) -> std::result::Result<(), String>;
+
 /// What to generate from.
 pub struct GenerateRequest<'a> {
     /// The rendered, tokenized prompt.
@@ -32,7 +37,16 @@ pub struct GenerateRequest<'a> {
     pub sampling: SamplingParams,
     /// A grammar every generated token must follow (`None`: free text).
     pub constraint: Option<&'a mut Constraint>,
+    /// A check of the finished text beyond the grammar (e.g. SQLite's
+    /// `prepare`: names in scope, function arities). On failure, decoding
+    /// backs up to the name the error points at and chooses differently.
+    /// Used only with a constraint.
+    pub check: Option<TextCheck<'a>>,
 }
+
+/// Back-ups to a failing name before falling back to the longest prefix
+/// that passes the check.
+pub const MAX_REPAIRS: usize = 8;
 
 /// Why generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -74,8 +88,13 @@ pub struct GrammarStats {
     /// Tokens the grammar forced (no choice), fed without sampling.
     pub forced_tokens: usize,
     /// Tokens dropped at the end to return to the last point where the
-    /// grammar could end (the token budget ran out mid-query).
+    /// grammar could end (the token budget ran out mid-query, or the
+    /// finished text failed the check).
     pub trimmed_tokens: usize,
+    /// Times decoding backed up because the finished text failed the check.
+    pub repairs: usize,
+    /// Whether the returned text failed the check even so.
+    pub check_failed: bool,
 }
 
 impl Generation {
@@ -100,13 +119,16 @@ impl Generation {
 }
 
 /// Runs the prompt through `model` and decodes until a stop id or the budget.
-/// `on_text` receives text as soon as it is complete (for streaming).
+/// `on_text` receives text as soon as it is complete (for streaming; after a
+/// back-up, [`Generation::text`] is what counts).
 ///
 /// With a grammar, the model's preferred token is checked first and the full
 /// mask is computed only when it is rejected; forced tokens are fed without
-/// sampling; end tokens are allowed only where the grammar can end. If the
-/// budget runs out mid-query, the output is cut back to the last point where
-/// the grammar could end.
+/// sampling; end tokens are allowed only where the grammar can end. A
+/// finished text that fails `check` makes decoding back up to the offending
+/// name and ban the token chosen there. If the budget runs out mid-query, or
+/// repairs run out, the output is cut back to the longest prefix where the
+/// grammar could end and the check passes.
 pub fn generate(
     model: &Llama,
     tokenizer: &Tokenizer,
@@ -117,7 +139,8 @@ pub fn generate(
         prompt_ids: prompt,
         stop_ids,
         sampling,
-        mut constraint,
+        constraint,
+        check,
     } = request;
     let max_tokens = sampling.max_tokens;
     let context = model.config().context_length;
@@ -131,130 +154,289 @@ pub fn generate(
             reserved: max_tokens,
         });
     }
-    let device = model.device();
-    let mut cache = Cache::new(model);
-    let mut sampler = Sampler::new(&sampling);
-    let mut stream = StreamDecoder::with_skip_special(tokenizer, true);
-    let mut tokens: Vec<u32> = Vec::new();
-    let mut text = String::new();
-    let mut stats = GrammarStats::default();
-    let mut last_accepting = 0usize;
-
+    let mut d = Decoder {
+        model,
+        tokenizer,
+        prompt,
+        stop_ids,
+        cache: Cache::new(model),
+        sampler: Sampler::new(&sampling),
+        constraint,
+        check,
+        tokens: Vec::new(),
+        accepting: Vec::new(),
+        banned: HashMap::new(),
+        stats: GrammarStats::default(),
+    };
     let start = Instant::now();
-    let mut logits = None;
-    for chunk in prompt.chunks(PREFILL_CHUNK) {
-        let _span = tracing::debug_span!("prefill", tokens = chunk.len()).entered();
-        let ids = Tensor::new(chunk, device)?.unsqueeze(0)?;
-        logits = Some(model.forward(&ids, Some(&mut cache), Logits::Last)?);
-    }
-    let mut logits = logits
-        .ok_or_else(|| Error::invalid("prompt", "the prompt has no tokens"))?
-        .squeeze(0)?;
+    let mut logits = d.prefill()?;
     let mut prefill_ms = None;
     let decode_start = Instant::now();
+    let mut stream = StreamDecoder::with_skip_special(tokenizer, true);
+    let mut streamed = String::new();
     let mut stop = StopReason::MaxTokens;
+    // Every step, including ones later taken back, counts toward this bound.
+    let mut steps = 0usize;
+    let step_limit = max_tokens * (MAX_REPAIRS + 2);
 
-    while tokens.len() < max_tokens {
+    while d.tokens.len() < max_tokens && steps < step_limit {
+        steps += 1;
         let _span = tracing::trace_span!("decode_step").entered();
-        let next = match constraint.as_deref_mut() {
-            None => sampler.sample(&logits)?,
-            Some(c) => {
-                let t = Instant::now();
-                let next = constrained_pick(c, &mut sampler, &logits, stop_ids, &mut stats)?;
-                stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
-                next
-            }
-        };
+        let next = d.pick(&logits)?;
         if prefill_ms.is_none() {
             prefill_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
         }
         if stop_ids.contains(&next) {
-            stop = StopReason::EndToken;
-            break;
-        }
-        let mut step = vec![next];
-        if let Some(c) = constraint.as_deref_mut() {
-            let t = Instant::now();
-            c.commit(next)?;
-            // Fast-forward what the grammar leaves no choice about.
-            let room = max_tokens - tokens.len() - 1;
-            let forced: Vec<u32> = c.forced_tokens().into_iter().take(room).collect();
-            for &f in &forced {
-                c.commit(f)?;
+            match d.check_finished()? {
+                None => {
+                    stop = StopReason::EndToken;
+                    break;
+                }
+                Some(back_to) => {
+                    logits = d.back_up(back_to)?;
+                    continue;
+                }
             }
-            stats.forced_tokens += forced.len();
-            step.extend(forced);
-            stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
         }
+        let step = d.commit(next, max_tokens)?;
         for &id in &step {
-            tokens.push(id);
             if let Some(piece) = stream.push(id)? {
                 on_text(&piece);
-                text.push_str(&piece);
+                streamed.push_str(&piece);
             }
         }
-        if let Some(c) = constraint.as_deref_mut() {
-            if c.is_accepting()? {
-                last_accepting = tokens.len();
-            }
-            if c.is_stopped() {
-                stop = StopReason::EndToken;
+        if d.constraint.as_deref().is_some_and(Constraint::is_stopped) {
+            // The grammar ended (after `;`): the next token can only end the turn.
+            continue_or_stop(&mut d, &mut logits, &mut stop)?;
+            if stop == StopReason::EndToken {
                 break;
             }
+            continue;
         }
-        if tokens.len() == max_tokens {
+        if d.tokens.len() == max_tokens {
             break;
         }
-        let ids = Tensor::new(step.as_slice(), device)?.unsqueeze(0)?;
-        logits = model
-            .forward(&ids, Some(&mut cache), Logits::Last)?
-            .squeeze(0)?;
+        logits = d.forward(&step)?;
     }
     if let Some(piece) = stream.finish()? {
         on_text(&piece);
-        text.push_str(&piece);
+        streamed.push_str(&piece);
     }
-    if constraint.is_some() && stop == StopReason::MaxTokens && last_accepting < tokens.len() {
-        stats.trimmed_tokens = tokens.len() - last_accepting;
-        tokens.truncate(last_accepting);
-        text = tokenizer.decode(&tokens, true)?;
+    if d.constraint.is_some() && stop == StopReason::MaxTokens {
+        d.trim_to_valid_prefix()?;
     }
+    let text = if d.stats.repairs > 0 || d.stats.trimmed_tokens > 0 {
+        tokenizer.decode(&d.tokens, true)?
+    } else {
+        streamed
+    };
     let prefill_ms = prefill_ms.unwrap_or_else(|| start.elapsed().as_secs_f64() * 1000.0);
-    let decode_ms = decode_start.elapsed().as_secs_f64() * 1000.0;
     Ok(Generation {
-        tokens,
+        tokens: d.tokens,
         text,
         stop,
         prompt_tokens: prompt.len(),
         prefill_ms,
-        decode_ms,
-        grammar: stats,
+        decode_ms: decode_start.elapsed().as_secs_f64() * 1000.0,
+        grammar: d.stats,
     })
 }
 
-/// Picks the next token under `constraint`: the sampler's choice if the
-/// grammar allows it, else a sample from the masked logits.
-fn constrained_pick(
-    constraint: &mut Constraint,
-    sampler: &mut Sampler,
-    logits: &Tensor,
-    stop_ids: &[u32],
-    stats: &mut GrammarStats,
-) -> Result<u32> {
-    if constraint.is_stopped() {
-        // The query is complete: end the turn.
-        return stop_ids
-            .first()
-            .copied()
-            .ok_or_else(|| Error::invalid("stop ids", "no end token to end the turn with"));
+/// After the grammar has stopped: check the text; stop, or back up.
+fn continue_or_stop(
+    d: &mut Decoder<'_, '_>,
+    logits: &mut Tensor,
+    stop: &mut StopReason,
+) -> Result<()> {
+    match d.check_finished()? {
+        None => *stop = StopReason::EndToken,
+        Some(back_to) => *logits = d.back_up(back_to)?,
     }
-    let preferred = sampler.sample(logits)?;
-    if constraint.allows(preferred)? {
-        return Ok(preferred);
+    Ok(())
+}
+
+/// The state of one generation.
+struct Decoder<'m, 'r> {
+    model: &'m Llama,
+    tokenizer: &'m Tokenizer,
+    prompt: &'r [u32],
+    stop_ids: &'r [u32],
+    cache: Cache,
+    sampler: Sampler,
+    constraint: Option<&'r mut Constraint>,
+    check: Option<TextCheck<'r>>,
+    tokens: Vec<u32>,
+    /// Lengths of `tokens` at which the grammar could end.
+    accepting: Vec<usize>,
+    /// Tokens banned at a position (after a failed check pointed there).
+    banned: HashMap<usize, HashSet<u32>>,
+    stats: GrammarStats,
+}
+
+impl Decoder<'_, '_> {
+    fn forward(&mut self, ids: &[u32]) -> Result<Tensor> {
+        let input = Tensor::new(ids, self.model.device())?.unsqueeze(0)?;
+        Ok(self
+            .model
+            .forward(&input, Some(&mut self.cache), Logits::Last)?
+            .squeeze(0)?)
     }
-    stats.masks += 1;
-    let mut values: Vec<f32> = logits.to_vec1()?;
-    constraint.mask_logits(&mut values)?;
-    let masked = Tensor::from_vec(values, logits.shape(), logits.device())?;
-    sampler.sample(&masked)
+
+    fn prefill(&mut self) -> Result<Tensor> {
+        let mut logits = None;
+        for chunk in self.prompt.chunks(PREFILL_CHUNK) {
+            let _span = tracing::debug_span!("prefill", tokens = chunk.len()).entered();
+            logits = Some(self.forward(chunk)?);
+        }
+        logits.ok_or_else(|| Error::invalid("prompt", "the prompt has no tokens"))
+    }
+
+    /// The next token: the sampler's choice if allowed, else a sample from
+    /// the masked logits.
+    fn pick(&mut self, logits: &Tensor) -> Result<u32> {
+        let Some(c) = self.constraint.as_deref_mut() else {
+            return self.sampler.sample(logits);
+        };
+        let t = Instant::now();
+        let result = (|| {
+            if c.is_stopped() {
+                return self.stop_ids.first().copied().ok_or_else(|| {
+                    Error::invalid("stop ids", "no end token to end the turn with")
+                });
+            }
+            let banned = self.banned.get(&self.tokens.len());
+            let preferred = self.sampler.sample(logits)?;
+            if !banned.is_some_and(|b| b.contains(&preferred)) && c.allows(preferred)? {
+                return Ok(preferred);
+            }
+            self.stats.masks += 1;
+            let mut values: Vec<f32> = logits.to_vec1()?;
+            c.mask_logits(&mut values)?;
+            for &b in banned.into_iter().flatten() {
+                if let Some(v) = values.get_mut(b as usize) {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+            if values.iter().all(|v| *v == f32::NEG_INFINITY) {
+                return Err(Error::invalid(
+                    "grammar",
+                    "every continuation has been ruled out",
+                ));
+            }
+            let masked = Tensor::from_vec(values, logits.shape(), logits.device())?;
+            self.sampler.sample(&masked)
+        })();
+        self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
+        result
+    }
+
+    /// Appends `next` and the tokens the grammar then forces (within the
+    /// budget); returns what was appended.
+    fn commit(&mut self, next: u32, max_tokens: usize) -> Result<Vec<u32>> {
+        let mut step = vec![next];
+        if let Some(c) = self.constraint.as_deref_mut() {
+            let t = Instant::now();
+            c.commit(next)?;
+            let room = max_tokens.saturating_sub(self.tokens.len() + 1);
+            let forced: Vec<u32> = c.forced_tokens().into_iter().take(room).collect();
+            for &f in &forced {
+                c.commit(f)?;
+            }
+            self.stats.forced_tokens += forced.len();
+            step.extend(forced);
+            self.tokens.extend(&step);
+            if c.is_accepting()? {
+                self.accepting.push(self.tokens.len());
+            }
+            self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
+        } else {
+            self.tokens.extend(&step);
+        }
+        Ok(step)
+    }
+
+    /// Checks the finished text. `None`: it passes (or there is no check);
+    /// `Some(n)`: back up to `n` tokens.
+    fn check_finished(&mut self) -> Result<Option<usize>> {
+        let (Some(check), Some(_)) = (self.check, self.constraint.as_ref()) else {
+            return Ok(None);
+        };
+        let text = self.tokenizer.decode(&self.tokens, true)?;
+        let Err(message) = check(&text) else {
+            return Ok(None);
+        };
+        tracing::debug!(%message, sql = %text, "finished query failed the check");
+        if self.stats.repairs < MAX_REPAIRS {
+            if let Some(at) = repair::culprit(&message).and_then(|n| repair::locate(&text, &n)) {
+                let position = self.token_at_byte(at)?;
+                self.stats.repairs += 1;
+                return Ok(Some(position));
+            }
+        }
+        // No name to blame, or repairs exhausted: keep the longest prefix
+        // that ends the grammar and passes the check.
+        self.trim_to_valid_prefix()?;
+        Ok(None)
+    }
+
+    /// Index of the token whose text contains byte `at` of the output.
+    fn token_at_byte(&self, at: usize) -> Result<usize> {
+        for i in 0..self.tokens.len() {
+            let len = self.tokenizer.decode(&self.tokens[..=i], true)?.len();
+            if len > at {
+                return Ok(i);
+            }
+        }
+        Ok(self.tokens.len().saturating_sub(1))
+    }
+
+    /// Takes back tokens from `position` on, bans the one chosen there, and
+    /// returns the logits for choosing again.
+    fn back_up(&mut self, position: usize) -> Result<Tensor> {
+        let removed = self.tokens.len() - position;
+        if let Some(&was) = self.tokens.get(position) {
+            self.banned.entry(position).or_default().insert(was);
+        }
+        // Bans further along belonged to the text being taken back.
+        self.banned.retain(|&p, _| p <= position);
+        if let Some(c) = self.constraint.as_deref_mut() {
+            c.rollback(removed)?;
+        }
+        self.tokens.truncate(position);
+        self.accepting.retain(|&n| n <= position);
+        // Re-run the last kept token (or the last prompt token) for fresh logits.
+        let kept = self.prompt.len() + position;
+        self.cache.truncate(kept - 1);
+        let last = if position == 0 {
+            self.prompt[self.prompt.len() - 1]
+        } else {
+            self.tokens[position - 1]
+        };
+        self.forward(&[last])
+    }
+
+    /// Cuts the output back to the longest prefix where the grammar could end
+    /// and the check passes (no change if the whole output already does).
+    fn trim_to_valid_prefix(&mut self) -> Result<()> {
+        let total = self.tokens.len();
+        let mut candidates = self.accepting.clone();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut keep = 0;
+        for &n in candidates.iter().rev() {
+            let text = self.tokenizer.decode(&self.tokens[..n], true)?;
+            if self.check.is_none_or(|check| check(&text).is_ok()) {
+                keep = n;
+                break;
+            }
+        }
+        if keep < total {
+            self.stats.trimmed_tokens += total - keep;
+            self.tokens.truncate(keep);
+            if self.check.is_some() && keep == 0 {
+                self.stats.check_failed = true;
+            }
+        }
+        Ok(())
+    }
 }

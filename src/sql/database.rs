@@ -120,9 +120,32 @@ impl Database {
         }
     }
 
-    fn run(&self, sql: &str, max_rows: usize) -> Result<QueryResult, Failure> {
+    /// Checks that `sql` is one read-only statement SQLite can prepare
+    /// against this database (syntax, names in scope, function arities),
+    /// without running it. Errors as [`Database::execute`].
+    pub fn check(&self, sql: &str) -> Result<()> {
+        let query_err = |message: String| Error::Query {
+            sql: sql.to_string(),
+            message,
+        };
+        let Some(statement) = lex::single_statement(sql) else {
+            return Err(query_err(
+                "only one statement is allowed (found more after `;`)".into(),
+            ));
+        };
+        if lex::is_blank(statement) {
+            return Err(query_err("empty statement".into()));
+        }
+        match self.prepare(statement) {
+            Ok(_) => Ok(()),
+            Err(Failure::Denied(action)) => Err(Error::NotReadOnly(action)),
+            Err(Failure::Sqlite(message)) => Err(query_err(message)),
+        }
+    }
+
+    fn prepare(&self, sql: &str) -> Result<rusqlite::Statement<'_>, Failure> {
         self.guard.clear();
-        let mut stmt = match self.conn.prepare(sql) {
+        let stmt = match self.conn.prepare(sql) {
             Ok(s) => s,
             Err(e) => {
                 return Err(match self.guard.take() {
@@ -141,6 +164,11 @@ impl Database {
                 statement_head(sql)
             )));
         }
+        Ok(stmt)
+    }
+
+    fn run(&self, sql: &str, max_rows: usize) -> Result<QueryResult, Failure> {
+        let mut stmt = self.prepare(sql)?;
         let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
         let n = columns.len();
         let mut rows = Vec::new();

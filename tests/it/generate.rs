@@ -55,6 +55,7 @@ fn run(
             stop_ids: stop,
             sampling,
             constraint: None,
+            check: None,
         },
         &mut |piece| streamed.push_str(piece),
     )
@@ -153,6 +154,7 @@ fn a_prompt_that_does_not_fit_says_by_how_much() {
             stop_ids: &[],
             sampling: params,
             constraint: None,
+            check: None,
         },
         &mut |_| {},
     )
