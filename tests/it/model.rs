@@ -327,14 +327,25 @@ fn truncated_cache_continues_like_a_fresh_one() {
     let dir = common::temp_dir();
     Tiny::default().write(dir.path());
     let m = model::load_safetensors_dir(dir.path(), DType::F32, &Device::Cpu).unwrap();
-    let full = m.forward(&ids(&TOKENS), None, Logits::All).unwrap().squeeze(0).unwrap();
+    let full = m
+        .forward(&ids(&TOKENS), None, Logits::All)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
     let mut cache = Cache::new(&m);
     // Feed a wrong continuation, take it back, feed the right one.
-    m.forward(&ids(&TOKENS[..4]), Some(&mut cache), Logits::Last).unwrap();
-    m.forward(&ids(&[7, 7, 7]), Some(&mut cache), Logits::Last).unwrap();
+    m.forward(&ids(&TOKENS[..4]), Some(&mut cache), Logits::Last)
+        .unwrap();
+    m.forward(&ids(&[7, 7, 7]), Some(&mut cache), Logits::Last)
+        .unwrap();
     cache.truncate(4);
     assert_eq!(cache.len(), 4);
-    let got = m.forward(&ids(&TOKENS[4..]), Some(&mut cache), Logits::Last).unwrap();
-    let d = rel_diff(&got.squeeze(0).unwrap(), &full.get(TOKENS.len() - 1).unwrap());
+    let got = m
+        .forward(&ids(&TOKENS[4..]), Some(&mut cache), Logits::Last)
+        .unwrap();
+    let d = rel_diff(
+        &got.squeeze(0).unwrap(),
+        &full.get(TOKENS.len() - 1).unwrap(),
+    );
     assert!(d < 1e-5, "after truncation the logits differ by {d}");
 }
