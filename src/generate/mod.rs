@@ -164,6 +164,7 @@ pub fn generate(
         constraint,
         check,
         tokens: Vec::new(),
+        last_step_start: 0,
         accepting: Vec::new(),
         banned: HashMap::new(),
         stats: GrammarStats::default(),
@@ -188,12 +189,18 @@ pub fn generate(
         }
         if stop_ids.contains(&next) {
             match d.check_finished()? {
-                None => {
+                Repair::Pass => {
                     stop = StopReason::EndToken;
                     break;
                 }
-                Some(back_to) => {
-                    logits = d.back_up(back_to)?;
+                Repair::BackUp(position) => {
+                    logits = d.back_up(position)?;
+                    continue;
+                }
+                Repair::KeepGoing => {
+                    // Choose again from the same logits, without ending here.
+                    let here = d.tokens.len();
+                    d.banned.entry(here).or_default().extend(stop_ids);
                     continue;
                 }
             }
@@ -249,10 +256,26 @@ fn continue_or_stop(
     stop: &mut StopReason,
 ) -> Result<()> {
     match d.check_finished()? {
-        None => *stop = StopReason::EndToken,
-        Some(back_to) => *logits = d.back_up(back_to)?,
+        Repair::Pass => *stop = StopReason::EndToken,
+        Repair::BackUp(position) => *logits = d.back_up(position)?,
+        // Take back the step that ended the query (`;`) and ban it there.
+        Repair::KeepGoing => {
+            let start = d.last_step_start;
+            *logits = d.back_up(start)?;
+        }
     }
     Ok(())
+}
+
+/// What to do about a finished text that failed the check.
+enum Repair {
+    /// It passes (or there is nothing to check): finish.
+    Pass,
+    /// Take back tokens from this position on and choose differently there.
+    BackUp(usize),
+    /// Do not end here: what is missing can still come (e.g. a FROM clause
+    /// for the columns already named).
+    KeepGoing,
 }
 
 /// The state of one generation.
@@ -266,6 +289,8 @@ struct Decoder<'m, 'r> {
     constraint: Option<&'r mut Constraint>,
     check: Option<TextCheck<'r>>,
     tokens: Vec<u32>,
+    /// Where the last committed step (a token and what it forced) began.
+    last_step_start: usize,
     /// Lengths of `tokens` at which the grammar could end.
     accepting: Vec<usize>,
     /// Tokens banned at a position (after a failed check pointed there).
@@ -334,6 +359,7 @@ impl Decoder<'_, '_> {
     /// budget); returns what was appended.
     fn commit(&mut self, next: u32, max_tokens: usize) -> Result<Vec<u32>> {
         let mut step = vec![next];
+        self.last_step_start = self.tokens.len();
         if let Some(c) = self.constraint.as_deref_mut() {
             let t = Instant::now();
             c.commit(next)?;
@@ -355,28 +381,29 @@ impl Decoder<'_, '_> {
         Ok(step)
     }
 
-    /// Checks the finished text. `None`: it passes (or there is no check);
-    /// `Some(n)`: back up to `n` tokens.
-    fn check_finished(&mut self) -> Result<Option<usize>> {
+    /// Checks the finished text and says how to repair it.
+    fn check_finished(&mut self) -> Result<Repair> {
         let (Some(check), Some(_)) = (self.check, self.constraint.as_ref()) else {
-            return Ok(None);
+            return Ok(Repair::Pass);
         };
         let text = self.tokenizer.decode(&self.tokens, true)?;
         let Err(message) = check(&text) else {
-            return Ok(None);
+            return Ok(Repair::Pass);
         };
         tracing::debug!(%message, sql = %text, "finished query failed the check");
         if self.stats.repairs < MAX_REPAIRS {
+            self.stats.repairs += 1;
+            if repair::needs_more(&text, &message) {
+                return Ok(Repair::KeepGoing);
+            }
             if let Some(at) = repair::culprit(&message).and_then(|n| repair::locate(&text, &n)) {
-                let position = self.token_at_byte(at)?;
-                self.stats.repairs += 1;
-                return Ok(Some(position));
+                return Ok(Repair::BackUp(self.token_at_byte(at)?));
             }
         }
         // No name to blame, or repairs exhausted: keep the longest prefix
         // that ends the grammar and passes the check.
         self.trim_to_valid_prefix()?;
-        Ok(None)
+        Ok(Repair::Pass)
     }
 
     /// Index of the token whose text contains byte `at` of the output.

@@ -31,6 +31,16 @@ pub fn culprit(message: &str) -> Option<String> {
     None
 }
 
+/// Whether the text failed only because it ended too early: it names
+/// columns but has no FROM clause yet, so continuing can fix it.
+pub fn needs_more(text: &str, message: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let has_from = lower
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|word| word == "from");
+    message.contains("no such column") && !has_from
+}
+
 /// Byte offset in `text` where the last mention of `name` starts (ASCII
 /// case-insensitive, ignoring quotes around the parts of `a.b`).
 pub fn locate(text: &str, name: &str) -> Option<usize> {
@@ -79,6 +89,17 @@ mod tests {
         for (msg, want) in cases {
             assert_eq!(culprit(msg).as_deref(), want, "{msg}");
         }
+    }
+
+    #[test]
+    fn a_query_without_from_needs_more() {
+        assert!(needs_more("SELECT title", "no such column: title"));
+        assert!(!needs_more(
+            "SELECT title FROM tracks",
+            "no such column: title"
+        ));
+        assert!(!needs_more("SELECT 1 +", "incomplete input"));
+        assert!(needs_more("select x, fromage", "no such column: x"));
     }
 
     #[test]
