@@ -48,6 +48,10 @@ pub struct GenerateRequest<'a> {
 /// that passes the check.
 pub const MAX_REPAIRS: usize = 8;
 
+/// Tokens of the budget kept, under a grammar, to finish a query the model
+/// has not finished (a quarter of the budget at most).
+pub const COMPLETION_RESERVE: usize = 32;
+
 /// Why generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -93,6 +97,9 @@ pub struct GrammarStats {
     pub trimmed_tokens: usize,
     /// Times decoding backed up because the finished text failed the check.
     pub repairs: usize,
+    /// Tokens added without the model to finish a query the budget cut
+    /// short (closing strings, parentheses, clauses).
+    pub completed_tokens: usize,
     /// Whether the returned text failed the check even so.
     pub check_failed: bool,
 }
@@ -179,8 +186,14 @@ pub fn generate(
     // Every step, including ones later taken back, counts toward this bound.
     let mut steps = 0usize;
     let step_limit = max_tokens * (MAX_REPAIRS + 2);
+    // Under a grammar, keep part of the budget to finish the query.
+    let budget = if d.constraint.is_some() {
+        max_tokens - (max_tokens / 4).min(COMPLETION_RESERVE)
+    } else {
+        max_tokens
+    };
 
-    while d.tokens.len() < max_tokens && steps < step_limit {
+    while d.tokens.len() < budget && steps < step_limit {
         steps += 1;
         let _span = tracing::trace_span!("decode_step").entered();
         let next = d.pick(&logits)?;
@@ -205,7 +218,7 @@ pub fn generate(
                 }
             }
         }
-        let step = d.commit(next, max_tokens)?;
+        let step = d.commit(next, budget)?;
         for &id in &step {
             if let Some(piece) = stream.push(id)? {
                 on_text(&piece);
@@ -220,7 +233,7 @@ pub fn generate(
             }
             continue;
         }
-        if d.tokens.len() == max_tokens {
+        if d.tokens.len() >= budget {
             break;
         }
         logits = d.forward(&step)?;
@@ -230,9 +243,10 @@ pub fn generate(
         streamed.push_str(&piece);
     }
     if d.constraint.is_some() && stop == StopReason::MaxTokens {
-        d.trim_to_valid_prefix()?;
+        d.finish_or_trim(max_tokens)?;
     }
-    let text = if d.stats.repairs > 0 || d.stats.trimmed_tokens > 0 {
+    let text = if d.stats.repairs > 0 || d.stats.trimmed_tokens > 0 || d.stats.completed_tokens > 0
+    {
         tokenizer.decode(&d.tokens, true)?
     } else {
         streamed
@@ -442,28 +456,99 @@ impl Decoder<'_, '_> {
         self.forward(&[last])
     }
 
-    /// Cuts the output back to the longest prefix where the grammar could end
-    /// and the check passes (no change if the whole output already does).
+    /// The budget ran out mid-query: finish it with a model-free search over
+    /// the grammar within the rest of the budget, or fall back.
+    fn finish_or_trim(&mut self, max_tokens: usize) -> Result<()> {
+        let room = max_tokens.saturating_sub(self.tokens.len());
+        if self.complete_from_here(room)? {
+            return Ok(());
+        }
+        self.trim_to_valid_prefix()
+    }
+
+    /// Whether the text of `ids` passes the check (true without one).
+    fn passes(&self, ids: &[u32]) -> bool {
+        match (self.check, self.tokenizer.decode(ids, true)) {
+            (_, Err(_)) => false,
+            (None, Ok(_)) => true,
+            (Some(check), Ok(text)) => check(&text).is_ok(),
+        }
+    }
+
+    /// Searches for at most `room` tokens that finish the query from the
+    /// current state; appends them on success.
+    fn complete_from_here(&mut self, room: usize) -> Result<bool> {
+        let Some(c) = self.constraint.as_deref_mut() else {
+            return Ok(false);
+        };
+        let (tokenizer, check) = (self.tokenizer, self.check);
+        let finished = |ids: &[u32]| -> bool {
+            match (check, tokenizer.decode(ids, true)) {
+                (_, Err(_)) => false,
+                (None, Ok(_)) => true,
+                (Some(check), Ok(text)) => check(&text).is_ok(),
+            }
+        };
+        let t = Instant::now();
+        let done = crate::grammar::complete(c, tokenizer, &self.tokens, room, &finished)?;
+        self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
+        Ok(match done {
+            Some(extra) => {
+                self.stats.completed_tokens += extra.len();
+                self.tokens.extend(extra);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// The output cannot stand as it is: keep the longest prefix that ends
+    /// the grammar and passes the check; failing that, back up to earlier
+    /// points (down to the very start) and finish from there with the
+    /// model-free search. Only if all of that fails is the output empty.
     fn trim_to_valid_prefix(&mut self) -> Result<()> {
         let total = self.tokens.len();
         let mut candidates = self.accepting.clone();
         candidates.sort_unstable();
         candidates.dedup();
-        let mut keep = 0;
         for &n in candidates.iter().rev() {
-            let text = self.tokenizer.decode(&self.tokens[..n], true)?;
-            if self.check.is_none_or(|check| check(&text).is_ok()) {
-                keep = n;
-                break;
+            if self.passes(&self.tokens[..n]) {
+                self.take_back_to(n)?;
+                return Ok(());
             }
         }
-        if keep < total {
-            self.stats.trimmed_tokens += total - keep;
-            self.tokens.truncate(keep);
-            if self.check.is_some() && keep == 0 {
-                self.stats.check_failed = true;
+        // Points to finish from: the last few places the grammar could end,
+        // then the start of the query.
+        let mut starts: Vec<usize> = candidates.iter().rev().take(4).copied().collect();
+        starts.push(0);
+        for n in starts {
+            if n > self.tokens.len() {
+                continue;
+            }
+            self.take_back_to(n)?;
+            if self.complete_from_here(COMPLETION_RESERVE)? {
+                return Ok(());
             }
         }
+        self.take_back_to(0)?;
+        if total > 0 || self.check.is_some() {
+            self.stats.check_failed = true;
+        }
+        Ok(())
+    }
+
+    /// Takes the output (and the grammar state) back to its first `n` tokens.
+    fn take_back_to(&mut self, n: usize) -> Result<()> {
+        let removed = self.tokens.len().saturating_sub(n);
+        if removed == 0 {
+            return Ok(());
+        }
+        if let Some(c) = self.constraint.as_deref_mut() {
+            c.rollback(removed)?;
+        }
+        self.tokens.truncate(n);
+        self.accepting.retain(|&a| a <= n);
+        self.stats.trimmed_tokens += removed;
         Ok(())
     }
 }

@@ -181,6 +181,11 @@ impl Constraint {
         self.check(r)
     }
 
+    /// Whether `token` ends generation (EOS / end of turn).
+    pub fn is_stop(&self, token: u32) -> bool {
+        self.stop_ids.contains(&token)
+    }
+
     /// Full masks computed so far (the slow path), for statistics.
     pub fn masks_computed(&self) -> usize {
         self.masks

@@ -4,10 +4,12 @@
 //! per-request [`Constraint`] the decode loop applies.
 
 pub mod check;
+mod complete;
 mod constraint;
 pub mod lark;
 mod tokens;
 
+pub use complete::complete;
 pub use constraint::{CompiledGrammar, Constraint, GrammarFactory};
 pub use tokens::token_env;
 

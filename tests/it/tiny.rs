@@ -150,3 +150,32 @@ impl Tiny {
         std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
     }
 }
+
+/// A random-weight Llama with the real Llama 3 tokenizer and chat template
+/// in `dir`, with a context window of `context` tokens. `None` when the
+/// tokenizer fixture is absent.
+pub fn tiny_llama3_dir(dir: &Path, context: u64) -> Option<std::path::PathBuf> {
+    let tok = crate::common::llama3_tokenizer_dir()?;
+    // The embedding must cover the tokenizer's 128,256 ids; everything else
+    // is as small as possible (head dim = hidden / heads = 16).
+    Tiny {
+        vocab: 128_256,
+        hidden: 32,
+        heads: 2,
+        kv_heads: 1,
+        intermediate: 48,
+        layers: 1,
+        tie: true,
+        ..Default::default()
+    }
+    .write(dir);
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(tok.join(f), dir.join(f)).expect("copy tokenizer file");
+    }
+    let config_path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["max_position_embeddings"] = serde_json::json!(context);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    Some(dir.to_path_buf())
+}

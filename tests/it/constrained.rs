@@ -1,0 +1,120 @@
+//! Integration tests: grammar-constrained decoding through the real decode
+//! loop. A random-weight model writes whatever its logits say; the grammar
+//! and the SQLite check must still turn that into a query that prepares.
+
+use candle_core::{DType, Device};
+use sqlagent::agent::{Agent, Engine, ModelOptions, ModelSource};
+use sqlagent::chat::PromptSpec;
+use sqlagent::generate::SamplingParams;
+use sqlagent::grammar::{GrammarMode, GrammarOptions};
+use sqlagent::model::GgufOptions;
+use sqlagent::sql::{build_demo_db, Database, ExecLimits};
+
+use crate::common;
+use crate::tiny::tiny_llama3_dir;
+
+fn test_set() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(common::root().join("test-set.jsonl")).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["question"].as_str().unwrap().to_string(),
+                v["sql"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn agent(source: ModelSource, db: &Database, mode: GrammarMode, max_tokens: usize) -> Agent {
+    let engine = Engine::load(&ModelOptions {
+        source,
+        dtype: DType::F32,
+        device: Device::Cpu,
+        gguf: GgufOptions::default(),
+        revision: None,
+        hf_token: None,
+        progress: false,
+    })
+    .unwrap();
+    let schema = db.schema().unwrap();
+    let options = GrammarOptions {
+        mode,
+        ..GrammarOptions::default()
+    };
+    let grammar = Agent::compile_grammar(&engine, &schema, &options).unwrap();
+    Agent {
+        engine,
+        prompt: PromptSpec::builtin_default().unwrap(),
+        sampling: SamplingParams {
+            max_tokens,
+            ..SamplingParams::default()
+        },
+        limits: ExecLimits::default(),
+        grammar,
+    }
+}
+
+#[test]
+#[ignore = "open work (issue 3, item 4): the repair/completion search is too slow and does not yet converge for random weights"]
+fn random_weight_model_writes_preparable_sql_for_every_question() {
+    let tmp = common::temp_dir();
+    let Some(model_dir) = tiny_llama3_dir(&tmp.path().join("tiny"), 4096) else {
+        return;
+    };
+    let db_path = tmp.path().join("music.db");
+    build_demo_db(&db_path).unwrap();
+    let db = Database::open(&db_path).unwrap();
+    let schema = db.schema().unwrap();
+    let a = agent(ModelSource::HfDir(model_dir), &db, GrammarMode::Schema, 96);
+    let mut failures = Vec::new();
+    let mut repairs = 0;
+    for (question, _) in test_set() {
+        let draft = a.draft(&db, &schema, &question, &mut |_| {}).unwrap();
+        repairs += draft.grammar.repairs;
+        if std::env::var("SQLAGENT_DEBUG_CONSTRAINED").is_ok() {
+            eprintln!(
+                "{question}: {:?} {:?} {:?}",
+                draft.reply, draft.stop, draft.grammar
+            );
+        }
+        if draft.sql.is_empty() || db.check(&draft.sql).is_err() {
+            failures.push(format!(
+                "{question:?} -> {:?} ({:?})",
+                draft.sql,
+                db.check(&draft.sql).err()
+            ));
+        }
+    }
+    eprintln!("random-weight model: {repairs} repairs over the test set");
+    assert!(
+        failures.is_empty(),
+        "{} questions without preparable SQL:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+#[ignore = "open work (issue 3, item 7): a few questions still end with no SQL; minutes long on 2 cores"]
+fn smollm2_under_the_schema_grammar_writes_sql_that_sqlite_accepts() {
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let tmp = common::temp_dir();
+    let db_path = tmp.path().join("music.db");
+    build_demo_db(&db_path).unwrap();
+    let db = Database::open(&db_path).unwrap();
+    let schema = db.schema().unwrap();
+    let a = agent(ModelSource::Gguf(gguf), &db, GrammarMode::Schema, 128);
+    let mut failures = Vec::new();
+    // Every fourth question keeps the test quick; the eval harness covers all.
+    for (question, _) in test_set().into_iter().step_by(4) {
+        let draft = a.draft(&db, &schema, &question, &mut |_| {}).unwrap();
+        if draft.sql.is_empty() || db.check(&draft.sql).is_err() {
+            failures.push(format!("{question:?} -> {:?}", draft.sql));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
