@@ -460,8 +460,18 @@ impl Decoder<'_, '_> {
     /// the grammar within the rest of the budget, or fall back.
     fn finish_or_trim(&mut self, max_tokens: usize) -> Result<()> {
         let room = max_tokens.saturating_sub(self.tokens.len());
-        if self.complete_from_here(room)? {
-            return Ok(());
+        match self.complete_from_here(room) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => {
+                // The grammar state is unusable after an engine error: give
+                // up on this output rather than fail the whole answer.
+                tracing::debug!(error = %e, "completion failed");
+                self.stats.trimmed_tokens += self.tokens.len();
+                self.tokens.clear();
+                self.stats.check_failed = true;
+                return Ok(());
+            }
         }
         self.trim_to_valid_prefix()
     }
@@ -490,7 +500,7 @@ impl Decoder<'_, '_> {
             }
         };
         let t = Instant::now();
-        let done = crate::grammar::complete(c, tokenizer, &self.tokens, room, &finished)?;
+        let done = crate::grammar::complete(c, &self.tokens, room, &finished)?;
         self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
         Ok(match done {
             Some(extra) => {
@@ -525,12 +535,21 @@ impl Decoder<'_, '_> {
             if n > self.tokens.len() {
                 continue;
             }
-            self.take_back_to(n)?;
-            if self.complete_from_here(COMPLETION_RESERVE)? {
-                return Ok(());
+            // A grammar error here leaves nothing better than an empty
+            // answer: report that, not the grammar engine's message.
+            let finished = self
+                .take_back_to(n)
+                .and_then(|()| self.complete_from_here(COMPLETION_RESERVE));
+            match finished {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "completion failed");
+                    break;
+                }
             }
         }
-        self.take_back_to(0)?;
+        self.tokens.clear();
         if total > 0 || self.check.is_some() {
             self.stats.check_failed = true;
         }

@@ -6,22 +6,45 @@
 
 use super::constraint::Constraint;
 use crate::error::Result;
-use crate::tokenizer::Tokenizer;
 
 /// Candidates tried at each step of the search.
 const BRANCHING: usize = 4;
 /// Grammar states the search may visit (each costs one full mask).
-const MAX_NODES: usize = 400;
+const MAX_NODES: usize = 120;
 
-/// How much a token helps to finish, lower is better.
-fn closing_rank(text: &str) -> u8 {
+/// The quote a text leaves open (`'`, `"`, `` ` `` or `]` for `[`), if any.
+fn open_quote(text: &str) -> Option<char> {
+    let mut open: Option<char> = None;
+    for c in text.chars() {
+        match open {
+            Some(close) if c == close => open = None,
+            Some(_) => {}
+            None => {
+                open = match c {
+                    '\'' | '"' | '`' => Some(c),
+                    '[' => Some(']'),
+                    _ => None,
+                }
+            }
+        }
+    }
+    open
+}
+
+/// How much a token helps to finish, lower is better. Inside a quoted
+/// string or name, the closing quote comes first; elsewhere opening one is
+/// a last resort.
+fn closing_rank(text: &str, inside: Option<char>) -> u8 {
     let t = text.trim();
+    if let Some(q) = inside {
+        return if t.starts_with(q) { 0 } else { 8 };
+    }
     let lower = t.to_ascii_lowercase();
     match lower.as_str() {
         ";" => 0,
-        ")" | "'" | "\"" | "]" | "`" => 1,
-        "end" => 2,
-        "from" => 3,
+        ")" => 1,
+        "from" if text.starts_with(char::is_whitespace) => 3,
+        _ if t.starts_with(['\'', '"', '`', '[']) => 7,
         _ if !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => 4,
         _ if t.is_empty() => 6,
         _ => 5,
@@ -34,7 +57,6 @@ fn closing_rank(text: &str) -> u8 {
 /// is left as it was.
 pub fn complete(
     constraint: &mut Constraint,
-    tokenizer: &Tokenizer,
     prefix: &[u32],
     max_len: usize,
     finished: &dyn Fn(&[u32]) -> bool,
@@ -43,7 +65,6 @@ pub fn complete(
     let mut nodes = MAX_NODES;
     let found = search(
         constraint,
-        tokenizer,
         &mut path,
         prefix.len() + max_len,
         finished,
@@ -54,7 +75,6 @@ pub fn complete(
 
 fn search(
     c: &mut Constraint,
-    tokenizer: &Tokenizer,
     path: &mut Vec<u32>,
     max_total: usize,
     finished: &dyn Fn(&[u32]) -> bool,
@@ -67,26 +87,35 @@ fn search(
         return Ok(false);
     }
     *nodes -= 1;
+    let text: Vec<u8> = path
+        .iter()
+        .flat_map(|&t| c.token_bytes(t).to_vec())
+        .collect();
+    let inside = open_quote(&String::from_utf8_lossy(&text));
     let mask = c.mask()?;
-    let mut ranked: Vec<(u8, std::cmp::Reverse<usize>, u32)> = Vec::new();
+    // (rank, continues the previous word, longest first, id): in a tie, a
+    // new word beats gluing more letters onto the last one.
+    let mut ranked: Vec<(u8, bool, std::cmp::Reverse<usize>, u32)> = Vec::new();
     mask.iter_set_entries(|id| {
         let id = id as u32;
-        if c.is_stop(id) {
+        let bytes = c.token_bytes(id);
+        if c.is_stop(id) || bytes.is_empty() || bytes[0] == 0xFF {
             return;
         }
-        if let Some(bytes) = tokenizer.token_bytes(id) {
-            if tokenizer.is_special(id) {
-                return;
-            }
-            let text = String::from_utf8_lossy(&bytes);
-            ranked.push((closing_rank(&text), std::cmp::Reverse(bytes.len()), id));
-        }
+        let text = String::from_utf8_lossy(bytes);
+        let glued = !text.starts_with(char::is_whitespace);
+        ranked.push((
+            closing_rank(&text, inside),
+            glued,
+            std::cmp::Reverse(bytes.len()),
+            id,
+        ));
     });
     ranked.sort_unstable();
-    for &(_, _, id) in ranked.iter().take(BRANCHING) {
+    for &(_, _, _, id) in ranked.iter().take(BRANCHING) {
         c.commit(id)?;
         path.push(id);
-        if search(c, tokenizer, path, max_total, finished, nodes)? {
+        if search(c, path, max_total, finished, nodes)? {
             return Ok(true);
         }
         path.pop();
@@ -97,14 +126,24 @@ fn search(
 
 #[cfg(test)]
 mod tests {
-    use super::closing_rank;
+    use super::{closing_rank, open_quote};
 
     #[test]
     fn closers_rank_before_everything_else() {
-        assert!(closing_rank(";") < closing_rank(")"));
-        assert!(closing_rank("')") > closing_rank("'"));
-        assert!(closing_rank(" END") < closing_rank(" FROM"));
-        assert!(closing_rank(" FROM") < closing_rank(" title"));
-        assert!(closing_rank(" title") < closing_rank(" "));
+        assert!(closing_rank(";", None) < closing_rank(")", None));
+        assert!(closing_rank(" FROM", None) < closing_rank(" title", None));
+        assert!(closing_rank(" title", None) < closing_rank(" ", None));
+        // Opening a string is a last resort; closing one comes first.
+        assert!(closing_rank(" '", None) > closing_rank(" ", None));
+        assert_eq!(closing_rank("'", Some('\'')), 0);
+        assert!(closing_rank("abc", Some('\'')) > closing_rank("' ", Some('\'')));
+    }
+
+    #[test]
+    fn open_quotes_are_tracked() {
+        assert_eq!(open_quote("SELECT 'a"), Some('\''));
+        assert_eq!(open_quote("SELECT 'a''b'"), None);
+        assert_eq!(open_quote("SELECT [top genre"), Some(']'));
+        assert_eq!(open_quote("SELECT \"x\" FROM t"), None);
     }
 }

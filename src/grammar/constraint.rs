@@ -24,6 +24,7 @@ fn grammar_error(message: impl Into<String>) -> Error {
 /// Builds grammars for one tokenizer. Build once and share (`Send + Sync`).
 pub struct GrammarFactory {
     factory: Arc<ParserFactory>,
+    env: TokEnv,
     stop_ids: Vec<u32>,
     width: usize,
 }
@@ -40,6 +41,7 @@ impl GrammarFactory {
         factory.set_stderr_log_level(0);
         factory.limits_mut().verbose_errors = false;
         Ok(Self {
+            env,
             factory: Arc::new(factory),
             stop_ids: stop_ids.to_vec(),
             width,
@@ -57,6 +59,7 @@ impl GrammarFactory {
             return Err(grammar_error(e));
         }
         Ok(CompiledGrammar {
+            env: self.env.clone(),
             prototype: matcher,
             stop_ids: self.stop_ids.clone(),
             width: self.width,
@@ -66,6 +69,7 @@ impl GrammarFactory {
 
 /// A compiled grammar; each request gets its own [`Constraint`].
 pub struct CompiledGrammar {
+    env: TokEnv,
     prototype: Matcher,
     stop_ids: Vec<u32>,
     width: usize,
@@ -75,6 +79,7 @@ impl CompiledGrammar {
     /// A fresh constraint at the start of the grammar.
     pub fn constraint(&self) -> Constraint {
         Constraint {
+            env: self.env.clone(),
             matcher: self.prototype.deep_clone(),
             stop_ids: self.stop_ids.clone(),
             width: self.width,
@@ -85,6 +90,7 @@ impl CompiledGrammar {
 
 /// The grammar state of one generation.
 pub struct Constraint {
+    env: TokEnv,
     matcher: Matcher,
     stop_ids: Vec<u32>,
     width: usize,
@@ -179,6 +185,11 @@ impl Constraint {
     pub fn rollback(&mut self, n: usize) -> Result<()> {
         let r = self.matcher.rollback(n);
         self.check(r)
+    }
+
+    /// The bytes `token` stands for; special tokens start with 0xFF.
+    pub fn token_bytes(&self, token: u32) -> &[u8] {
+        self.env.tok_trie().token(token)
     }
 
     /// Whether `token` ends generation (EOS / end of turn).
