@@ -98,14 +98,7 @@ impl Database {
             sql: sql.to_string(),
             message,
         };
-        let Some(statement) = lex::single_statement(sql) else {
-            return Err(query_err(
-                "only one statement is allowed (found more after `;`)".into(),
-            ));
-        };
-        if lex::is_blank(statement) {
-            return Err(query_err("empty statement".into()));
-        }
+        let statement = one_statement(sql)?;
         let deadline = Deadline::start(&self.conn, limits.timeout);
         let result = self.run(statement, limits.max_rows);
         let timed_out = deadline.finish(&self.conn);
@@ -124,22 +117,13 @@ impl Database {
     /// against this database (syntax, names in scope, function arities),
     /// without running it. Errors as [`Database::execute`].
     pub fn check(&self, sql: &str) -> Result<()> {
-        let query_err = |message: String| Error::Query {
-            sql: sql.to_string(),
-            message,
-        };
-        let Some(statement) = lex::single_statement(sql) else {
-            return Err(query_err(
-                "only one statement is allowed (found more after `;`)".into(),
-            ));
-        };
-        if lex::is_blank(statement) {
-            return Err(query_err("empty statement".into()));
-        }
-        match self.prepare(statement) {
+        match self.prepare(one_statement(sql)?) {
             Ok(_) => Ok(()),
             Err(Failure::Denied(action)) => Err(Error::NotReadOnly(action)),
-            Err(Failure::Sqlite(message)) => Err(query_err(message)),
+            Err(Failure::Sqlite(message)) => Err(Error::Query {
+                sql: sql.to_string(),
+                message,
+            }),
         }
     }
 
@@ -308,4 +292,21 @@ pub(super) fn message_of(e: &rusqlite::Error) -> String {
         rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
         other => other.to_string(),
     }
+}
+
+/// The one statement in `sql` (a trailing `;` or comment is fine).
+fn one_statement(sql: &str) -> Result<&str> {
+    let query_err = |message: &str| Error::Query {
+        sql: sql.to_string(),
+        message: message.to_string(),
+    };
+    let Some(statement) = lex::single_statement(sql) else {
+        return Err(query_err(
+            "only one statement is allowed (found more after `;`)",
+        ));
+    };
+    if lex::is_blank(statement) {
+        return Err(query_err("empty statement"));
+    }
+    Ok(statement)
 }

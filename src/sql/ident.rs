@@ -178,7 +178,9 @@ pub fn quote_ident(name: &str) -> String {
     }
 }
 
-fn is_plain(name: &str) -> bool {
+/// `[A-Za-z_][A-Za-z0-9_]*`: a name SQLite reads without quotes (unless it
+/// is a keyword).
+pub fn is_plain(name: &str) -> bool {
     let mut chars = name.chars();
     match chars.next() {
         Some(c) if c.is_ascii_alphabetic() || c == '_' => {}

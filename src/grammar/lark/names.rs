@@ -154,14 +154,7 @@ pub(super) fn spellings(name: &str, place: Place) -> String {
 
 /// `[A-Za-z_][A-Za-z0-9_]*`: a name SQLite reads without quotes (unless it
 /// is a keyword).
-fn is_plain(name: &str) -> bool {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+use crate::sql::is_plain;
 
 /// `text` as a regex matching it with ASCII case folded: ASCII runs go
 /// inside `(?i-u:…)`, other characters (which SQLite does not fold) stand
