@@ -53,7 +53,8 @@ select_stmt_n: select_core_n (S compound_op S select_core_n)* order_by? limit?
 select_core_n: select_core | select_core_d
 "#;
 
-/// Rules written once per variant. `$FROM` is the FROM clause (optional,
+/// Rules written once per variant (a select list has at most 24 columns, so
+/// a model that repeats itself must move on). `$FROM` is the FROM clause (optional,
 /// required, or absent when a schema has no table).
 ///
 /// Expressions are flat operator lists (`unit tail*`): precedence does not
@@ -62,7 +63,7 @@ select_core_n: select_core | select_core_d
 /// wherever two words meet (`S`); around punctuation it is optional.
 /// `sx` is an expression after a keyword: whitespace first, or none when
 /// the expression starts with `(`.
-pub(super) const VARIANT: &str = r#"select_core$V: SELECT (S (DISTINCT | ALL))? first_col$V (S? "," S? result_col$V)*$FROM where$V? group_by$V? having$V? window_clause$V?
+pub(super) const VARIANT: &str = r#"select_core$V: SELECT (S (DISTINCT | ALL))? first_col$V (S? "," S? result_col$V){0,23}$FROM where$V? group_by$V? having$V? window_clause$V?
 first_col$V: S result_col$V | STAR | pexpr$V col_alias?
 result_col$V: STAR$QSTAR | expr$V col_alias?
 $FROM_RULES
