@@ -28,6 +28,9 @@ pub struct Timings {
     pub generated_tokens: usize,
     /// Decode steps after the first token.
     pub decode_ms: f64,
+    /// Tokens fed to the model during decoding, including any a repair took
+    /// back (decode speed = `decode_steps / decode_ms`).
+    pub decode_steps: usize,
     /// Running the SQL.
     pub execute_ms: f64,
 }
@@ -136,6 +139,7 @@ impl Agent {
                 prefill_ms: generation.prefill_ms,
                 generated_tokens: generation.tokens.len(),
                 decode_ms: generation.decode_ms,
+                decode_steps: generation.decode_steps,
                 execute_ms: 0.0,
             },
             reply: generation.text,

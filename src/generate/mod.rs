@@ -77,6 +77,9 @@ pub struct Generation {
     pub prefill_ms: f64,
     /// Wall time of the decode steps after the first token.
     pub decode_ms: f64,
+    /// Tokens fed to the model after the prompt, including any later taken
+    /// back by a repair: what `decode_ms` was spent on.
+    pub decode_steps: usize,
     /// Grammar statistics (zero without a grammar).
     pub grammar: GrammarStats,
 }
@@ -107,7 +110,7 @@ pub struct GrammarStats {
 impl Generation {
     /// Decode speed in tokens per second (tokens after the first one).
     pub fn decode_tokens_per_s(&self) -> f64 {
-        let n = self.tokens.len().saturating_sub(1) as f64;
+        let n = self.decode_steps as f64;
         if self.decode_ms > 0.0 {
             n * 1000.0 / self.decode_ms
         } else {
@@ -175,6 +178,7 @@ pub fn generate(
         accepting: Vec::new(),
         banned: HashMap::new(),
         stats: GrammarStats::default(),
+        decode_steps: 0,
     };
     let start = Instant::now();
     let mut logits = d.prefill()?;
@@ -259,6 +263,7 @@ pub fn generate(
         prompt_tokens: prompt.len(),
         prefill_ms,
         decode_ms: decode_start.elapsed().as_secs_f64() * 1000.0,
+        decode_steps: d.decode_steps,
         grammar: d.stats,
     })
 }
@@ -310,10 +315,15 @@ struct Decoder<'m, 'r> {
     /// Tokens banned at a position (after a failed check pointed there).
     banned: HashMap<usize, HashSet<u32>>,
     stats: GrammarStats,
+    /// Tokens fed after the prompt (see [`Generation::decode_steps`]).
+    decode_steps: usize,
 }
 
 impl Decoder<'_, '_> {
     fn forward(&mut self, ids: &[u32]) -> Result<Tensor> {
+        if self.cache.len() >= self.prompt.len() {
+            self.decode_steps += ids.len();
+        }
         let input = Tensor::new(ids, self.model.device())?.unsqueeze(0)?;
         Ok(self
             .model
