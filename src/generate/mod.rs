@@ -107,27 +107,6 @@ pub struct GrammarStats {
     pub check_failed: bool,
 }
 
-impl Generation {
-    /// Decode speed in tokens per second (tokens after the first one).
-    pub fn decode_tokens_per_s(&self) -> f64 {
-        let n = self.decode_steps as f64;
-        if self.decode_ms > 0.0 {
-            n * 1000.0 / self.decode_ms
-        } else {
-            0.0
-        }
-    }
-
-    /// Prefill speed in tokens per second.
-    pub fn prefill_tokens_per_s(&self) -> f64 {
-        if self.prefill_ms > 0.0 {
-            self.prompt_tokens as f64 * 1000.0 / self.prefill_ms
-        } else {
-            0.0
-        }
-    }
-}
-
 /// Runs the prompt through `model` and decodes until a stop id or the budget.
 /// `on_text` receives text as soon as it is complete (for streaming; after a
 /// back-up, [`Generation::text`] is what counts).

@@ -83,7 +83,6 @@ impl CompiledGrammar {
             matcher: self.prototype.deep_clone(),
             stop_ids: self.stop_ids.clone(),
             width: self.width,
-            masks: 0,
         }
     }
 }
@@ -94,7 +93,6 @@ pub struct Constraint {
     matcher: Matcher,
     stop_ids: Vec<u32>,
     width: usize,
-    masks: usize,
 }
 
 impl Constraint {
@@ -132,7 +130,6 @@ impl Constraint {
 
     /// The set of allowed next tokens.
     pub fn mask(&mut self) -> Result<SimpleVob> {
-        self.masks += 1;
         let r = if self.matcher.is_stopped() {
             self.matcher.compute_mask_or_eos()
         } else {
@@ -195,10 +192,5 @@ impl Constraint {
     /// Whether `token` ends generation (EOS / end of turn).
     pub fn is_stop(&self, token: u32) -> bool {
         self.stop_ids.contains(&token)
-    }
-
-    /// Full masks computed so far (the slow path), for statistics.
-    pub fn masks_computed(&self) -> usize {
-        self.masks
     }
 }
