@@ -467,11 +467,7 @@ impl Decoder<'_, '_> {
 
     /// Whether the text of `ids` passes the check (true without one).
     fn passes(&self, ids: &[u32]) -> bool {
-        match (self.check, self.tokenizer.decode(ids, true)) {
-            (_, Err(_)) => false,
-            (None, Ok(_)) => true,
-            (Some(check), Ok(text)) => check(&text).is_ok(),
-        }
+        passes(self.tokenizer, self.check, ids)
     }
 
     /// Searches for at most `room` tokens that finish the query from the
@@ -481,13 +477,7 @@ impl Decoder<'_, '_> {
             return Ok(false);
         };
         let (tokenizer, check) = (self.tokenizer, self.check);
-        let finished = |ids: &[u32]| -> bool {
-            match (check, tokenizer.decode(ids, true)) {
-                (_, Err(_)) => false,
-                (None, Ok(_)) => true,
-                (Some(check), Ok(text)) => check(&text).is_ok(),
-            }
-        };
+        let finished = |ids: &[u32]| passes(tokenizer, check, ids);
         let t = Instant::now();
         let done = crate::grammar::complete(c, &self.tokens, room, &finished)?;
         self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
@@ -558,5 +548,14 @@ impl Decoder<'_, '_> {
         self.accepting.retain(|&a| a <= n);
         self.stats.trimmed_tokens += removed;
         Ok(())
+    }
+}
+
+/// Whether the text of `ids` passes `check` (true without one).
+fn passes(tokenizer: &Tokenizer, check: Option<TextCheck<'_>>, ids: &[u32]) -> bool {
+    match (check, tokenizer.decode(ids, true)) {
+        (_, Err(_)) => false,
+        (None, Ok(_)) => true,
+        (Some(check), Ok(text)) => check(&text).is_ok(),
     }
 }
