@@ -86,7 +86,12 @@ impl Agent {
         let Some(lark) = grammar::lark::lark_grammar(schema, options) else {
             return Ok(None);
         };
-        Ok(Some(engine.grammar_factory()?.compile(&lark)?))
+        Ok(Some(
+            engine
+                .grammar_factory()?
+                .compile(&lark)?
+                .with_schema(schema)?,
+        ))
     }
 
     /// The exact text fed to the model for `question` over `schema`.
@@ -110,7 +115,8 @@ impl Agent {
         let stop_ids = self.engine.stop_ids();
         let mut constraint = self.grammar.as_ref().map(CompiledGrammar::constraint);
         let check = |text: &str| -> std::result::Result<(), String> {
-            let sql = sql::extract_sql(text).unwrap_or_default();
+            // The check runs only under a grammar: the reply is the query.
+            let sql = sql::constrained_sql(text);
             db.check(&sql).map_err(|e| match e {
                 Error::Query { message, .. } => message,
                 other => other.to_string(),
@@ -128,7 +134,11 @@ impl Agent {
             },
             on_text,
         )?;
-        let sql = sql::extract_sql(&generation.text).unwrap_or_default();
+        let sql = if self.grammar.is_some() {
+            sql::constrained_sql(&generation.text)
+        } else {
+            sql::extract_sql(&generation.text).unwrap_or_default()
+        };
         Ok(Draft {
             question: question.trim().to_string(),
             sql,

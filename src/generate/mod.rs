@@ -24,6 +24,59 @@ pub const PREFILL_CHUNK: usize = 512;
 /// Default budget of generated tokens: enough for any SQL query we expect.
 pub const DEFAULT_MAX_TOKENS: usize = 256;
 
+/// A language model as the decode loop sees it: tokens in, logits for the
+/// next token out. [`LlamaSession`] runs a [`Llama`]; tests drive the loop
+/// with other sources (e.g. uniform logits for random walks).
+pub trait TokenModel {
+    /// Most tokens (prompt and output) it can attend to.
+    fn context_length(&self) -> usize;
+    /// Feeds `ids` after everything fed so far and returns the logits (one
+    /// row) for the token that follows the last of them.
+    fn feed(&mut self, ids: &[u32]) -> Result<Tensor>;
+    /// Forgets everything after the first `len` tokens fed.
+    fn truncate(&mut self, len: usize);
+    /// Tokens fed so far.
+    fn fed(&self) -> usize;
+}
+
+/// A [`Llama`] with the KV cache of one generation.
+pub struct LlamaSession<'m> {
+    model: &'m Llama,
+    cache: Cache,
+}
+
+impl<'m> LlamaSession<'m> {
+    /// A session with an empty cache.
+    pub fn new(model: &'m Llama) -> Self {
+        Self {
+            model,
+            cache: Cache::new(model),
+        }
+    }
+}
+
+impl TokenModel for LlamaSession<'_> {
+    fn context_length(&self) -> usize {
+        self.model.config().context_length
+    }
+
+    fn feed(&mut self, ids: &[u32]) -> Result<Tensor> {
+        let input = Tensor::new(ids, self.model.device())?.unsqueeze(0)?;
+        Ok(self
+            .model
+            .forward(&input, Some(&mut self.cache), Logits::Last)?
+            .squeeze(0)?)
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.cache.truncate(len);
+    }
+
+    fn fed(&self) -> usize {
+        self.cache.len()
+    }
+}
+
 /// A check of finished text: `Err(message)` says what is wrong.
 pub type TextCheck<'a> = &'a dyn Fn(&str) -> std::result::Result<(), String>;
 
@@ -124,6 +177,16 @@ pub fn generate(
     request: GenerateRequest<'_>,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
+    generate_with(&mut LlamaSession::new(model), tokenizer, request, on_text)
+}
+
+/// [`generate`] with any [`TokenModel`] (which must not have been fed yet).
+pub fn generate_with(
+    model: &mut dyn TokenModel,
+    tokenizer: &Tokenizer,
+    request: GenerateRequest<'_>,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation> {
     let GenerateRequest {
         prompt_ids: prompt,
         stop_ids,
@@ -132,7 +195,7 @@ pub fn generate(
         check,
     } = request;
     let max_tokens = sampling.max_tokens;
-    let context = model.config().context_length;
+    let context = model.context_length();
     if prompt.is_empty() {
         return Err(Error::invalid("prompt", "the prompt has no tokens"));
     }
@@ -148,13 +211,12 @@ pub fn generate(
         tokenizer,
         prompt,
         stop_ids,
-        cache: Cache::new(model),
+        max_tokens,
         sampler: Sampler::new(&sampling),
         constraint,
         check,
         tokens: Vec::new(),
         last_step_start: 0,
-        accepting: Vec::new(),
         banned: HashMap::new(),
         stats: GrammarStats::default(),
         decode_steps: 0,
@@ -226,7 +288,7 @@ pub fn generate(
         streamed.push_str(&piece);
     }
     if d.constraint.is_some() && stop == StopReason::MaxTokens {
-        d.finish_or_trim(max_tokens)?;
+        d.salvage()?;
     }
     let text = if d.stats.repairs > 0 || d.stats.trimmed_tokens > 0 || d.stats.completed_tokens > 0
     {
@@ -278,19 +340,17 @@ enum Repair {
 
 /// The state of one generation.
 struct Decoder<'m, 'r> {
-    model: &'m Llama,
+    model: &'m mut dyn TokenModel,
     tokenizer: &'m Tokenizer,
     prompt: &'r [u32],
     stop_ids: &'r [u32],
-    cache: Cache,
+    max_tokens: usize,
     sampler: Sampler,
     constraint: Option<&'r mut Constraint>,
     check: Option<TextCheck<'r>>,
     tokens: Vec<u32>,
     /// Where the last committed step (a token and what it forced) began.
     last_step_start: usize,
-    /// Lengths of `tokens` at which the grammar could end.
-    accepting: Vec<usize>,
     /// Tokens banned at a position (after a failed check pointed there).
     banned: HashMap<usize, HashSet<u32>>,
     stats: GrammarStats,
@@ -300,14 +360,10 @@ struct Decoder<'m, 'r> {
 
 impl Decoder<'_, '_> {
     fn forward(&mut self, ids: &[u32]) -> Result<Tensor> {
-        if self.cache.len() >= self.prompt.len() {
+        if self.model.fed() >= self.prompt.len() {
             self.decode_steps += ids.len();
         }
-        let input = Tensor::new(ids, self.model.device())?.unsqueeze(0)?;
-        Ok(self
-            .model
-            .forward(&input, Some(&mut self.cache), Logits::Last)?
-            .squeeze(0)?)
+        self.model.feed(ids)
     }
 
     fn prefill(&mut self) -> Result<Tensor> {
@@ -374,9 +430,6 @@ impl Decoder<'_, '_> {
             self.stats.forced_tokens += forced.len();
             step.extend(forced);
             self.tokens.extend(&step);
-            if c.is_accepting()? {
-                self.accepting.push(self.tokens.len());
-            }
             self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
         } else {
             self.tokens.extend(&step);
@@ -403,9 +456,8 @@ impl Decoder<'_, '_> {
                 return Ok(Repair::BackUp(self.token_at_byte(at)?));
             }
         }
-        // No name to blame, or repairs exhausted: keep the longest prefix
-        // that ends the grammar and passes the check.
-        self.trim_to_valid_prefix()?;
+        // No name to blame, or repairs exhausted: keep as much as passes.
+        self.salvage()?;
         Ok(Repair::Pass)
     }
 
@@ -433,10 +485,9 @@ impl Decoder<'_, '_> {
             c.rollback(removed)?;
         }
         self.tokens.truncate(position);
-        self.accepting.retain(|&n| n <= position);
         // Re-run the last kept token (or the last prompt token) for fresh logits.
         let kept = self.prompt.len() + position;
-        self.cache.truncate(kept - 1);
+        self.model.truncate(kept - 1);
         let last = if position == 0 {
             self.prompt[self.prompt.len() - 1]
         } else {
@@ -445,39 +496,74 @@ impl Decoder<'_, '_> {
         self.forward(&[last])
     }
 
-    /// The budget ran out mid-query: finish it with a model-free search over
-    /// the grammar within the rest of the budget, or fall back.
-    fn finish_or_trim(&mut self, max_tokens: usize) -> Result<()> {
-        let room = max_tokens.saturating_sub(self.tokens.len());
-        match self.complete_from_here(room) {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => {
-                // The grammar state is unusable after an engine error: give
-                // up on this output rather than fail the whole answer.
-                tracing::debug!(error = %e, "completion failed");
-                self.stats.trimmed_tokens += self.tokens.len();
-                self.tokens.clear();
-                self.stats.check_failed = true;
-                return Ok(());
+    /// The output cannot stand as it is (the budget ran out mid-query, or
+    /// it fails the check for good): keep as much of it as possible. From
+    /// the end backwards, finish the query with completion pieces (see
+    /// [`crate::grammar::complete`]) from each earlier token; when a
+    /// completed query fails the check at a name, jump back to before that
+    /// name. At worst the query is finished from the very start; only if
+    /// even that fails (or the grammar engine errs) is the output empty.
+    fn salvage(&mut self) -> Result<()> {
+        let total = self.tokens.len();
+        let mut n = total;
+        loop {
+            let culprit = std::cell::Cell::new(usize::MAX);
+            let finished = self
+                .take_back_to(n)
+                .and_then(|()| self.complete_from_here(&culprit));
+            match finished {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    // The grammar state is unusable after an engine error.
+                    tracing::debug!(error = %e, "completion failed");
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            n -= 1;
+            if culprit.get() != usize::MAX {
+                n = n.min(self.token_at_byte(culprit.get())?);
             }
         }
-        self.trim_to_valid_prefix()
+        self.stats.trimmed_tokens += self.tokens.len();
+        self.tokens.clear();
+        if total > 0 || self.check.is_some() {
+            self.stats.check_failed = true;
+        }
+        Ok(())
     }
 
-    /// Whether the text of `ids` passes the check (true without one).
-    fn passes(&self, ids: &[u32]) -> bool {
-        passes(self.tokenizer, self.check, ids)
-    }
-
-    /// Searches for at most `room` tokens that finish the query from the
-    /// current state; appends them on success.
-    fn complete_from_here(&mut self, room: usize) -> Result<bool> {
+    /// Searches for completion pieces that finish the query from the
+    /// current state within the budget; appends them on success. The
+    /// earliest byte a failed check blamed is left in `culprit`.
+    fn complete_from_here(&mut self, culprit: &std::cell::Cell<usize>) -> Result<bool> {
+        let room = self.max_tokens.saturating_sub(self.tokens.len());
         let Some(c) = self.constraint.as_deref_mut() else {
             return Ok(false);
         };
         let (tokenizer, check) = (self.tokenizer, self.check);
-        let finished = |ids: &[u32]| passes(tokenizer, check, ids);
+        let finished = |ids: &[u32]| {
+            let Ok(text) = tokenizer.decode(ids, true) else {
+                return false;
+            };
+            let Some(check) = check else {
+                return true;
+            };
+            match check(&text) {
+                Ok(()) => true,
+                Err(message) => {
+                    if let Some(at) =
+                        repair::culprit(&message).and_then(|n| repair::locate(&text, &n))
+                    {
+                        culprit.set(culprit.get().min(at));
+                    }
+                    false
+                }
+            }
+        };
         let t = Instant::now();
         let done = crate::grammar::complete(c, &self.tokens, room, &finished)?;
         self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
@@ -491,50 +577,6 @@ impl Decoder<'_, '_> {
         })
     }
 
-    /// The output cannot stand as it is: keep the longest prefix that ends
-    /// the grammar and passes the check; failing that, back up to earlier
-    /// points (down to the very start) and finish from there with the
-    /// model-free search. Only if all of that fails is the output empty.
-    fn trim_to_valid_prefix(&mut self) -> Result<()> {
-        let total = self.tokens.len();
-        let mut candidates = self.accepting.clone();
-        candidates.sort_unstable();
-        candidates.dedup();
-        for &n in candidates.iter().rev() {
-            if self.passes(&self.tokens[..n]) {
-                self.take_back_to(n)?;
-                return Ok(());
-            }
-        }
-        // Points to finish from: the last few places the grammar could end,
-        // then the start of the query.
-        let mut starts: Vec<usize> = candidates.iter().rev().take(4).copied().collect();
-        starts.push(0);
-        for n in starts {
-            if n > self.tokens.len() {
-                continue;
-            }
-            // A grammar error here leaves nothing better than an empty
-            // answer: report that, not the grammar engine's message.
-            let finished = self
-                .take_back_to(n)
-                .and_then(|()| self.complete_from_here(COMPLETION_RESERVE));
-            match finished {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "completion failed");
-                    break;
-                }
-            }
-        }
-        self.tokens.clear();
-        if total > 0 || self.check.is_some() {
-            self.stats.check_failed = true;
-        }
-        Ok(())
-    }
-
     /// Takes the output (and the grammar state) back to its first `n` tokens.
     fn take_back_to(&mut self, n: usize) -> Result<()> {
         let removed = self.tokens.len().saturating_sub(n);
@@ -545,17 +587,7 @@ impl Decoder<'_, '_> {
             c.rollback(removed)?;
         }
         self.tokens.truncate(n);
-        self.accepting.retain(|&a| a <= n);
         self.stats.trimmed_tokens += removed;
         Ok(())
-    }
-}
-
-/// Whether the text of `ids` passes `check` (true without one).
-fn passes(tokenizer: &Tokenizer, check: Option<TextCheck<'_>>, ids: &[u32]) -> bool {
-    match (check, tokenizer.decode(ids, true)) {
-        (_, Err(_)) => false,
-        (None, Ok(_)) => true,
-        (Some(check), Ok(text)) => check(&text).is_ok(),
     }
 }

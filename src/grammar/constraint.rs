@@ -13,8 +13,10 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{InferenceCapabilities, SimpleVob, TokEnv};
 use llguidance::{Matcher, ParserFactory};
 
+use super::complete::Completions;
 use super::tokens::token_env;
 use crate::error::{Error, Result};
+use crate::sql::Schema;
 use crate::tokenizer::Tokenizer;
 
 fn grammar_error(message: impl Into<String>) -> Error {
@@ -58,12 +60,15 @@ impl GrammarFactory {
         if let Some(e) = matcher.get_error() {
             return Err(grammar_error(e));
         }
-        Ok(CompiledGrammar {
+        let mut compiled = CompiledGrammar {
             env: self.env.clone(),
             prototype: matcher,
             stop_ids: self.stop_ids.clone(),
             width: self.width,
-        })
+            completions: Arc::default(),
+        };
+        compiled.completions = Arc::new(compiled.completions_for(None)?);
+        Ok(compiled)
     }
 }
 
@@ -73,6 +78,7 @@ pub struct CompiledGrammar {
     prototype: Matcher,
     stop_ids: Vec<u32>,
     width: usize,
+    completions: Arc<Completions>,
 }
 
 impl CompiledGrammar {
@@ -83,7 +89,23 @@ impl CompiledGrammar {
             matcher: self.prototype.deep_clone(),
             stop_ids: self.stop_ids.clone(),
             width: self.width,
+            completions: self.completions.clone(),
         }
+    }
+
+    /// Adds the tables of `schema` to the pieces that finish an unfinished
+    /// query (` FROM <table>`, see [`Completions`]).
+    pub fn with_schema(mut self, schema: &Schema) -> Result<Self> {
+        self.completions = Arc::new(self.completions_for(Some(schema))?);
+        Ok(self)
+    }
+
+    fn completions_for(&self, schema: Option<&Schema>) -> Result<Completions> {
+        let env = self.env.clone();
+        Completions::new(
+            schema,
+            &|text: &str| Ok(env.tokenize_bytes(text.as_bytes())),
+        )
     }
 }
 
@@ -93,6 +115,7 @@ pub struct Constraint {
     matcher: Matcher,
     stop_ids: Vec<u32>,
     width: usize,
+    completions: Arc<Completions>,
 }
 
 impl Constraint {
@@ -126,6 +149,20 @@ impl Constraint {
         }
         let r = self.matcher.validate_tokens(&[token]);
         Ok(self.check(r)? == 1)
+    }
+
+    /// Whether `tokens`, in order, may all come next (nothing is committed).
+    pub fn accepts_all(&mut self, tokens: &[u32]) -> Result<bool> {
+        if self.matcher.is_stopped() || tokens.iter().any(|&t| t as usize >= self.width) {
+            return Ok(false);
+        }
+        let r = self.matcher.validate_tokens(tokens);
+        Ok(self.check(r)? == tokens.len())
+    }
+
+    /// The pieces of SQL that can finish an unfinished query.
+    pub fn completions(&self) -> &Arc<Completions> {
+        &self.completions
     }
 
     /// The set of allowed next tokens.

@@ -9,7 +9,7 @@ mod constraint;
 pub mod lark;
 mod tokens;
 
-pub use complete::complete;
+pub use complete::{complete, Completions};
 pub use constraint::{CompiledGrammar, Constraint, GrammarFactory};
 pub use tokens::token_env;
 

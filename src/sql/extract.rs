@@ -56,6 +56,19 @@ pub fn extract_sql(reply: &str) -> Option<String> {
     }
 }
 
+/// The SQL of a reply written under the grammar, where the whole reply is
+/// one query: trimmed, without its final `;`. (Blank lines inside it are
+/// part of the query, not a cut as in [`extract_sql`].)
+///
+/// ```
+/// use sqlagent::sql::constrained_sql;
+/// assert_eq!(constrained_sql("\nSELECT name\n\nFROM artists ;\n"), "SELECT name\n\nFROM artists");
+/// ```
+pub fn constrained_sql(reply: &str) -> String {
+    let sql = reply.trim();
+    sql.strip_suffix(';').unwrap_or(sql).trim_end().to_string()
+}
+
 /// What kind of code a fenced block claims to hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lang {

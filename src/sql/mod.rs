@@ -27,7 +27,7 @@ mod value;
 
 pub use database::{Database, ExecLimits};
 pub use demo::{build_demo_db, DemoReport, DEMO_SQL};
-pub use extract::extract_sql;
+pub use extract::{constrained_sql, extract_sql};
 pub use ident::{is_keyword, is_plain, quote_ident, SQLITE_KEYWORDS};
 pub use import::{import_csv, ImportOptions, ImportReport};
 pub use schema::{Column, ForeignKey, Schema, Table};

@@ -11,3 +11,4 @@ mod model;
 mod sql;
 mod tiny;
 mod tokenizer;
+mod walks;
