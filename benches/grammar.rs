@@ -11,16 +11,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use sqlagent::grammar::{lark::lark_grammar, GrammarFactory, GrammarOptions};
+use sqlagent::grammar::{
+    lark::lark_grammar, percentile, GrammarFactory, GrammarOptions, MaskTimings,
+};
 use sqlagent::sql::{build_demo_db, Database};
 use sqlagent::tokenizer::Tokenizer;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -52,30 +47,14 @@ fn main() -> anyhow::Result<()> {
     let compile_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     let set = std::fs::read_to_string(root.join("test-set.jsonl"))?;
-    let (mut masks, mut checks) = (Vec::new(), Vec::new());
-    let (mut queries, mut rejected) = (0, 0);
+    let mut sqls = Vec::new();
     for line in set.lines().filter(|l| !l.trim().is_empty()) {
         let item: serde_json::Value = serde_json::from_str(line)?;
-        let sql = item["sql"].as_str().unwrap_or_default();
-        let ids = tokenizer.encode(sql)?;
-        queries += 1;
-        let mut c = grammar.constraint();
-        for &id in &ids {
-            let t = Instant::now();
-            let ok = c.allows(id)?;
-            checks.push(t.elapsed().as_secs_f64() * 1e6);
-            let t = Instant::now();
-            let mask = c.mask()?;
-            masks.push(t.elapsed().as_secs_f64() * 1e6);
-            if !ok || !mask.is_allowed(id) {
-                rejected += 1;
-                break;
-            }
-            c.commit(id)?;
-        }
+        sqls.push(item["sql"].as_str().unwrap_or_default().to_string());
     }
-    masks.sort_by(f64::total_cmp);
-    checks.sort_by(f64::total_cmp);
+    let timings = MaskTimings::replay(&grammar, &tokenizer, &sqls)?;
+    let (masks, checks) = (&timings.mask_us, &timings.check_us);
+    let (queries, rejected) = (timings.queries, timings.rejected);
     println!(
         "grammar/llama3-128k demo schema grammar ({} bytes)",
         lark.len()
@@ -87,15 +66,15 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "full mask:       median {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
-        percentile(&masks, 0.5),
-        percentile(&masks, 0.9),
-        percentile(&masks, 0.99),
-        percentile(&masks, 1.0)
+        percentile(masks, 0.5),
+        percentile(masks, 0.9),
+        percentile(masks, 0.99),
+        percentile(masks, 1.0)
     );
     println!(
         "preferred token: median {:.1} µs, p99 {:.1} µs",
-        percentile(&checks, 0.5),
-        percentile(&checks, 0.99)
+        percentile(checks, 0.5),
+        percentile(checks, 0.99)
     );
     Ok(())
 }

@@ -61,6 +61,17 @@ pub enum Error {
         message: String,
     },
 
+    /// A line of a JSONL question set could not be read.
+    #[error("{}:{line}: {message}", path.display())]
+    Set {
+        /// The set file.
+        path: PathBuf,
+        /// 1-based line number in the file (0 when unknown).
+        line: u64,
+        /// What is wrong on that line.
+        message: String,
+    },
+
     /// A tokenizer could not be loaded or failed to encode/decode.
     #[error("tokenizer ({context}): {message}")]
     Tokenizer {

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod chat;
 pub mod cli;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod grammar;
 pub mod model;

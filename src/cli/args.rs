@@ -43,6 +43,8 @@ pub enum Command {
     DemoDb(DemoDbArgs),
     /// Print the Lark grammar (llguidance dialect) generated for a database.
     Grammar(GrammarArgs),
+    /// Measure speed: prefill and decode tokens/s, grammar overhead, mask cost.
+    Bench(BenchArgs),
 }
 
 /// Output format.
@@ -244,6 +246,37 @@ pub struct GrammarArgs {
     /// Grammar options (`--grammar none` prints nothing).
     #[command(flatten)]
     pub grammar: GrammarFlags,
+}
+
+/// `sqlagent bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The SQLite database (default: the demo database, built in a temporary directory).
+    #[arg(long, env = "SQLAGENT_DB")]
+    pub db: Option<PathBuf>,
+    /// Questions with gold SQL (JSONL, as test-set.jsonl). The model answers
+    /// the first --questions of them; every gold query is replayed through
+    /// the grammar to time masks.
+    #[arg(long, default_value = "test-set.jsonl")]
+    pub set: PathBuf,
+    /// How many questions the model answers.
+    #[arg(long, default_value_t = 5)]
+    pub questions: usize,
+    /// Prompt: a name under prompts/ or a directory.
+    #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
+    pub prompt: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Model options.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Grammar options.
+    #[command(flatten)]
+    pub grammar: GrammarFlags,
+    /// Sampling options.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 /// `sqlagent import`.

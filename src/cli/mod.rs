@@ -12,6 +12,7 @@ macro_rules! outln {
 }
 
 pub mod args;
+mod bench;
 mod output;
 
 use std::io::{IsTerminal, Write};
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(a) => import(a),
         Command::DemoDb(a) => demo_db(a),
         Command::Grammar(a) => grammar(a),
+        Command::Bench(a) => bench::bench(a),
     }
 }
 

@@ -381,15 +381,19 @@ impl Decoder<'_, '_> {
         let Some(c) = self.constraint.as_deref_mut() else {
             return self.sampler.sample(logits);
         };
+        if c.is_stopped() {
+            return self
+                .stop_ids
+                .first()
+                .copied()
+                .ok_or_else(|| Error::invalid("stop ids", "no end token to end the turn with"));
+        }
+        // Sampling the preferred token costs the same without a grammar:
+        // only what follows counts as grammar time.
+        let preferred = self.sampler.sample(logits)?;
         let t = Instant::now();
         let result = (|| {
-            if c.is_stopped() {
-                return self.stop_ids.first().copied().ok_or_else(|| {
-                    Error::invalid("stop ids", "no end token to end the turn with")
-                });
-            }
             let banned = self.banned.get(&self.tokens.len());
-            let preferred = self.sampler.sample(logits)?;
             if !banned.is_some_and(|b| b.contains(&preferred)) && c.allows(preferred)? {
                 return Ok(preferred);
             }
@@ -450,6 +454,13 @@ impl Decoder<'_, '_> {
         if self.stats.repairs < MAX_REPAIRS {
             self.stats.repairs += 1;
             if repair::needs_more(&text, &message) {
+                // Names without a FROM clause: finish with one (the pieces
+                // name every table) if that passes, else let the model go on.
+                let culprit = std::cell::Cell::new(usize::MAX);
+                let stopped = self.constraint.as_ref().is_some_and(|c| c.is_stopped());
+                if !stopped && self.complete_from_here(&culprit)? {
+                    return Ok(Repair::Pass);
+                }
                 return Ok(Repair::KeepGoing);
             }
             if let Some(at) = repair::culprit(&message).and_then(|n| repair::locate(&text, &n)) {
@@ -555,8 +566,11 @@ impl Decoder<'_, '_> {
             match check(&text) {
                 Ok(()) => true,
                 Err(message) => {
-                    if let Some(at) =
-                        repair::culprit(&message).and_then(|n| repair::locate(&text, &n))
+                    // Without a FROM clause the fix is at the end, not at
+                    // the name.
+                    if let Some(at) = repair::culprit(&message)
+                        .filter(|_| !repair::needs_more(&text, &message))
+                        .and_then(|n| repair::locate(&text, &n))
                     {
                         culprit.set(culprit.get().min(at));
                     }

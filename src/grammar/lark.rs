@@ -160,10 +160,11 @@ impl Variant {
     fn rules(&self) -> String {
         let names = self.from != FromClause::Absent;
         let pick = |text: &'static str| if names { text } else { "" };
-        let (from, from_rules) = match self.from {
-            FromClause::Optional => (" from$V?", rules::FROM_RULES),
-            FromClause::Derived => (" from$V", rules::DERIVED_FROM_RULES),
-            FromClause::Absent => ("", ""),
+        const CLAUSES: &str = "from$V where$V? group_by$V? having$V? window_clause$V?";
+        let (clauses, from_rules) = match self.from {
+            FromClause::Optional => (format!(" ({CLAUSES})?"), rules::FROM_RULES),
+            FromClause::Derived => (format!(" {CLAUSES}"), rules::DERIVED_FROM_RULES),
+            FromClause::Absent => (String::new(), ""),
         };
         let mut body = String::new();
         if self.query {
@@ -175,7 +176,7 @@ impl Variant {
         body.push_str(
             &rules::VARIANT
                 .replace("$FROM_RULES", from_rules)
-                .replace("$FROM", from)
+                .replace("$CLAUSES", &clauses)
                 .replace("$QSTAR", pick(" | qstar$V"))
                 .replace("$COLREF", pick(" colref$V |")),
         );

@@ -7,10 +7,12 @@ pub mod check;
 mod complete;
 mod constraint;
 pub mod lark;
+mod timing;
 mod tokens;
 
 pub use complete::{complete, Completions};
 pub use constraint::{CompiledGrammar, Constraint, GrammarFactory};
+pub use timing::{percentile, MaskTimings};
 pub use tokens::token_env;
 
 use std::fmt;

@@ -866,3 +866,72 @@ fn hub_repo_complete_in_the_cache_loads_offline() {
         describe(&out)
     );
 }
+
+#[test]
+fn bench_reports_speeds_grammar_overhead_and_mask_times() {
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let tmp = common::temp_dir();
+    let set = tmp.path().join("set.jsonl");
+    std::fs::write(
+        &set,
+        "{\"question\":\"How many tracks are there?\",\"sql\":\"SELECT COUNT(*) FROM tracks\"}\n\
+         {\"question\":\"List artist names.\",\"sql\":\"SELECT name FROM artists ORDER BY name\"}\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "--threads",
+        "1",
+        "bench",
+        "--model",
+        s(&gguf),
+        "--set",
+        s(&set),
+        "--questions",
+        "1",
+        "--max-tokens",
+        "32",
+        "--format",
+        "json",
+    ]);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(out.1.trim()).expect("one JSON object");
+    assert_eq!(v["questions"], 1, "{}", out.1);
+    assert!(
+        v["prefill_tokens_per_s"].as_f64().unwrap() > 0.0,
+        "{}",
+        out.1
+    );
+    assert!(
+        v["decode_tokens_per_s"].as_f64().unwrap() > 0.0,
+        "{}",
+        out.1
+    );
+    assert!(
+        v["grammar_overhead_pct"].as_f64().unwrap() >= 0.0,
+        "{}",
+        out.1
+    );
+    // Both gold queries replayed through the grammar, none rejected.
+    let replay = &v["mask_replay"];
+    assert_eq!(replay["queries"], 2, "{}", out.1);
+    assert_eq!(replay["rejected"], 0, "{}", out.1);
+    assert!(replay["tokens"].as_u64().unwrap() >= 8, "{}", out.1);
+    assert!(replay["full_mask_us"]["median"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_bad_set_names_the_file_and_line() {
+    let tmp = common::temp_dir();
+    let set = tmp.path().join("set.jsonl");
+    std::fs::write(
+        &set,
+        "{\"question\":\"Q\",\"sql\":\"SELECT 1\"}\n{\"question\":\"Q\"}\n",
+    )
+    .unwrap();
+    let out = run(&["bench", "--set", s(&set), "--model", "/nonexistent.gguf"]);
+    assert_clean_failure(&out, &["set.jsonl:2:", "missing field `sql`"]);
+    let out = run(&["bench", "--questions", "0", "--model", "/nonexistent.gguf"]);
+    assert_clean_failure(&out, &["--questions"]);
+}

@@ -82,7 +82,7 @@ const DEMO_ACCEPTED: &[&str] = &[
     "SELECT ALL country FROM artists",
     "SELECT artists.* FROM artists",
     "SELECT a.*, b.title FROM artists AS a JOIN albums AS b ON a.artist_id = b.artist_id",
-    "SELECT name AS \"Artist Name\", country c, formed_year AS 'year', genre AS [kind] FROM artists",
+    "SELECT name AS \"Artist Name\", country AS c, formed_year AS 'year', genre AS [kind] FROM artists",
     // Operators
     "SELECT name || ' (' || country || ')' FROM artists",
     "SELECT duration_s / 60.0, duration_s % 60, -bpm, +bpm, ~bpm, bpm * 2 - 1, bpm - -1, bpm-1, \
@@ -92,7 +92,7 @@ const DEMO_ACCEPTED: &[&str] = &[
     "SELECT name FROM artists WHERE country IN ('Sweden', 'Norway')",
     "SELECT name FROM artists WHERE artist_id NOT IN (SELECT artist_id FROM albums)",
     "SELECT name FROM artists WHERE artist_id IN(SELECT artist_id FROM albums)",
-    "SELECT 1 WHERE 1 IN ()",
+    "SELECT 1 FROM artists WHERE 1 IN ()",
     "SELECT title FROM albums WHERE release_year BETWEEN 2000 AND 2010",
     "SELECT title FROM albums WHERE release_year NOT BETWEEN 1990 + 1 AND 2000 * 1 AND label = 'x'",
     "SELECT name FROM artists WHERE name LIKE 'The %'",
@@ -134,7 +134,7 @@ const DEMO_ACCEPTED: &[&str] = &[
     "SELECT name FROM artists NATURAL JOIN albums",
     "SELECT * FROM artists INNER JOIN albums ON albums.artist_id = artists.artist_id \
      LEFT JOIN tracks ON tracks.album_id = albums.album_id \
-     LEFT OUTER JOIN streams ON streams.track_id = tracks.track_id CROSS JOIN artists AS other",
+     LEFT OUTER JOIN streams ON streams.track_id = tracks.track_id CROSS JOIN artists AS o",
     "SELECT * FROM artists JOIN albums USING (artist_id)",
     "SELECT * FROM artists RIGHT JOIN albums ON 1 FULL OUTER JOIN tracks ON 1",
     "SELECT x.name FROM (SELECT name FROM artists) x",
@@ -220,6 +220,12 @@ fn schema_grammar_rejects_writes_and_malformed_queries() {
         "SELECT name FROM artists;;",
         "",
         "SELECT",
+        // Column aliases need AS
+        "SELECT country c FROM artists",
+        // Clauses that filter or group rows need a FROM
+        "SELECT name WHERE country = 'Sweden'",
+        "SELECT COUNT(*) GROUP BY genre",
+        "SELECT 1 HAVING 1",
         // Words run together
         "SELECTtitle FROM tracks",
         "SELECT * FROMtracks",
@@ -269,10 +275,17 @@ fn schema_grammar_rejects_writes_and_malformed_queries() {
     lark_test(&checker(demo_schema(), &GENERIC), &[], rejected);
     // In schema mode a column glued to a keyword is no name; in generic mode
     // `titleFROM` is an identifier.
+    // In schema mode table aliases (and so qualifiers that are not table
+    // names) are short, like T1.
     lark_test(
         &checker(demo_schema(), &SCHEMA),
         &[],
-        &["SELECT titleFROM tracks"],
+        &[
+            "SELECT titleFROM tracks",
+            "SELECT name FROM artists AS other_artists",
+            "SELECT other_artists.name FROM artists AS other_artists",
+            "SELECT name FROM (SELECT name FROM artists) AS named",
+        ],
     );
 }
 

@@ -5,6 +5,13 @@
 
 use crate::sql::{is_keyword, Schema};
 
+/// A table alias in schema mode, and so any qualifier that is not a table
+/// name (outside WITH): a short name such as `T1` or `a` (up to 4
+/// characters, bare or quoted). Long free names at every expression start
+/// would make the grammar allow almost any identifier token there, which
+/// is what makes full masks slow.
+const SHORT_ALIAS: &str = r#"/[A-Za-z_][A-Za-z0-9_]{0,3}/ & ~KEYWORD | /"[A-Za-z0-9_]{1,4}"|\[[A-Za-z0-9_]{1,4}\]|`[A-Za-z0-9_]{1,4}`/"#;
+
 /// The longest identifier an alias may be (characters after the first).
 const MAX_IDENT_TAIL: usize = 63;
 
@@ -232,7 +239,7 @@ ucol: NAME
         .map(|k| k.to_ascii_lowercase())
         .collect();
     let terminals = format!(
-        "NAME: IDENT | QIDENT | /(?i-u:{})/\nXNAME: IDENT | QIDENT | /(?i-u:{})/\n",
+        "NAME: IDENT | QIDENT | /(?i-u:{})/\nXNAME: IDENT | QIDENT | /(?i-u:{})/\nTALIAS: ALIAS\n",
         fallback.join("|"),
         expression_fallback.join("|")
     );
@@ -286,7 +293,7 @@ ucol_w: ALIAS
         .to_string();
         return NameRules {
             rules,
-            terminals: String::new(),
+            terminals: "TALIAS: ALIAS\n".to_string(),
             no_tables: true,
         };
     }
@@ -295,7 +302,8 @@ ucol_w: ALIAS
     terminals.push_str(&format!("COL: /{}/\n", all_columns.join("|")));
     // A qualifier that is not a schema table: an alias, a CTE or a
     // subquery name. Columns after it are any schema column.
-    terminals.push_str("QUAL: ALIAS & ~TBL\n");
+    terminals.push_str(&format!("TALIAS: {SHORT_ALIAS}\n"));
+    terminals.push_str("QUAL: TALIAS & ~TBL\n");
     qcol.push("QUAL \".\" COL".to_string());
 
     let mut rules = String::new();
@@ -303,7 +311,7 @@ ucol_w: ALIAS
     rules.push_str("tname_w: TABLE | ALIAS\n");
     rules.push_str(&format!("qcol: {}\n", qcol.join("\n    | ")));
     rules.push_str("colref: COL | qcol\n");
-    rules.push_str("colref_w: COL | qcol | ALIAS | QUAL \".\" ALIAS\n");
+    rules.push_str("colref_w: COL | qcol | ALIAS | ALIAS \".\" ALIAS\n");
     rules.push_str("qstar: (TBL | QUAL) \".\" STAR\n");
     rules.push_str("qstar_w: qstar\n");
     rules.push_str("ucol: COL\n");

@@ -28,8 +28,8 @@ pub(super) const COMMON: &str = r#"start: S? query S? ";"?
 with_clause: WITH (S RECURSIVE)? S cte (S? "," S? cte)*
 cte: ALIAS (S? "(" S? ALIAS (S? "," S? ALIAS)* S? ")")? S AS (S (NOT S)? MATERIALIZED)? S? "(" S? query$W S? ")"
 compound_op: UNION (S ALL)? | INTERSECT | EXCEPT
-col_alias: S (AS S)? ALIAS | S AS S? STRING
-table_alias: S (AS S)? ALIAS
+col_alias: S AS S ALIAS | S AS S? STRING
+table_alias: S (AS S)? TALIAS
 join_op: (NATURAL S)? ((LEFT | RIGHT | FULL) (S OUTER)? S | INNER S | CROSS S)? JOIN
 ord_suffix: (S (ASC | DESC))? (S NULLS S (FIRST | LAST))?
 wordop: AND | OR | IS | IS (S NOT)? S DISTINCT S FROM | (NOT S)? GLOB
@@ -54,8 +54,10 @@ select_core_n: select_core | select_core_d
 "#;
 
 /// Rules written once per variant (a select list has at most 24 columns, so
-/// a model that repeats itself must move on). `$FROM` is the FROM clause (optional,
-/// required, or absent when a schema has no table).
+/// a model that repeats itself must move on). `$CLAUSES` is the FROM clause
+/// and the clauses that need one: WHERE, GROUP BY, HAVING and WINDOW come
+/// only after a FROM (optional, required, or absent when a schema has no
+/// table), so a model cannot filter rows it has not said where to take from.
 ///
 /// Expressions are flat operator lists (`unit tail*`): precedence does not
 /// matter for what is accepted, and layered precedence rules exceed the
@@ -63,7 +65,7 @@ select_core_n: select_core | select_core_d
 /// wherever two words meet (`S`); around punctuation it is optional.
 /// `sx` is an expression after a keyword: whitespace first, or none when
 /// the expression starts with `(`.
-pub(super) const VARIANT: &str = r#"select_core$V: SELECT (S (DISTINCT | ALL))? first_col$V (S? "," S? result_col$V){0,23}$FROM where$V? group_by$V? having$V? window_clause$V?
+pub(super) const VARIANT: &str = r#"select_core$V: SELECT (S (DISTINCT | ALL))? first_col$V (S? "," S? result_col$V){0,23}$CLAUSES
 first_col$V: S result_col$V | STAR | pexpr$V col_alias?
 result_col$V: STAR$QSTAR | expr$V col_alias?
 $FROM_RULES
@@ -114,7 +116,7 @@ frame_bound$V: UNBOUNDED S (PRECEDING | FOLLOWING) | CURRENT S ROW | unit$V S (P
 /// The FROM clause and joins.
 pub(super) const FROM_RULES: &str = r#"from$V: S FROM (S table_or_sub$V | subquery$V) join$V*
 table_or_sub$V: tname$V table_alias? | subquery$V
-subquery$V: "(" S? query$Q S? ")" (S? (AS S)? ALIAS)?
+subquery$V: "(" S? query$Q S? ")" (S? (AS S)? TALIAS)?
 join$V: S? "," S? table_or_sub$V
       | S join_op (S table_or_sub$V | subquery$V) join_cond$V?
 join_cond$V: S ON sx$V | S USING S? "(" S? ucol$V (S? "," S? ucol$V)* S? ")""#;
@@ -123,7 +125,7 @@ join_cond$V: S ON sx$V | S USING S? "(" S? ucol$V (S? "," S? ucol$V)* S? ")""#;
 /// or after tables only.
 pub(super) const DERIVED_FROM_RULES: &str = r#"from$V: S FROM (S? subquery$V | S tname$V table_alias? table_join$V* subquery_join$V) join$V*
 table_or_sub$V: tname$V table_alias? | subquery$V
-subquery$V: "(" S? query$Q S? ")" (S? (AS S)? ALIAS)?
+subquery$V: "(" S? query$Q S? ")" (S? (AS S)? TALIAS)?
 table_join$V: S? "," S? tname$V table_alias?
             | S join_op S tname$V table_alias? join_cond$V?
 subquery_join$V: S? "," S? subquery$V
