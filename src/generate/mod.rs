@@ -101,6 +101,10 @@ pub struct GenerateRequest<'a> {
 /// that passes the check.
 pub const MAX_REPAIRS: usize = 8;
 
+/// Tokens the salvage of an output may skip back at once, toward a name
+/// the check blamed.
+const MAX_SALVAGE_JUMP: usize = 16;
+
 /// Tokens of the budget kept, under a grammar, to finish a query the model
 /// has not finished (a quarter of the budget at most).
 pub const COMPLETION_RESERVE: usize = 32;
@@ -456,7 +460,7 @@ impl Decoder<'_, '_> {
             if repair::needs_more(&text, &message) {
                 // Names without a FROM clause: finish with one (the pieces
                 // name every table) if that passes, else let the model go on.
-                let culprit = std::cell::Cell::new(usize::MAX);
+                let culprit = std::cell::Cell::new(None);
                 let stopped = self.constraint.as_ref().is_some_and(|c| c.is_stopped());
                 if !stopped && self.complete_from_here(&culprit)? {
                     return Ok(Repair::Pass);
@@ -518,7 +522,7 @@ impl Decoder<'_, '_> {
         let total = self.tokens.len();
         let mut n = total;
         loop {
-            let culprit = std::cell::Cell::new(usize::MAX);
+            let culprit = std::cell::Cell::new(None);
             let finished = self
                 .take_back_to(n)
                 .and_then(|()| self.complete_from_here(&culprit));
@@ -534,9 +538,12 @@ impl Decoder<'_, '_> {
             if n == 0 {
                 break;
             }
+            // Before the blamed name, but never far at once: a name can be
+            // blamed for what is really missing after it (a FROM clause).
+            let floor = n.saturating_sub(MAX_SALVAGE_JUMP);
             n -= 1;
-            if culprit.get() != usize::MAX {
-                n = n.min(self.token_at_byte(culprit.get())?);
+            if let Some(at) = culprit.get() {
+                n = n.min(self.token_at_byte(at)?.max(floor));
             }
         }
         self.stats.trimmed_tokens += self.tokens.len();
@@ -549,13 +556,15 @@ impl Decoder<'_, '_> {
 
     /// Searches for completion pieces that finish the query from the
     /// current state within the budget; appends them on success. The
-    /// earliest byte a failed check blamed is left in `culprit`.
-    fn complete_from_here(&mut self, culprit: &std::cell::Cell<usize>) -> Result<bool> {
+    /// latest byte of the current text that a failed check blamed is left
+    /// in `culprit` (no completion can pass while that name stands).
+    fn complete_from_here(&mut self, culprit: &std::cell::Cell<Option<usize>>) -> Result<bool> {
         let room = self.max_tokens.saturating_sub(self.tokens.len());
         let Some(c) = self.constraint.as_deref_mut() else {
             return Ok(false);
         };
         let (tokenizer, check) = (self.tokenizer, self.check);
+        let prefix_len = tokenizer.decode(&self.tokens, true)?.len();
         let finished = |ids: &[u32]| {
             let Ok(text) = tokenizer.decode(ids, true) else {
                 return false;
@@ -572,7 +581,9 @@ impl Decoder<'_, '_> {
                         .filter(|_| !repair::needs_more(&text, &message))
                         .and_then(|n| repair::locate(&text, &n))
                     {
-                        culprit.set(culprit.get().min(at));
+                        if at < prefix_len {
+                            culprit.set(Some(culprit.get().map_or(at, |c: usize| c.max(at))));
+                        }
                     }
                     false
                 }
