@@ -45,6 +45,8 @@ pub enum Command {
     Grammar(GrammarArgs),
     /// Measure speed: prefill and decode tokens/s, grammar overhead, mask cost.
     Bench(BenchArgs),
+    /// Evaluate on a question set: valid-SQL % and execution accuracy against gold SQL.
+    Eval(EvalArgs),
 }
 
 /// Output format.
@@ -277,6 +279,49 @@ pub struct BenchArgs {
     /// Sampling options.
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+/// `sqlagent eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Questions with gold SQL: JSONL with "question", "sql", optional "db"
+    /// (relative to the set file) and "tags".
+    #[arg(long)]
+    pub set: PathBuf,
+    /// The database for items without their own "db" (opened read-only).
+    #[arg(long, env = "SQLAGENT_DB")]
+    pub db: Option<PathBuf>,
+    /// Evaluate a random subset of this many items.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Seed of the --limit subset (the same seed gives the same items).
+    #[arg(long, default_value_t = 0)]
+    pub sample_seed: u64,
+    /// Write items.jsonl (item by item, as they finish), report.json and
+    /// report.md into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out: items already in items.jsonl are kept.
+    #[arg(long, requires = "out")]
+    pub resume: bool,
+    /// Prompt: a name under prompts/ or a directory.
+    #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
+    pub prompt: String,
+    /// `text`: a Markdown summary; `json`: the whole report.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Model options.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Grammar options.
+    #[command(flatten)]
+    pub grammar: GrammarFlags,
+    /// Sampling options.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Execution limits.
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 /// `sqlagent import`.

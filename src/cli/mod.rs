@@ -13,6 +13,7 @@ macro_rules! outln {
 
 pub mod args;
 mod bench;
+mod eval;
 mod output;
 
 use std::io::{IsTerminal, Write};
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::DemoDb(a) => demo_db(a),
         Command::Grammar(a) => grammar(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Eval(a) => eval::eval(a),
     }
 }
 

@@ -5,6 +5,7 @@ mod common;
 mod chat;
 mod cli;
 mod constrained;
+mod eval;
 mod generate;
 mod grammar;
 mod model;

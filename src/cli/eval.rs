@@ -1,0 +1,232 @@
+//! `sqlagent eval`: answer every question of a set, grade the SQL against
+//! the gold query's rows, and report valid-SQL % and execution accuracy.
+//! With `--out`, every graded item is appended to `items.jsonl` as soon as
+//! it is done, so an interrupted run loses nothing and `--resume` goes on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::OpenOptions;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::args::{EvalArgs, Format};
+use super::output;
+use crate::agent::{Agent, Engine};
+use crate::chat::PromptSpec;
+use crate::eval::{
+    evaluate_item, file_sha256, load_set, model_fingerprint, subset, EvalConfig, Outcome, Report,
+};
+use crate::grammar::CompiledGrammar;
+use crate::sql::{Database, Schema};
+
+/// One database of the set, opened once, with its grammar.
+struct Db {
+    db: Database,
+    schema: Schema,
+    grammar: Option<CompiledGrammar>,
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let sampling = args.sampling.to_params()?;
+    let grammar_options = args.grammar.to_options()?;
+    let limits = args.exec.to_limits()?;
+    let items = load_set(&args.set)?;
+    if args.limit == Some(0) {
+        return Err(crate::Error::invalid("--limit", "must be at least 1").into());
+    }
+    let chosen = subset(items.len(), args.limit, args.sample_seed);
+    // Every chosen item needs a database.
+    let mut db_paths: Vec<PathBuf> = Vec::new();
+    for &i in &chosen {
+        let path = match (&items[i].db, &args.db) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => bail!(
+                "{}: item {} ({:?}) has no \"db\"; pass --db",
+                args.set.display(),
+                i + 1,
+                items[i].question
+            ),
+        };
+        db_paths.push(path);
+    }
+
+    let prompt = PromptSpec::load(&args.prompt)?;
+    let options = args.model.to_options(std::io::stderr().is_terminal())?;
+    let spinner = output::spinner(&format!("loading model {}", args.model.model));
+    let engine = Engine::load(&options);
+    spinner.finish_and_clear();
+    let engine = engine?;
+    let config = EvalConfig {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        model: args.model.model.clone(),
+        model_fingerprint: model_fingerprint(&engine.info.path)?,
+        prompt: prompt.name().to_string(),
+        prompt_hash: prompt.content_hash(),
+        grammar: grammar_options.mode.to_string(),
+        sampling: serde_json::to_value(sampling)?,
+        set: args.set.display().to_string(),
+        set_hash: file_sha256(&args.set)?,
+        db: args.db.as_ref().map(|p| p.display().to_string()),
+        limit: args.limit,
+        sample_seed: args.limit.map(|_| args.sample_seed),
+    };
+
+    // Items already done (--resume), and where new ones go.
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut sink = None;
+    if let Some(dir) = &args.out {
+        let (done, file) = open_run_dir(dir, &config, args.resume)?;
+        outcomes = done;
+        sink = Some(file);
+    }
+    let done: HashSet<usize> = outcomes.iter().map(Outcome::index).collect();
+
+    let mut agent = Agent {
+        engine,
+        prompt,
+        sampling,
+        limits,
+        grammar: None,
+    };
+    let mut dbs: BTreeMap<PathBuf, Db> = BTreeMap::new();
+    let todo: Vec<(usize, &PathBuf)> = chosen
+        .iter()
+        .copied()
+        .zip(&db_paths)
+        .filter(|(i, _)| !done.contains(i))
+        .collect();
+    let bar = progress(todo.len() as u64);
+    for (i, path) in todo {
+        if !dbs.contains_key(path) {
+            let db = Database::open(path)?;
+            let schema = db.schema()?;
+            let grammar = Agent::compile_grammar(&agent.engine, &schema, &grammar_options)?;
+            dbs.insert(
+                path.clone(),
+                Db {
+                    db,
+                    schema,
+                    grammar,
+                },
+            );
+        }
+        let entry = dbs.get_mut(path).expect("inserted above");
+        // The agent takes the grammar of this item's database for the item.
+        agent.grammar = entry.grammar.take();
+        let outcome = evaluate_item(&agent, &entry.db, path, &entry.schema, i, &items[i]);
+        entry.grammar = agent.grammar.take();
+        if let Some(file) = sink.as_mut() {
+            writeln!(file, "{}", serde_json::to_string(&outcome)?)
+                .and_then(|()| file.flush())
+                .context("writing items.jsonl")?;
+        }
+        outcomes.push(outcome);
+        let report = Report::new(config.clone(), &outcomes);
+        bar.set_message(format!(
+            "valid {:.0}%  correct {:.0}%",
+            report.summary.valid_sql_pct, report.summary.execution_accuracy_pct
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let report = Report::new(config, &outcomes);
+    if let Some(dir) = &args.out {
+        write(dir, "report.json", &serde_json::to_string_pretty(&report)?)?;
+        write(dir, "report.md", &report.markdown())?;
+    }
+    match args.format {
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => outln!("{}", report.markdown().trim_end()),
+    }
+    Ok(())
+}
+
+/// Prepares `dir` for a run: writes `config.json`, or with `resume` reads
+/// the outcomes already in `items.jsonl` (the config must be the same).
+/// Returns those outcomes and `items.jsonl` open for appending.
+fn open_run_dir(
+    dir: &Path,
+    config: &EvalConfig,
+    resume: bool,
+) -> Result<(Vec<Outcome>, std::fs::File)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let config_path = dir.join("config.json");
+    let items_path = dir.join("items.jsonl");
+    let mut done = Vec::new();
+    if resume {
+        let text = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("--resume: reading {}", config_path.display()))?;
+        let old: EvalConfig = serde_json::from_str(&text)
+            .with_context(|| format!("--resume: {} is not a run config", config_path.display()))?;
+        let (old_v, new_v) = (serde_json::to_value(&old)?, serde_json::to_value(config)?);
+        if let (Some(o), Some(n)) = (old_v.as_object(), new_v.as_object()) {
+            for (key, value) in n {
+                if o.get(key) != Some(value) {
+                    bail!(
+                        "--resume: {} was run with {key} = {}, now {value}; use another --out",
+                        dir.display(),
+                        o.get(key).cloned().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        if items_path.exists() {
+            let text = std::fs::read_to_string(&items_path)
+                .with_context(|| format!("reading {}", items_path.display()))?;
+            // A last line without its newline was cut short by a crash: drop
+            // it (that item runs again); complete lines are never rewritten.
+            let complete = match text.rfind('\n') {
+                Some(p) => p + 1,
+                None => 0,
+            };
+            if complete < text.len() {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&items_path)
+                    .and_then(|f| f.set_len(complete as u64))
+                    .with_context(|| format!("truncating {}", items_path.display()))?;
+            }
+            for (n, line) in text[..complete].lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let o: Outcome = serde_json::from_str(line)
+                    .with_context(|| format!("{}:{}", items_path.display(), n + 1))?;
+                done.push(o);
+            }
+        }
+    } else {
+        if items_path.exists() {
+            bail!(
+                "{} already holds a run; pass --resume to continue it, or use another --out",
+                dir.display()
+            );
+        }
+        write(dir, "config.json", &serde_json::to_string_pretty(config)?)?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&items_path)
+        .with_context(|| format!("opening {}", items_path.display()))?;
+    Ok((done, file))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A progress bar on stderr with the running accuracy; hidden when piped.
+fn progress(len: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}

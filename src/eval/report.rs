@@ -1,0 +1,273 @@
+//! The evaluation report: what was run (config), the summary (valid-SQL %,
+//! execution accuracy, by category and by tag, speed) and every item; as
+//! JSON and as a Markdown table.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::run::{BrokenItem, Category, ItemResult, Outcome};
+
+/// Everything needed to reproduce a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalConfig {
+    /// sqlagent's version.
+    pub tool_version: String,
+    /// The model as given (`--model`).
+    pub model: String,
+    /// A fingerprint of the weights: SHA-256 of the size, the first and the
+    /// last MiB of each weight file (hashing many GiB would take minutes).
+    pub model_fingerprint: String,
+    /// The prompt's name and the SHA-256 of its files.
+    pub prompt: String,
+    /// SHA-256 of the prompt files.
+    pub prompt_hash: String,
+    /// Grammar mode.
+    pub grammar: String,
+    /// Sampling (temperature, top-p, seed, max tokens).
+    pub sampling: serde_json::Value,
+    /// The question set and its SHA-256.
+    pub set: String,
+    /// SHA-256 of the set file.
+    pub set_hash: String,
+    /// The database (`--db`), when one was given.
+    pub db: Option<String>,
+    /// `--limit`, when a subset was evaluated.
+    pub limit: Option<usize>,
+    /// `--sample-seed` of the subset.
+    pub sample_seed: Option<u64>,
+}
+
+/// Counts for one tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagSummary {
+    /// Items with the tag.
+    pub items: usize,
+    /// Of those, valid SQL (%).
+    pub valid_sql_pct: f64,
+    /// Of those, same rows as gold (%).
+    pub execution_accuracy_pct: f64,
+}
+
+/// The headline numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Items graded (broken items excluded).
+    pub items: usize,
+    /// Items whose gold query fails.
+    pub broken: usize,
+    /// Items whose SQL prepared and ran.
+    pub valid_sql: usize,
+    /// `valid_sql / items`, in percent.
+    pub valid_sql_pct: f64,
+    /// Items with the gold query's rows.
+    pub execution_matches: usize,
+    /// `execution_matches / items`, in percent.
+    pub execution_accuracy_pct: f64,
+    /// Items per category.
+    pub by_category: BTreeMap<String, usize>,
+    /// Per tag.
+    pub by_tag: BTreeMap<String, TagSummary>,
+    /// Decoding speed over all items: tokens fed per second of decoding.
+    pub tokens_per_s: f64,
+    /// Mean question-to-rows latency (milliseconds).
+    pub mean_latency_ms: f64,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// What was run.
+    pub config: EvalConfig,
+    /// The numbers.
+    pub summary: Summary,
+    /// Every graded item, in set order.
+    pub items: Vec<ItemResult>,
+    /// Items whose gold query fails.
+    pub broken: Vec<BrokenItem>,
+}
+
+fn pct(n: usize, of: usize) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        100.0 * n as f64 / of as f64
+    }
+}
+
+impl Report {
+    /// Builds the report from the outcomes (any order).
+    pub fn new(config: EvalConfig, outcomes: &[Outcome]) -> Self {
+        let mut items: Vec<ItemResult> = Vec::new();
+        let mut broken = Vec::new();
+        for o in outcomes {
+            match o {
+                Outcome::Graded(r) => items.push(r.clone()),
+                Outcome::Broken(b) => broken.push(b.clone()),
+            }
+        }
+        items.sort_by_key(|r| r.index);
+        broken.sort_by_key(|b| b.index);
+        let summary = summarize(&items, broken.len());
+        Report {
+            config,
+            summary,
+            items,
+            broken,
+        }
+    }
+
+    /// The summary as a Markdown table (one row: this run), with counts by
+    /// category and by tag.
+    pub fn markdown(&self) -> String {
+        let s = &self.summary;
+        let mut out = String::new();
+        out.push_str(&format!(
+            "Model `{}`, prompt `{}`, grammar `{}`, set `{}`\n\n",
+            self.config.model, self.config.prompt, self.config.grammar, self.config.set
+        ));
+        out.push_str("| items | valid SQL | correct | tokens/s |\n|---|---|---|---|\n");
+        out.push_str(&format!(
+            "| {} | {:.1}% ({}) | {:.1}% ({}) | {:.1} |\n",
+            s.items,
+            s.valid_sql_pct,
+            s.valid_sql,
+            s.execution_accuracy_pct,
+            s.execution_matches,
+            s.tokens_per_s
+        ));
+        if s.broken > 0 {
+            out.push_str(&format!(
+                "\n{} item(s) not counted: their gold query fails.\n",
+                s.broken
+            ));
+        }
+        out.push_str("\n| category | items |\n|---|---|\n");
+        for c in Category::ALL {
+            if let Some(n) = s.by_category.get(c.name()) {
+                out.push_str(&format!("| {} | {n} |\n", c.name()));
+            }
+        }
+        if !s.by_tag.is_empty() {
+            out.push_str("\n| tag | items | valid SQL | correct |\n|---|---|---|---|\n");
+            for (tag, t) in &s.by_tag {
+                out.push_str(&format!(
+                    "| {tag} | {} | {:.1}% | {:.1}% |\n",
+                    t.items, t.valid_sql_pct, t.execution_accuracy_pct
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The summary of graded `items`.
+pub fn summarize(items: &[ItemResult], broken: usize) -> Summary {
+    let n = items.len();
+    let valid = items.iter().filter(|r| r.valid_sql).count();
+    let matches = items.iter().filter(|r| r.execution_match).count();
+    let mut by_category = BTreeMap::new();
+    for r in items {
+        *by_category
+            .entry(r.category.name().to_string())
+            .or_insert(0) += 1;
+    }
+    let mut tags: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+    for r in items {
+        for t in &r.tags {
+            let e = tags.entry(t.clone()).or_default();
+            e.0 += 1;
+            e.1 += usize::from(r.valid_sql);
+            e.2 += usize::from(r.execution_match);
+        }
+    }
+    let by_tag = tags
+        .into_iter()
+        .map(|(t, (n, v, m))| {
+            (
+                t,
+                TagSummary {
+                    items: n,
+                    valid_sql_pct: pct(v, n),
+                    execution_accuracy_pct: pct(m, n),
+                },
+            )
+        })
+        .collect();
+    let tokens: usize = items.iter().map(|r| r.decode_steps).sum();
+    let decode_s: f64 = items.iter().map(|r| r.decode_ms).sum::<f64>() / 1000.0;
+    Summary {
+        items: n,
+        broken,
+        valid_sql: valid,
+        valid_sql_pct: pct(valid, n),
+        execution_matches: matches,
+        execution_accuracy_pct: pct(matches, n),
+        by_category,
+        by_tag,
+        tokens_per_s: if decode_s > 0.0 {
+            tokens as f64 / decode_s
+        } else {
+            0.0
+        },
+        mean_latency_ms: if n == 0 {
+            0.0
+        } else {
+            items.iter().map(|r| r.latency_ms).sum::<f64>() / n as f64
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(
+        index: usize,
+        valid: bool,
+        matched: bool,
+        category: Category,
+        tags: &[&str],
+    ) -> ItemResult {
+        ItemResult {
+            index,
+            question: format!("q{index}"),
+            db: "d.db".into(),
+            gold_sql: "SELECT 1".into(),
+            sql: "SELECT 1".into(),
+            valid_sql: valid,
+            execution_match: matched,
+            category,
+            error: None,
+            generated_tokens: 10,
+            latency_ms: 100.0,
+            decode_ms: 500.0,
+            decode_steps: 10,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn summary_counts_percentages_categories_and_tags() {
+        let items = vec![
+            item(0, true, true, Category::Correct, &["easy"]),
+            item(1, true, false, Category::WrongResult, &["easy", "join"]),
+            item(2, false, false, Category::NoSuchColumn, &["join"]),
+            item(3, true, true, Category::Correct, &[]),
+        ];
+        let s = summarize(&items, 1);
+        assert_eq!(
+            (s.items, s.broken, s.valid_sql, s.execution_matches),
+            (4, 1, 3, 2)
+        );
+        assert_eq!(s.valid_sql_pct, 75.0);
+        assert_eq!(s.execution_accuracy_pct, 50.0);
+        assert_eq!(s.by_category["correct"], 2);
+        assert_eq!(s.by_category["no_such_column"], 1);
+        assert_eq!(s.by_tag["join"].items, 2);
+        assert_eq!(s.by_tag["join"].execution_accuracy_pct, 0.0);
+        assert_eq!(s.by_tag["easy"].valid_sql_pct, 100.0);
+        // 40 tokens over 2 s of decoding.
+        assert_eq!(s.tokens_per_s, 20.0);
+    }
+}

@@ -1,0 +1,265 @@
+//! Evaluating one item: run the gold query, let the agent write SQL for the
+//! question, run that, and grade it (valid SQL, execution match, an error
+//! category).
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::set::SetItem;
+use crate::agent::Agent;
+use crate::error::Error;
+use crate::sql::{orders_rows, results_match, Database, Schema};
+
+/// Why an item was not answered correctly (or `Correct`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Same rows as the gold query.
+    Correct,
+    /// SQLite could not parse it (or the reply held no SQL).
+    Syntax,
+    /// It names a table the database lacks.
+    NoSuchTable,
+    /// It names a column the database lacks.
+    NoSuchColumn,
+    /// It ran but returned other rows.
+    WrongResult,
+    /// It ran and returned no rows where the gold query returns some.
+    EmptyResult,
+    /// It ran past the time limit.
+    Timeout,
+    /// The model failed to produce an answer (an engine error).
+    GenerationError,
+    /// Any other SQLite error (ambiguous name, misuse of aggregate, a
+    /// refused statement, …).
+    OtherError,
+}
+
+impl Category {
+    /// Every category, in report order.
+    pub const ALL: [Category; 9] = [
+        Category::Correct,
+        Category::WrongResult,
+        Category::EmptyResult,
+        Category::Syntax,
+        Category::NoSuchTable,
+        Category::NoSuchColumn,
+        Category::OtherError,
+        Category::Timeout,
+        Category::GenerationError,
+    ];
+
+    /// The snake_case name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Correct => "correct",
+            Category::Syntax => "syntax",
+            Category::NoSuchTable => "no_such_table",
+            Category::NoSuchColumn => "no_such_column",
+            Category::WrongResult => "wrong_result",
+            Category::EmptyResult => "empty_result",
+            Category::Timeout => "timeout",
+            Category::GenerationError => "generation_error",
+            Category::OtherError => "other_error",
+        }
+    }
+
+    /// The category of a failed execution.
+    pub fn of_error(e: &Error) -> Category {
+        match e {
+            Error::Timeout { .. } => Category::Timeout,
+            Error::Query { message, .. } => {
+                if message.contains("no such table") {
+                    Category::NoSuchTable
+                } else if message.contains("no such column") {
+                    Category::NoSuchColumn
+                } else if message.contains("syntax error")
+                    || message.contains("incomplete input")
+                    || message.contains("unrecognized token")
+                {
+                    Category::Syntax
+                } else {
+                    Category::OtherError
+                }
+            }
+            _ => Category::OtherError,
+        }
+    }
+}
+
+/// The graded result of one item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemResult {
+    /// Position of the item in the set file (0-based, blank lines skipped).
+    pub index: usize,
+    /// The question.
+    pub question: String,
+    /// The database it ran on.
+    pub db: String,
+    /// The gold query.
+    pub gold_sql: String,
+    /// The generated query (empty when none).
+    pub sql: String,
+    /// Prepared and executed without error within the time limit.
+    pub valid_sql: bool,
+    /// Same rows as the gold query.
+    pub execution_match: bool,
+    /// Why not correct (or `correct`).
+    pub category: Category,
+    /// The error message, when it failed.
+    pub error: Option<String>,
+    /// Tokens the model generated.
+    pub generated_tokens: usize,
+    /// Question in, rows out (milliseconds, model load excluded).
+    pub latency_ms: f64,
+    /// Decode time (milliseconds), for tokens/s.
+    pub decode_ms: f64,
+    /// Tokens fed to the model while decoding (including any a grammar
+    /// repair took back): what `decode_ms` was spent on.
+    pub decode_steps: usize,
+    /// The item's tags.
+    pub tags: Vec<String>,
+}
+
+/// An item whose gold query itself fails: reported, not counted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrokenItem {
+    /// Position of the item in the set file.
+    pub index: usize,
+    /// The question.
+    pub question: String,
+    /// The gold query.
+    pub gold_sql: String,
+    /// What SQLite said.
+    pub error: String,
+}
+
+/// What evaluating one item gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Graded.
+    Graded(ItemResult),
+    /// The gold query fails.
+    Broken(BrokenItem),
+}
+
+impl Outcome {
+    /// The item's index in the set.
+    pub fn index(&self) -> usize {
+        match self {
+            Outcome::Graded(r) => r.index,
+            Outcome::Broken(b) => b.index,
+        }
+    }
+}
+
+/// Evaluates `item` (number `index`) with `agent` over `db`.
+pub fn evaluate_item(
+    agent: &Agent,
+    db: &Database,
+    db_path: &Path,
+    schema: &Schema,
+    index: usize,
+    item: &SetItem,
+) -> Outcome {
+    let gold = match db.execute(&item.sql, &agent.limits) {
+        Ok(rows) => rows,
+        Err(e) => {
+            return Outcome::Broken(BrokenItem {
+                index,
+                question: item.question.clone(),
+                gold_sql: item.sql.clone(),
+                error: e.to_string(),
+            })
+        }
+    };
+    let start = Instant::now();
+    let mut result = ItemResult {
+        index,
+        question: item.question.clone(),
+        db: db_path.display().to_string(),
+        gold_sql: item.sql.clone(),
+        sql: String::new(),
+        valid_sql: false,
+        execution_match: false,
+        category: Category::GenerationError,
+        error: None,
+        generated_tokens: 0,
+        latency_ms: 0.0,
+        decode_ms: 0.0,
+        decode_steps: 0,
+        tags: item.tags.clone(),
+    };
+    match agent.draft(db, schema, &item.question, &mut |_| {}) {
+        Err(e) => result.error = Some(e.to_string()),
+        Ok(draft) => {
+            result.sql = draft.sql.clone();
+            result.generated_tokens = draft.timings.generated_tokens;
+            result.decode_ms = draft.timings.decode_ms;
+            result.decode_steps = draft.timings.decode_steps;
+            if draft.sql.is_empty() {
+                result.category = Category::Syntax;
+                result.error = Some("the reply holds no SQL query".into());
+            } else {
+                match db.execute(&draft.sql, &agent.limits) {
+                    Err(e) => {
+                        result.category = Category::of_error(&e);
+                        result.error = Some(e.to_string());
+                    }
+                    Ok(rows) => {
+                        result.valid_sql = true;
+                        result.execution_match =
+                            results_match(&gold, &rows, orders_rows(&item.sql));
+                        result.category = if result.execution_match {
+                            Category::Correct
+                        } else if rows.rows.is_empty() && !gold.rows.is_empty() {
+                            Category::EmptyResult
+                        } else {
+                            Category::WrongResult
+                        };
+                    }
+                }
+            }
+        }
+    }
+    result.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    Outcome::Graded(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_errors_map_to_categories() {
+        let q = |m: &str| Error::Query {
+            sql: "x".into(),
+            message: m.into(),
+        };
+        assert_eq!(
+            Category::of_error(&q("no such table: x")),
+            Category::NoSuchTable
+        );
+        assert_eq!(
+            Category::of_error(&q("no such column: a.b")),
+            Category::NoSuchColumn
+        );
+        assert_eq!(
+            Category::of_error(&q("near \"FROM\": syntax error")),
+            Category::Syntax
+        );
+        assert_eq!(Category::of_error(&q("incomplete input")), Category::Syntax);
+        assert_eq!(
+            Category::of_error(&q("misuse of aggregate: max()")),
+            Category::OtherError
+        );
+        let timeout = Error::Timeout {
+            sql: "x".into(),
+            timeout_ms: 1,
+        };
+        assert_eq!(Category::of_error(&timeout), Category::Timeout);
+    }
+}
