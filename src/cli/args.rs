@@ -281,13 +281,30 @@ pub struct BenchArgs {
     pub sampling: SamplingArgs,
 }
 
+/// The format of a question set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SetFormat {
+    /// Spider when the file is a `.json` array, else JSONL.
+    Auto,
+    /// One `{"question", "sql", "db"?, "tags"?}` per line.
+    Jsonl,
+    /// Spider's `dev.json` (needs --db-dir).
+    Spider,
+}
+
 /// `sqlagent eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Questions with gold SQL: JSONL with "question", "sql", optional "db"
-    /// (relative to the set file) and "tags".
+    /// (relative to the set file) and "tags"; or Spider's dev.json.
     #[arg(long)]
     pub set: PathBuf,
+    /// The set's format (`--format` is the output format, as in every command).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub set_format: SetFormat,
+    /// Spider databases: each item's is DIR/<db_id>/<db_id>.sqlite.
+    #[arg(long)]
+    pub db_dir: Option<PathBuf>,
     /// The database for items without their own "db" (opened read-only).
     #[arg(long, env = "SQLAGENT_DB")]
     pub db: Option<PathBuf>,

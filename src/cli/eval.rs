@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::args::{EvalArgs, Format};
+use super::args::{EvalArgs, Format, SetFormat};
 use super::output;
 use crate::agent::{Agent, Engine};
 use crate::chat::PromptSpec;
 use crate::eval::{
-    evaluate_item, file_sha256, load_set, model_fingerprint, subset, EvalConfig, Outcome, Report,
+    evaluate_item, file_sha256, is_spider_format, load_set, load_spider, model_fingerprint, subset,
+    BrokenItem, EvalConfig, Outcome, Report, SetItem,
 };
 use crate::grammar::CompiledGrammar;
 use crate::sql::{Database, Schema};
@@ -32,7 +33,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let sampling = args.sampling.to_params()?;
     let grammar_options = args.grammar.to_options()?;
     let limits = args.exec.to_limits()?;
-    let items = load_set(&args.set)?;
+    let items = read_set(&args)?;
     if args.limit == Some(0) {
         return Err(crate::Error::invalid("--limit", "must be at least 1").into());
     }
@@ -70,6 +71,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         set: args.set.display().to_string(),
         set_hash: file_sha256(&args.set)?,
         db: args.db.as_ref().map(|p| p.display().to_string()),
+        db_dir: args.db_dir.as_ref().map(|p| p.display().to_string()),
         limit: args.limit,
         sample_seed: args.limit.map(|_| args.sample_seed),
     };
@@ -91,7 +93,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         limits,
         grammar: None,
     };
-    let mut dbs: BTreeMap<PathBuf, Db> = BTreeMap::new();
+    // A database that cannot be opened makes its items broken (Spider's
+    // wta_1 ships without data), not the whole run fail.
+    let mut dbs: BTreeMap<PathBuf, std::result::Result<Db, String>> = BTreeMap::new();
     let todo: Vec<(usize, &PathBuf)> = chosen
         .iter()
         .copied()
@@ -101,23 +105,24 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let bar = progress(todo.len() as u64);
     for (i, path) in todo {
         if !dbs.contains_key(path) {
-            let db = Database::open(path)?;
-            let schema = db.schema()?;
-            let grammar = Agent::compile_grammar(&agent.engine, &schema, &grammar_options)?;
-            dbs.insert(
-                path.clone(),
-                Db {
-                    db,
-                    schema,
-                    grammar,
-                },
-            );
+            let opened = open_db(&agent, path, &grammar_options)?;
+            dbs.insert(path.clone(), opened);
         }
-        let entry = dbs.get_mut(path).expect("inserted above");
-        // The agent takes the grammar of this item's database for the item.
-        agent.grammar = entry.grammar.take();
-        let outcome = evaluate_item(&agent, &entry.db, path, &entry.schema, i, &items[i]);
-        entry.grammar = agent.grammar.take();
+        let outcome = match dbs.get_mut(path).expect("inserted above") {
+            Err(message) => Outcome::Broken(BrokenItem {
+                index: i,
+                question: items[i].question.clone(),
+                gold_sql: items[i].sql.clone(),
+                error: message.clone(),
+            }),
+            Ok(entry) => {
+                // The agent takes the grammar of this item's database.
+                agent.grammar = entry.grammar.take();
+                let outcome = evaluate_item(&agent, &entry.db, path, &entry.schema, i, &items[i]);
+                entry.grammar = agent.grammar.take();
+                outcome
+            }
+        };
         if let Some(file) = sink.as_mut() {
             writeln!(file, "{}", serde_json::to_string(&outcome)?)
                 .and_then(|()| file.flush())
@@ -143,6 +148,52 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         Format::Text => outln!("{}", report.markdown().trim_end()),
     }
     Ok(())
+}
+
+/// The set, in the format asked for (or guessed).
+fn read_set(args: &EvalArgs) -> Result<Vec<SetItem>> {
+    let spider = match args.set_format {
+        SetFormat::Spider => true,
+        SetFormat::Jsonl => false,
+        SetFormat::Auto => is_spider_format(&args.set),
+    };
+    if !spider {
+        return Ok(load_set(&args.set)?);
+    }
+    let Some(dir) = &args.db_dir else {
+        bail!(
+            "{} is a Spider-format set; pass --db-dir (the directory holding <db_id>/<db_id>.sqlite)",
+            args.set.display()
+        );
+    };
+    Ok(load_spider(&args.set, dir)?)
+}
+
+/// Opens an item's database and compiles its grammar; a database that
+/// cannot be opened or has no tables is `Err(reason)`. Grammar errors
+/// stop the run.
+fn open_db(
+    agent: &Agent,
+    path: &Path,
+    options: &crate::grammar::GrammarOptions,
+) -> Result<std::result::Result<Db, String>> {
+    let opened = Database::open(path).and_then(|db| {
+        let schema = db.schema()?;
+        Ok((db, schema))
+    });
+    let (db, schema) = match opened {
+        Ok(pair) => pair,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    if schema.tables.is_empty() {
+        return Ok(Err(format!("database {} has no tables", path.display())));
+    }
+    let grammar = Agent::compile_grammar(&agent.engine, &schema, options)?;
+    Ok(Ok(Db {
+        db,
+        schema,
+        grammar,
+    }))
 }
 
 /// Prepares `dir` for a run: writes `config.json`, or with `resume` reads

@@ -7,7 +7,7 @@ pub mod set;
 
 pub use report::{EvalConfig, Report, Summary, TagSummary};
 pub use run::{evaluate_item, BrokenItem, Category, ItemResult, Outcome};
-pub use set::{load_set, SetItem};
+pub use set::{is_spider_format, load_set, load_spider, SetItem};
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;

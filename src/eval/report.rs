@@ -32,6 +32,8 @@ pub struct EvalConfig {
     pub set_hash: String,
     /// The database (`--db`), when one was given.
     pub db: Option<String>,
+    /// The Spider database directory (`--db-dir`), when one was given.
+    pub db_dir: Option<String>,
     /// `--limit`, when a subset was evaluated.
     pub limit: Option<usize>,
     /// `--sample-seed` of the subset.

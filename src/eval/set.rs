@@ -68,6 +68,56 @@ pub fn load_set(path: &Path) -> Result<Vec<SetItem>> {
     Ok(items)
 }
 
+/// One item of Spider's `dev.json` (the fields used).
+#[derive(Debug, Deserialize)]
+struct SpiderItem {
+    db_id: String,
+    query: String,
+    question: String,
+}
+
+/// Reads a Spider-format set (`dev.json`: a JSON array of `{db_id, query,
+/// question, …}`); each item's database is `db_dir/<db_id>/<db_id>.sqlite`
+/// and its tag the `db_id`.
+pub fn load_spider(path: &Path, db_dir: &Path) -> Result<Vec<SetItem>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let raw: Vec<SpiderItem> = serde_json::from_str(&text).map_err(|e| Error::Set {
+        path: path.to_path_buf(),
+        line: e.line() as u64,
+        message: format!("not a Spider dev.json array: {e}"),
+    })?;
+    if raw.is_empty() {
+        return Err(Error::Set {
+            path: path.to_path_buf(),
+            line: 0,
+            message: "holds no items".into(),
+        });
+    }
+    Ok(raw
+        .into_iter()
+        .map(|r| SetItem {
+            db: Some(db_dir.join(&r.db_id).join(format!("{}.sqlite", r.db_id))),
+            question: r.question,
+            sql: r.query,
+            tags: vec![r.db_id],
+            answer: None,
+        })
+        .collect())
+}
+
+/// Whether `path` looks like a Spider-format set: a `.json` file whose
+/// first non-blank character opens an array.
+pub fn is_spider_format(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json")
+        && std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim_start().chars().next())
+            == Some('[')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +143,31 @@ mod tests {
             Some(dir.path().join("x.db").as_path())
         );
         assert_eq!(items[1].tags, vec!["easy".to_string()]);
+    }
+
+    #[test]
+    fn spider_items_find_their_database_under_db_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.json");
+        std::fs::write(
+            &path,
+            r#"[{"db_id": "concert_singer", "query": "SELECT count(*) FROM singer",
+                 "question": "How many singers do we have?", "sql": {}}]"#,
+        )
+        .unwrap();
+        assert!(is_spider_format(&path));
+        let items = load_spider(&path, Path::new("/data/database")).unwrap();
+        assert_eq!(items[0].question, "How many singers do we have?");
+        assert_eq!(
+            items[0].db.as_deref(),
+            Some(Path::new(
+                "/data/database/concert_singer/concert_singer.sqlite"
+            ))
+        );
+        assert_eq!(items[0].tags, vec!["concert_singer".to_string()]);
+        std::fs::write(&path, "[{\"db_id\": 1}]").unwrap();
+        let e = load_spider(&path, Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("dev.json:1: not a Spider dev.json array"), "{e}");
     }
 
     #[test]

@@ -180,3 +180,48 @@ fn eval_bad_input_names_the_problem() {
     assert_ne!(code, 0);
     assert!(err.contains("set.jsonl:2:"), "{err}");
 }
+
+#[test]
+fn eval_reads_spider_dev_json_directly_and_smollm2_stays_valid() {
+    let (Some(data), Some(gguf)) = (common::shared_data(), common::smollm2_gguf()) else {
+        return;
+    };
+    let spider = data.join("spider");
+    let (code, out, err) = sqlagent(&[
+        "--threads",
+        "1",
+        "eval",
+        "--set",
+        spider.join("dev.json").to_str().unwrap(),
+        "--db-dir",
+        spider.join("database").to_str().unwrap(),
+        "--limit",
+        "3",
+        "--sample-seed",
+        "7",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--max-tokens",
+        "64",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let summary = &report["summary"];
+    assert_eq!(
+        summary["items"].as_u64().unwrap() + summary["broken"].as_u64().unwrap(),
+        3,
+        "{summary}"
+    );
+    // Each item ran on its own Spider database, tagged with its db_id.
+    for item in report["items"].as_array().unwrap() {
+        let tag = item["tags"][0].as_str().unwrap();
+        assert!(item["db"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{tag}/{tag}.sqlite")));
+        assert_eq!(item["valid_sql"], true, "{item}");
+    }
+    assert_eq!(report["config"]["sample_seed"], 7);
+}
