@@ -281,6 +281,22 @@ pub struct BenchArgs {
     pub sampling: SamplingArgs,
 }
 
+/// Subcommands of `sqlagent eval`.
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Compare runs (report.json files): valid % and correct % per run, and
+    /// for each pair the items that flipped with McNemar's exact p-value.
+    Compare(CompareArgs),
+}
+
+/// `sqlagent eval compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Two or more report.json files (or --out directories holding one).
+    #[arg(required = true, num_args = 2..)]
+    pub reports: Vec<PathBuf>,
+}
+
 /// The format of a question set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SetFormat {
@@ -294,11 +310,15 @@ pub enum SetFormat {
 
 /// `sqlagent eval`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct EvalArgs {
+    /// `compare`: put finished runs side by side.
+    #[command(subcommand)]
+    pub command: Option<EvalCommand>,
     /// Questions with gold SQL: JSONL with "question", "sql", optional "db"
     /// (relative to the set file) and "tags"; or Spider's dev.json.
-    #[arg(long)]
-    pub set: PathBuf,
+    #[arg(long, required = true)]
+    pub set: Option<PathBuf>,
     /// The set's format (`--format` is the output format, as in every command).
     #[arg(long, value_enum, default_value = "auto")]
     pub set_format: SetFormat,

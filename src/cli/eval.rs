@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::args::{EvalArgs, Format, SetFormat};
+use super::args::{CompareArgs, EvalArgs, EvalCommand, Format, SetFormat};
 use super::output;
 use crate::agent::{Agent, Engine};
 use crate::chat::PromptSpec;
 use crate::eval::{
-    evaluate_item, file_sha256, is_spider_format, load_set, load_spider, model_fingerprint, subset,
-    BrokenItem, EvalConfig, Outcome, Report, SetItem,
+    compare_runs, evaluate_item, file_sha256, is_spider_format, load_set, load_spider,
+    model_fingerprint, subset, BrokenItem, EvalConfig, Outcome, Report, SetItem,
 };
 use crate::grammar::CompiledGrammar;
 use crate::sql::{Database, Schema};
@@ -30,10 +30,14 @@ struct Db {
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
+    if let Some(EvalCommand::Compare(c)) = &args.command {
+        return compare(c);
+    }
+    let set = args.set.clone().context("--set is required")?;
     let sampling = args.sampling.to_params()?;
     let grammar_options = args.grammar.to_options()?;
     let limits = args.exec.to_limits()?;
-    let items = read_set(&args)?;
+    let items = read_set(&args, &set)?;
     if args.limit == Some(0) {
         return Err(crate::Error::invalid("--limit", "must be at least 1").into());
     }
@@ -46,7 +50,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             (None, Some(p)) => p.clone(),
             (None, None) => bail!(
                 "{}: item {} ({:?}) has no \"db\"; pass --db",
-                args.set.display(),
+                set.display(),
                 i + 1,
                 items[i].question
             ),
@@ -68,8 +72,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         prompt_hash: prompt.content_hash(),
         grammar: grammar_options.mode.to_string(),
         sampling: serde_json::to_value(sampling)?,
-        set: args.set.display().to_string(),
-        set_hash: file_sha256(&args.set)?,
+        set: set.display().to_string(),
+        set_hash: file_sha256(&set)?,
         db: args.db.as_ref().map(|p| p.display().to_string()),
         db_dir: args.db_dir.as_ref().map(|p| p.display().to_string()),
         limit: args.limit,
@@ -151,22 +155,77 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 }
 
 /// The set, in the format asked for (or guessed).
-fn read_set(args: &EvalArgs) -> Result<Vec<SetItem>> {
+fn read_set(args: &EvalArgs, set: &Path) -> Result<Vec<SetItem>> {
     let spider = match args.set_format {
         SetFormat::Spider => true,
         SetFormat::Jsonl => false,
-        SetFormat::Auto => is_spider_format(&args.set),
+        SetFormat::Auto => is_spider_format(set),
     };
     if !spider {
-        return Ok(load_set(&args.set)?);
+        return Ok(load_set(set)?);
     }
     let Some(dir) = &args.db_dir else {
         bail!(
             "{} is a Spider-format set; pass --db-dir (the directory holding <db_id>/<db_id>.sqlite)",
-            args.set.display()
+            set.display()
         );
     };
-    Ok(load_spider(&args.set, dir)?)
+    Ok(load_spider(set, dir)?)
+}
+
+/// `sqlagent eval compare`: the table of runs, then each pair's flips.
+fn compare(args: &CompareArgs) -> Result<()> {
+    let mut reports = Vec::new();
+    let mut names = Vec::new();
+    for path in &args.reports {
+        let file = if path.is_dir() {
+            path.join("report.json")
+        } else {
+            path.clone()
+        };
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let report: Report = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an eval report", file.display()))?;
+        names.push(path.display().to_string());
+        reports.push(report);
+    }
+    outln!("| run | model | prompt | grammar | items | valid SQL % | correct % |");
+    outln!("|---|---|---|---|---|---|---|");
+    for (name, r) in names.iter().zip(&reports) {
+        outln!(
+            "| {name} | {} | {} | {} | {} | {:.1} | {:.1} |",
+            r.config.model,
+            r.config.prompt,
+            r.config.grammar,
+            r.summary.items,
+            r.summary.valid_sql_pct,
+            r.summary.execution_accuracy_pct
+        );
+    }
+    for pair in compare_runs(&reports) {
+        let (a, b) = (&names[pair.a], &names[pair.b]);
+        outln!();
+        outln!(
+            "{a} vs {b}: {} items in common, {} correct only in {a}, {} only in {b}; McNemar exact p = {:.4}{}",
+            pair.common,
+            pair.only_a.len(),
+            pair.only_b.len(),
+            pair.p_value,
+            if pair.p_value < 0.05 {
+                " (a real difference at the 5% level)"
+            } else {
+                " (could be noise)"
+            }
+        );
+        for q in &pair.only_a {
+            outln!("  + {a}: {q}");
+        }
+        for q in &pair.only_b {
+            outln!("  + {b}: {q}");
+        }
+    }
+    Ok(())
 }
 
 /// Opens an item's database and compiles its grammar; a database that

@@ -1,10 +1,12 @@
 //! Measuring the engine: question sets with gold SQL ([`set`]), grading one
 //! item ([`run`]), and the report ([`report`]).
 
+pub mod compare;
 pub mod report;
 pub mod run;
 pub mod set;
 
+pub use compare::{compare_runs, mcnemar_exact, PairComparison};
 pub use report::{EvalConfig, Report, Summary, TagSummary};
 pub use run::{evaluate_item, BrokenItem, Category, ItemResult, Outcome};
 pub use set::{is_spider_format, load_set, load_spider, SetItem};

@@ -225,3 +225,54 @@ fn eval_reads_spider_dev_json_directly_and_smollm2_stays_valid() {
     }
     assert_eq!(report["config"]["sample_seed"], 7);
 }
+
+#[test]
+fn eval_compare_prints_the_table_and_the_flips_with_mcnemar() {
+    let tmp = common::temp_dir();
+    let Some((model, db, set)) = fixture(tmp.path()) else {
+        return;
+    };
+    let a = tmp.path().join("a");
+    let (m, d, s) = (
+        model.to_str().unwrap(),
+        db.to_str().unwrap(),
+        set.to_str().unwrap(),
+    );
+    let mut args = eval_args(m, d, s);
+    args.extend(["--out", a.to_str().unwrap()]);
+    sqlagent_ok(&args);
+    // Run B: the same items, the first one graded the other way.
+    let mut report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("report.json")).unwrap()).unwrap();
+    let was = report["items"][0]["execution_match"].as_bool().unwrap();
+    report["items"][0]["execution_match"] = serde_json::json!(!was);
+    let b = tmp.path().join("b.json");
+    std::fs::write(&b, report.to_string()).unwrap();
+
+    let out = sqlagent_ok(&["eval", "compare", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(
+        out.contains("| run | model | prompt | grammar | items | valid SQL % | correct % |"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("| ")).count(),
+        3,
+        "{out}"
+    );
+    assert!(out.contains("2 items in common"), "{out}");
+    assert!(
+        out.contains("McNemar exact p = 1.0000 (could be noise)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("How many artists?"),
+        "the flipped item is named:\n{out}"
+    );
+
+    let (code, _, err) = sqlagent(&["eval", "compare", a.to_str().unwrap()]);
+    assert_ne!(code, 0, "one run is nothing to compare");
+    assert!(!err.contains("panicked"), "{err}");
+    let (code, _, err) = sqlagent(&["eval", "compare", s, b.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("set.jsonl is not an eval report"), "{err}");
+}
