@@ -72,12 +72,12 @@ pub fn compare_runs(reports: &[Report]) -> Vec<PairComparison> {
         .collect();
     let mut out = Vec::new();
     for a in 0..reports.len() {
-        for b in a + 1..reports.len() {
+        for (b, other) in keyed.iter().enumerate().skip(a + 1) {
             let (mut only_a, mut only_b, mut common) = (Vec::new(), Vec::new(), 0);
             // In the order of the first run's items.
             for item in &reports[a].items {
                 let key = (item.question.as_str(), item.gold_sql.as_str());
-                let Some(&right_b) = keyed[b].get(&key) else {
+                let Some(&right_b) = other.get(&key) else {
                     continue;
                 };
                 common += 1;
