@@ -71,11 +71,11 @@ pub fn compare_runs(reports: &[Report]) -> Vec<PairComparison> {
         })
         .collect();
     let mut out = Vec::new();
-    for a in 0..reports.len() {
+    for (a, first) in reports.iter().enumerate() {
         for (b, other) in keyed.iter().enumerate().skip(a + 1) {
             let (mut only_a, mut only_b, mut common) = (Vec::new(), Vec::new(), 0);
             // In the order of the first run's items.
-            for item in &reports[a].items {
+            for item in &first.items {
                 let key = (item.question.as_str(), item.gold_sql.as_str());
                 let Some(&right_b) = other.get(&key) else {
                     continue;
