@@ -146,6 +146,11 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     if let Some(dir) = &args.out {
         write(dir, "report.json", &serde_json::to_string_pretty(&report)?)?;
         write(dir, "report.md", &report.markdown())?;
+        write(
+            dir,
+            "report.svg",
+            &crate::eval::chart::summary_svg(&report)?,
+        )?;
     }
     match args.format {
         Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),

@@ -1,6 +1,7 @@
 //! Measuring the engine: question sets with gold SQL ([`set`]), grading one
 //! item ([`run`]), and the report ([`report`]).
 
+pub mod chart;
 pub mod compare;
 pub mod report;
 pub mod run;

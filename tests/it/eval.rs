@@ -124,7 +124,13 @@ fn eval_out_keeps_every_item_and_resume_runs_only_the_rest() {
     args.extend(["--out", o]);
     let text = sqlagent_ok(&args);
     assert!(text.contains("| items | valid SQL | correct |"), "{text}");
-    for f in ["config.json", "items.jsonl", "report.json", "report.md"] {
+    for f in [
+        "config.json",
+        "items.jsonl",
+        "report.json",
+        "report.md",
+        "report.svg",
+    ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let items = std::fs::read_to_string(out.join("items.jsonl")).unwrap();
