@@ -110,7 +110,25 @@ impl Agent {
         question: &str,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Draft> {
-        let text = self.render_prompt(schema, question)?;
+        self.draft_after(db, schema, question, &[], on_text)
+    }
+
+    /// [`Agent::draft`] after failed attempts: each `(sql, error)` is shown
+    /// to the model as its earlier reply and SQLite's error (the prompt's
+    /// `retry.j2`), and it writes another query.
+    pub fn draft_after(
+        &self,
+        db: &Database,
+        schema: &Schema,
+        question: &str,
+        failures: &[(String, String)],
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Draft> {
+        let mut messages = self.prompt.messages(schema, question)?;
+        for (sql, error) in failures {
+            messages.extend(self.prompt.retry_messages(sql, error)?);
+        }
+        let text = self.engine.template.render(&messages, true)?;
         let prompt_ids = self.engine.tokenizer.encode(&text)?;
         let stop_ids = self.engine.stop_ids();
         let mut constraint = self.grammar.as_ref().map(CompiledGrammar::constraint);

@@ -43,6 +43,10 @@ const SYSTEM: &str = "system.txt";
 const SCHEMA: &str = "schema.j2";
 const EXAMPLES: &str = "examples.jsonl";
 const USER: &str = "user.j2";
+/// Optional: the user turn that reports a failed query for another try
+/// (`eval --retries`); the built-in one is used when a directory has none.
+const RETRY: &str = "retry.j2";
+const BUILTIN_RETRY: &str = include_str!("../../prompts/default/retry.j2");
 
 /// The files of a prompt directory, in the order they are hashed.
 pub const PROMPT_FILES: [&str; 4] = [SYSTEM, SCHEMA, EXAMPLES, USER];
@@ -123,6 +127,15 @@ impl PromptSpec {
             };
             files.push((file, text));
         }
+        let retry = dir.join(RETRY);
+        match std::fs::read_to_string(&retry) {
+            Ok(text) => files.push((RETRY, text)),
+            // The built-in one, hashed too: the hash is of what is used.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                files.push((RETRY, BUILTIN_RETRY.to_owned()))
+            }
+            Err(e) => return Err(Error::io(retry, e)),
+        }
         let name = dir
             .canonicalize()
             .ok()
@@ -134,10 +147,11 @@ impl PromptSpec {
     /// The `default` prompt as built into the binary (a copy of
     /// `prompts/default/` at build time).
     pub fn builtin_default() -> Result<PromptSpec> {
-        let files: Vec<(&str, String)> = BUILTIN_DEFAULT
+        let mut files: Vec<(&str, String)> = BUILTIN_DEFAULT
             .iter()
             .map(|(file, text)| (*file, (*text).to_owned()))
             .collect();
+        files.push((RETRY, BUILTIN_RETRY.to_owned()));
         PromptSpec::from_files(DEFAULT_PROMPT.to_owned(), None, &files)
     }
 
@@ -197,7 +211,8 @@ impl PromptSpec {
         self.dir.as_deref()
     }
 
-    /// SHA-256 (lowercase hex) over the four files, names and contents: the
+    /// SHA-256 (lowercase hex) over the prompt files (`retry.j2` too),
+    /// names and contents: the
     /// same text gives the same hash wherever it was loaded from (the
     /// built-in default hashes like `prompts/default/`).
     pub fn content_hash(&self) -> String {
@@ -252,6 +267,20 @@ impl PromptSpec {
         }
         messages.push(Message::user(user(question)?));
         Ok(messages)
+    }
+
+    /// The turns that report a failed attempt and ask for another: the
+    /// failed query as the assistant's reply, then `retry.j2` with the
+    /// `sql`, SQLite's `error` and the `dialect`.
+    pub fn retry_messages(&self, failed_sql: &str, error: &str) -> Result<Vec<Message>> {
+        let user = self.render(
+            RETRY,
+            context! { sql => failed_sql, error => error, dialect => DIALECT },
+        )?;
+        Ok(vec![
+            Message::assistant(self.assistant_reply(failed_sql)),
+            Message::user(user),
+        ])
     }
 
     /// How an answer is written in an assistant turn: the bare statement,
@@ -453,6 +482,22 @@ fn schema_view(schema: &Schema) -> Result<serde_json::Value> {
 mod tests {
     use super::*;
     use crate::sql::{Column, ForeignKey, Table};
+
+    #[test]
+    fn retry_turns_show_the_failed_query_and_the_error() {
+        let spec = PromptSpec::builtin_default().unwrap();
+        let turns = spec
+            .retry_messages("SELECT nme FROM artists", "no such column: nme")
+            .unwrap();
+        assert_eq!(turns[0], Message::assistant("SELECT nme FROM artists;"));
+        assert_eq!(turns[1].role, "user");
+        assert!(
+            turns[1].content.contains("no such column: nme"),
+            "{}",
+            turns[1].content
+        );
+        assert!(turns[1].content.contains("SQLite"));
+    }
 
     fn column(name: &str, quoted: &str, ty: &str, pk: bool, samples: &[&str]) -> Column {
         Column {

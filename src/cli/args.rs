@@ -341,6 +341,11 @@ pub struct EvalArgs {
     /// Continue the run in --out: items already in items.jsonl are kept.
     #[arg(long, requires = "out")]
     pub resume: bool,
+    /// After a query SQLite rejects, show the model the query and the error
+    /// and let it try again, up to this many times (the report gives
+    /// first-attempt and final figures).
+    #[arg(long, default_value_t = 0)]
+    pub retries: usize,
     /// Prompt: a name under prompts/ or a directory.
     #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
     pub prompt: String,

@@ -17,7 +17,7 @@ use crate::agent::{Agent, Engine};
 use crate::chat::PromptSpec;
 use crate::eval::{
     compare_runs, evaluate_item, file_sha256, is_spider_format, load_set, load_spider,
-    model_fingerprint, subset, BrokenItem, EvalConfig, Outcome, Report, SetItem,
+    model_fingerprint, subset, BrokenItem, EvalConfig, ItemContext, Outcome, Report, SetItem,
 };
 use crate::grammar::CompiledGrammar;
 use crate::sql::{Database, Schema};
@@ -78,6 +78,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         db_dir: args.db_dir.as_ref().map(|p| p.display().to_string()),
         limit: args.limit,
         sample_seed: args.limit.map(|_| args.sample_seed),
+        retries: args.retries,
     };
 
     // Items already done (--resume), and where new ones go.
@@ -122,7 +123,14 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             Ok(entry) => {
                 // The agent takes the grammar of this item's database.
                 agent.grammar = entry.grammar.take();
-                let outcome = evaluate_item(&agent, &entry.db, path, &entry.schema, i, &items[i]);
+                let cx = ItemContext {
+                    agent: &agent,
+                    db: &entry.db,
+                    db_path: path,
+                    schema: &entry.schema,
+                    retries: args.retries,
+                };
+                let outcome = evaluate_item(&cx, i, &items[i]);
                 entry.grammar = agent.grammar.take();
                 outcome
             }

@@ -115,6 +115,8 @@ mod tests {
             decode_ms: 1.0,
             decode_steps: 1,
             tags: vec![],
+            attempts: 1,
+            first_attempt: None,
         };
         let items = vec![
             item(0, true, Category::Correct),
@@ -137,6 +139,7 @@ mod tests {
                 db_dir: None,
                 limit: None,
                 sample_seed: None,
+                retries: 0,
             },
             summary: summarize(&items, 0),
             items,

@@ -9,7 +9,9 @@ pub mod set;
 
 pub use compare::{compare_runs, mcnemar_exact, PairComparison};
 pub use report::{EvalConfig, Report, Summary, TagSummary};
-pub use run::{evaluate_item, BrokenItem, Category, ItemResult, Outcome};
+pub use run::{
+    evaluate_item, BrokenItem, Category, FirstAttempt, ItemContext, ItemResult, Outcome,
+};
 pub use set::{is_spider_format, load_set, load_spider, SetItem};
 
 use std::io::{Read, Seek, SeekFrom};

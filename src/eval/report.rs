@@ -38,6 +38,9 @@ pub struct EvalConfig {
     pub limit: Option<usize>,
     /// `--sample-seed` of the subset.
     pub sample_seed: Option<u64>,
+    /// `--retries`: further attempts after a rejected query.
+    #[serde(default)]
+    pub retries: usize,
 }
 
 /// Counts for one tag.
@@ -66,6 +69,10 @@ pub struct Summary {
     pub execution_matches: usize,
     /// `execution_matches / items`, in percent.
     pub execution_accuracy_pct: f64,
+    /// Valid SQL at the first attempt (%), before any `--retries`.
+    pub first_attempt_valid_sql_pct: f64,
+    /// Correct at the first attempt (%), before any `--retries`.
+    pub first_attempt_execution_accuracy_pct: f64,
     /// Items per category.
     pub by_category: BTreeMap<String, usize>,
     /// Per tag.
@@ -138,6 +145,12 @@ impl Report {
             s.execution_matches,
             s.tokens_per_s
         ));
+        if self.config.retries > 0 {
+            out.push_str(&format!(
+                "\nAt the first attempt (before up to {} retries): valid SQL {:.1}%, correct {:.1}%.\n",
+                self.config.retries, s.first_attempt_valid_sql_pct, s.first_attempt_execution_accuracy_pct
+            ));
+        }
         if s.broken > 0 {
             out.push_str(&format!(
                 "\n{} item(s) not counted: their gold query fails.\n",
@@ -196,6 +209,14 @@ pub fn summarize(items: &[ItemResult], broken: usize) -> Summary {
             )
         })
         .collect();
+    let first = |r: &ItemResult| {
+        r.first_attempt
+            .map_or((r.valid_sql, r.execution_match), |f| {
+                (f.valid_sql, f.execution_match)
+            })
+    };
+    let first_valid = items.iter().filter(|r| first(r).0).count();
+    let first_matches = items.iter().filter(|r| first(r).1).count();
     let tokens: usize = items.iter().map(|r| r.decode_steps).sum();
     let decode_s: f64 = items.iter().map(|r| r.decode_ms).sum::<f64>() / 1000.0;
     Summary {
@@ -205,6 +226,8 @@ pub fn summarize(items: &[ItemResult], broken: usize) -> Summary {
         valid_sql_pct: pct(valid, n),
         execution_matches: matches,
         execution_accuracy_pct: pct(matches, n),
+        first_attempt_valid_sql_pct: pct(first_valid, n),
+        first_attempt_execution_accuracy_pct: pct(first_matches, n),
         by_category,
         by_tag,
         tokens_per_s: if decode_s > 0.0 {
@@ -245,6 +268,8 @@ mod tests {
             latency_ms: 100.0,
             decode_ms: 500.0,
             decode_steps: 10,
+            attempts: 1,
+            first_attempt: None,
             tags: tags.iter().map(|t| t.to_string()).collect(),
         }
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::set::SetItem;
 use crate::agent::Agent;
 use crate::error::Error;
-use crate::sql::{orders_rows, results_match, Database, Schema};
+use crate::sql::{orders_rows, results_match, Database, QueryResult, Schema};
 
 /// Why an item was not answered correctly (or `Correct`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -121,6 +121,13 @@ pub struct ItemResult {
     pub decode_steps: usize,
     /// The item's tags.
     pub tags: Vec<String>,
+    /// Attempts made (1 without `--retries`).
+    #[serde(default)]
+    pub attempts: usize,
+    /// The first attempt's grade (the same as the final one after a
+    /// single attempt).
+    #[serde(default)]
+    pub first_attempt: Option<FirstAttempt>,
 }
 
 /// An item whose gold query itself fails: reported, not counted.
@@ -156,16 +163,35 @@ impl Outcome {
     }
 }
 
-/// Evaluates `item` (number `index`) with `agent` over `db`.
-pub fn evaluate_item(
-    agent: &Agent,
-    db: &Database,
-    db_path: &Path,
-    schema: &Schema,
-    index: usize,
-    item: &SetItem,
-) -> Outcome {
-    let gold = match db.execute(&item.sql, &agent.limits) {
+/// The grade of the first attempt, kept when `--retries` gave more.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FirstAttempt {
+    /// The first query was valid SQL.
+    pub valid_sql: bool,
+    /// The first query had the gold rows.
+    pub execution_match: bool,
+    /// Its category.
+    pub category: Category,
+}
+
+/// Where to evaluate an item.
+pub struct ItemContext<'a> {
+    /// The agent (model, prompt, grammar of this database, limits).
+    pub agent: &'a Agent,
+    /// The database, opened read-only.
+    pub db: &'a Database,
+    /// Its path, for the report.
+    pub db_path: &'a Path,
+    /// Its schema.
+    pub schema: &'a Schema,
+    /// Further attempts after a query SQLite rejects, each shown the
+    /// failed query and the error.
+    pub retries: usize,
+}
+
+/// Evaluates `item` (number `index`).
+pub fn evaluate_item(cx: &ItemContext<'_>, index: usize, item: &SetItem) -> Outcome {
+    let gold = match cx.db.execute(&item.sql, &cx.agent.limits) {
         Ok(rows) => rows,
         Err(e) => {
             return Outcome::Broken(BrokenItem {
@@ -180,7 +206,7 @@ pub fn evaluate_item(
     let mut result = ItemResult {
         index,
         question: item.question.clone(),
-        db: db_path.display().to_string(),
+        db: cx.db_path.display().to_string(),
         gold_sql: item.sql.clone(),
         sql: String::new(),
         valid_sql: false,
@@ -192,41 +218,76 @@ pub fn evaluate_item(
         decode_ms: 0.0,
         decode_steps: 0,
         tags: item.tags.clone(),
+        attempts: 0,
+        first_attempt: None,
     };
-    match agent.draft(db, schema, &item.question, &mut |_| {}) {
-        Err(e) => result.error = Some(e.to_string()),
-        Ok(draft) => {
-            result.sql = draft.sql.clone();
-            result.generated_tokens = draft.timings.generated_tokens;
-            result.decode_ms = draft.timings.decode_ms;
-            result.decode_steps = draft.timings.decode_steps;
-            if draft.sql.is_empty() {
-                result.category = Category::Syntax;
-                result.error = Some("the reply holds no SQL query".into());
-            } else {
-                match db.execute(&draft.sql, &agent.limits) {
-                    Err(e) => {
-                        result.category = Category::of_error(&e);
-                        result.error = Some(e.to_string());
-                    }
-                    Ok(rows) => {
-                        result.valid_sql = true;
-                        result.execution_match =
-                            results_match(&gold, &rows, orders_rows(&item.sql));
-                        result.category = if result.execution_match {
-                            Category::Correct
-                        } else if rows.rows.is_empty() && !gold.rows.is_empty() {
-                            Category::EmptyResult
-                        } else {
-                            Category::WrongResult
-                        };
-                    }
-                }
+    let mut failures: Vec<(String, String)> = Vec::new();
+    for attempt in 0..=cx.retries {
+        result.attempts = attempt + 1;
+        result.sql.clear();
+        result.error = None;
+        result.valid_sql = false;
+        result.execution_match = false;
+        result.category = Category::GenerationError;
+        let draft = cx
+            .agent
+            .draft_after(cx.db, cx.schema, &item.question, &failures, &mut |_| {});
+        match draft {
+            Err(e) => result.error = Some(e.to_string()),
+            Ok(draft) => {
+                result.sql = draft.sql.clone();
+                result.generated_tokens += draft.timings.generated_tokens;
+                result.decode_ms += draft.timings.decode_ms;
+                result.decode_steps += draft.timings.decode_steps;
+                grade(cx, &gold, item, &mut result);
             }
         }
+        let first = FirstAttempt {
+            valid_sql: result.valid_sql,
+            execution_match: result.execution_match,
+            category: result.category,
+        };
+        result.first_attempt.get_or_insert(first);
+        // Only a query SQLite rejects (or no query) is worth another try;
+        // an engine error would repeat.
+        if result.valid_sql || result.category == Category::GenerationError {
+            break;
+        }
+        let shown = if result.sql.is_empty() {
+            "(no query)".to_string()
+        } else {
+            result.sql.clone()
+        };
+        failures.push((shown, result.error.clone().unwrap_or_default()));
     }
     result.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     Outcome::Graded(result)
+}
+
+/// Runs the drafted `result.sql` and grades it against `gold`.
+fn grade(cx: &ItemContext<'_>, gold: &QueryResult, item: &SetItem, result: &mut ItemResult) {
+    if result.sql.is_empty() {
+        result.category = Category::Syntax;
+        result.error = Some("the reply holds no SQL query".into());
+        return;
+    }
+    match cx.db.execute(&result.sql, &cx.agent.limits) {
+        Err(e) => {
+            result.category = Category::of_error(&e);
+            result.error = Some(e.to_string());
+        }
+        Ok(rows) => {
+            result.valid_sql = true;
+            result.execution_match = results_match(gold, &rows, orders_rows(&item.sql));
+            result.category = if result.execution_match {
+                Category::Correct
+            } else if rows.rows.is_empty() && !gold.rows.is_empty() {
+                Category::EmptyResult
+            } else {
+                Category::WrongResult
+            };
+        }
+    }
 }
 
 #[cfg(test)]

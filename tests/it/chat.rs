@@ -256,7 +256,13 @@ fn default_prompt_dir() -> std::path::PathBuf {
 
 fn copy_prompt(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
-    for file in ["system.txt", "schema.j2", "examples.jsonl", "user.j2"] {
+    for file in [
+        "system.txt",
+        "schema.j2",
+        "examples.jsonl",
+        "user.j2",
+        "retry.j2",
+    ] {
         std::fs::copy(from.join(file), to.join(file)).expect("copy prompt file");
     }
 }
@@ -434,7 +440,13 @@ fn content_hash_changes_when_a_file_changes() {
         "stable across loads"
     );
 
-    for file in ["system.txt", "schema.j2", "examples.jsonl", "user.j2"] {
+    for file in [
+        "system.txt",
+        "schema.j2",
+        "examples.jsonl",
+        "user.j2",
+        "retry.j2",
+    ] {
         let path = prompt.join(file);
         let original = std::fs::read_to_string(&path).expect("read");
         std::fs::write(&path, format!("{original}\n")).expect("write");

@@ -282,3 +282,34 @@ fn eval_compare_prints_the_table_and_the_flips_with_mcnemar() {
     assert_ne!(code, 0);
     assert!(err.contains("set.jsonl is not an eval report"), "{err}");
 }
+
+#[test]
+fn eval_retries_show_the_error_and_report_first_attempt_and_final_figures() {
+    let tmp = common::temp_dir();
+    let Some((model, db, set)) = fixture(tmp.path()) else {
+        return;
+    };
+    let (m, d, s) = (
+        model.to_str().unwrap(),
+        db.to_str().unwrap(),
+        set.to_str().unwrap(),
+    );
+    // Without the grammar a random-weight model writes no valid SQL, so
+    // every item uses all its attempts.
+    let mut args = eval_args(m, d, s);
+    args.extend(["--grammar", "none", "--retries", "2", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&sqlagent_ok(&args)).unwrap();
+    assert_eq!(report["config"]["retries"], 2);
+    for item in report["items"].as_array().unwrap() {
+        let first = &item["first_attempt"];
+        assert!(first.is_object(), "{item}");
+        if item["valid_sql"] == false {
+            assert_eq!(item["attempts"], 3, "{item}");
+        }
+    }
+    let summary = &report["summary"];
+    assert!(
+        summary["first_attempt_valid_sql_pct"].as_f64().unwrap()
+            <= summary["valid_sql_pct"].as_f64().unwrap()
+    );
+}
