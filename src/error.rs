@@ -61,6 +61,24 @@ pub enum Error {
         message: String,
     },
 
+    /// A hosted model's endpoint failed or refused a request.
+    #[error("hosted model at {url}: {message}")]
+    Hosted {
+        /// The endpoint.
+        url: String,
+        /// What went wrong and what to do about it.
+        message: String,
+    },
+
+    /// A hosted model's endpoint refused the API key: no request can work.
+    #[error("hosted model at {url}: {message}")]
+    HostedAuth {
+        /// The endpoint.
+        url: String,
+        /// What to do about it.
+        message: String,
+    },
+
     /// A line of a JSONL question set could not be read.
     #[error("{}:{line}: {message}", path.display())]
     Set {

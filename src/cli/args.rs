@@ -346,6 +346,24 @@ pub struct EvalArgs {
     /// first-attempt and final figures).
     #[arg(long, default_value_t = 0)]
     pub retries: usize,
+    /// Evaluate a hosted model instead of a local one: an OpenAI-compatible
+    /// API base (`https://api.lamini.ai/inf/v1`, `http://localhost:11434/v1`)
+    /// or its full /chat/completions URL.
+    #[arg(long)]
+    pub hosted: Option<String>,
+    /// The hosted model's name.
+    #[arg(long, requires = "hosted")]
+    pub hosted_model: Option<String>,
+    /// The environment variable (or .env entry) holding the API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub hosted_key_env: String,
+    /// Time limit for one hosted request, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub hosted_timeout_s: u64,
+    /// Further tries after a rate limit, a server error or a lost connection
+    /// (waits double from 0.5 s, or as Retry-After says).
+    #[arg(long, default_value_t = 4)]
+    pub hosted_retries: u32,
     /// Prompt: a name under prompts/ or a directory.
     #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
     pub prompt: String,

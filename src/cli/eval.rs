@@ -17,10 +17,52 @@ use crate::agent::{Agent, Engine};
 use crate::chat::PromptSpec;
 use crate::eval::{
     compare_runs, evaluate_item, file_sha256, is_spider_format, load_set, load_spider,
-    model_fingerprint, subset, BrokenItem, EvalConfig, ItemContext, Outcome, Report, SetItem,
+    model_fingerprint, subset, BrokenItem, EvalConfig, HostedWriter, ItemContext, Outcome, Report,
+    SetItem, SqlWriter,
 };
 use crate::grammar::CompiledGrammar;
+use crate::hosted::{HostedClient, HostedOptions};
 use crate::sql::{Database, Schema};
+
+/// What writes the SQL.
+enum Writer {
+    Local(Box<Agent>),
+    Hosted(Box<HostedWriter>),
+}
+
+/// The hosted writer for `--hosted URL --hosted-model NAME`, and the name.
+fn hosted_writer(
+    args: &EvalArgs,
+    url: &str,
+    prompt: &PromptSpec,
+    sampling: &crate::generate::SamplingParams,
+) -> Result<(HostedWriter, String)> {
+    let Some(name) = &args.hosted_model else {
+        bail!("--hosted needs --hosted-model (the model name the endpoint serves)");
+    };
+    let api_key = std::env::var(&args.hosted_key_env)
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let client = HostedClient::new(HostedOptions {
+        url: url.to_string(),
+        model: name.clone(),
+        api_key,
+        key_env: args.hosted_key_env.clone(),
+        timeout: std::time::Duration::from_secs(args.hosted_timeout_s.max(1)),
+        max_retries: args.hosted_retries,
+        backoff: std::time::Duration::from_millis(500),
+        temperature: sampling.temperature,
+        max_tokens: sampling.max_tokens,
+        seed: sampling.seed,
+    })?;
+    Ok((
+        HostedWriter {
+            client,
+            prompt: prompt.clone(),
+        },
+        name.clone(),
+    ))
+}
 
 /// One database of the set, opened once, with its grammar.
 struct Db {
@@ -59,18 +101,47 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     }
 
     let prompt = PromptSpec::load(&args.prompt)?;
-    let options = args.model.to_options(std::io::stderr().is_terminal())?;
-    let spinner = output::spinner(&format!("loading model {}", args.model.model));
-    let engine = Engine::load(&options);
-    spinner.finish_and_clear();
-    let engine = engine?;
+    // The local model, or a hosted one.
+    let (mut writer, model, fingerprint, grammar_name) = match &args.hosted {
+        Some(url) => {
+            let hosted = hosted_writer(&args, url, &prompt, &sampling)?;
+            let model = format!("{} @ {}", hosted.1, hosted.0.client.endpoint());
+            (
+                Writer::Hosted(Box::new(hosted.0)),
+                model,
+                String::new(),
+                "none (hosted)".to_string(),
+            )
+        }
+        None => {
+            let options = args.model.to_options(std::io::stderr().is_terminal())?;
+            let spinner = output::spinner(&format!("loading model {}", args.model.model));
+            let engine = Engine::load(&options);
+            spinner.finish_and_clear();
+            let engine = engine?;
+            let fingerprint = model_fingerprint(&engine.info.path)?;
+            let agent = Agent {
+                engine,
+                prompt: prompt.clone(),
+                sampling,
+                limits: limits.clone(),
+                grammar: None,
+            };
+            (
+                Writer::Local(Box::new(agent)),
+                args.model.model.clone(),
+                fingerprint,
+                grammar_options.mode.to_string(),
+            )
+        }
+    };
     let config = EvalConfig {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: args.model.model.clone(),
-        model_fingerprint: model_fingerprint(&engine.info.path)?,
+        model,
+        model_fingerprint: fingerprint,
         prompt: prompt.name().to_string(),
         prompt_hash: prompt.content_hash(),
-        grammar: grammar_options.mode.to_string(),
+        grammar: grammar_name,
         sampling: serde_json::to_value(sampling)?,
         set: set.display().to_string(),
         set_hash: file_sha256(&set)?,
@@ -91,13 +162,6 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     }
     let done: HashSet<usize> = outcomes.iter().map(Outcome::index).collect();
 
-    let mut agent = Agent {
-        engine,
-        prompt,
-        sampling,
-        limits,
-        grammar: None,
-    };
     // A database that cannot be opened makes its items broken (Spider's
     // wta_1 ships without data), not the whole run fail.
     let mut dbs: BTreeMap<PathBuf, std::result::Result<Db, String>> = BTreeMap::new();
@@ -110,7 +174,11 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let bar = progress(todo.len() as u64);
     for (i, path) in todo {
         if !dbs.contains_key(path) {
-            let opened = open_db(&agent, path, &grammar_options)?;
+            let local = match &writer {
+                Writer::Local(agent) => Some(agent.as_ref()),
+                Writer::Hosted(_) => None,
+            };
+            let opened = open_db(local, path, &grammar_options)?;
             dbs.insert(path.clone(), opened);
         }
         let outcome = match dbs.get_mut(path).expect("inserted above") {
@@ -121,17 +189,26 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 error: message.clone(),
             }),
             Ok(entry) => {
-                // The agent takes the grammar of this item's database.
-                agent.grammar = entry.grammar.take();
+                // The local agent takes the grammar of this item's database.
+                if let Writer::Local(agent) = &mut writer {
+                    agent.grammar = entry.grammar.take();
+                }
+                let sql_writer: &dyn SqlWriter = match &writer {
+                    Writer::Local(agent) => agent.as_ref(),
+                    Writer::Hosted(h) => h.as_ref(),
+                };
                 let cx = ItemContext {
-                    agent: &agent,
+                    writer: sql_writer,
+                    limits: &limits,
                     db: &entry.db,
                     db_path: path,
                     schema: &entry.schema,
                     retries: args.retries,
                 };
-                let outcome = evaluate_item(&cx, i, &items[i]);
-                entry.grammar = agent.grammar.take();
+                let outcome = evaluate_item(&cx, i, &items[i])?;
+                if let Writer::Local(agent) = &mut writer {
+                    entry.grammar = agent.grammar.take();
+                }
                 outcome
             }
         };
@@ -245,7 +322,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
 /// cannot be opened or has no tables is `Err(reason)`. Grammar errors
 /// stop the run.
 fn open_db(
-    agent: &Agent,
+    agent: Option<&Agent>,
     path: &Path,
     options: &crate::grammar::GrammarOptions,
 ) -> Result<std::result::Result<Db, String>> {
@@ -260,7 +337,10 @@ fn open_db(
     if schema.tables.is_empty() {
         return Ok(Err(format!("database {} has no tables", path.display())));
     }
-    let grammar = Agent::compile_grammar(&agent.engine, &schema, options)?;
+    let grammar = match agent {
+        Some(agent) => Agent::compile_grammar(&agent.engine, &schema, options)?,
+        None => None,
+    };
     Ok(Ok(Db {
         db,
         schema,

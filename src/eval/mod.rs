@@ -10,7 +10,8 @@ pub mod set;
 pub use compare::{compare_runs, mcnemar_exact, PairComparison};
 pub use report::{EvalConfig, Report, Summary, TagSummary};
 pub use run::{
-    evaluate_item, BrokenItem, Category, FirstAttempt, ItemContext, ItemResult, Outcome,
+    evaluate_item, BrokenItem, Category, FirstAttempt, HostedWriter, ItemContext, ItemResult,
+    Outcome, SqlWriter, Written,
 };
 pub use set::{is_spider_format, load_set, load_spider, SetItem};
 

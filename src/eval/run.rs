@@ -174,10 +174,87 @@ pub struct FirstAttempt {
     pub category: Category,
 }
 
+/// SQL written for a question, with what it cost.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// The query (empty when the reply held none).
+    pub sql: String,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Time spent generating (milliseconds).
+    pub decode_ms: f64,
+    /// Tokens fed while decoding (local models; generated tokens otherwise).
+    pub decode_steps: usize,
+}
+
+/// Writes SQL for a question: the local agent, or a hosted model.
+pub trait SqlWriter {
+    /// SQL for `question` over `db`, after the `failures` (query, error)
+    /// of earlier attempts.
+    fn write_sql(
+        &self,
+        db: &Database,
+        schema: &Schema,
+        question: &str,
+        failures: &[(String, String)],
+    ) -> crate::Result<Written>;
+}
+
+impl SqlWriter for Agent {
+    fn write_sql(
+        &self,
+        db: &Database,
+        schema: &Schema,
+        question: &str,
+        failures: &[(String, String)],
+    ) -> crate::Result<Written> {
+        let draft = self.draft_after(db, schema, question, failures, &mut |_| {})?;
+        Ok(Written {
+            sql: draft.sql,
+            generated_tokens: draft.timings.generated_tokens,
+            decode_ms: draft.timings.decode_ms,
+            decode_steps: draft.timings.decode_steps,
+        })
+    }
+}
+
+/// A hosted model answering with the same prompt as the local one.
+pub struct HostedWriter {
+    /// The endpoint.
+    pub client: crate::hosted::HostedClient,
+    /// The prompt (the same files as for local models).
+    pub prompt: crate::chat::PromptSpec,
+}
+
+impl SqlWriter for HostedWriter {
+    fn write_sql(
+        &self,
+        _db: &Database,
+        schema: &Schema,
+        question: &str,
+        failures: &[(String, String)],
+    ) -> crate::Result<Written> {
+        let mut messages = self.prompt.messages(schema, question)?;
+        for (sql, error) in failures {
+            messages.extend(self.prompt.retry_messages(sql, error)?);
+        }
+        let reply = self.client.chat(&messages)?;
+        let tokens = reply.completion_tokens.unwrap_or(0);
+        Ok(Written {
+            sql: crate::sql::extract_sql(&reply.text).unwrap_or_default(),
+            generated_tokens: tokens,
+            decode_ms: reply.latency_ms,
+            decode_steps: tokens,
+        })
+    }
+}
+
 /// Where to evaluate an item.
 pub struct ItemContext<'a> {
-    /// The agent (model, prompt, grammar of this database, limits).
-    pub agent: &'a Agent,
+    /// What writes the SQL.
+    pub writer: &'a dyn SqlWriter,
+    /// Limits for running the gold and the generated queries.
+    pub limits: &'a crate::sql::ExecLimits,
     /// The database, opened read-only.
     pub db: &'a Database,
     /// Its path, for the report.
@@ -189,17 +266,18 @@ pub struct ItemContext<'a> {
     pub retries: usize,
 }
 
-/// Evaluates `item` (number `index`).
-pub fn evaluate_item(cx: &ItemContext<'_>, index: usize, item: &SetItem) -> Outcome {
-    let gold = match cx.db.execute(&item.sql, &cx.agent.limits) {
+/// Evaluates `item` (number `index`). Errors only when no item can work
+/// (a hosted endpoint refused the API key); other failures are graded.
+pub fn evaluate_item(cx: &ItemContext<'_>, index: usize, item: &SetItem) -> crate::Result<Outcome> {
+    let gold = match cx.db.execute(&item.sql, cx.limits) {
         Ok(rows) => rows,
         Err(e) => {
-            return Outcome::Broken(BrokenItem {
+            return Ok(Outcome::Broken(BrokenItem {
                 index,
                 question: item.question.clone(),
                 gold_sql: item.sql.clone(),
                 error: e.to_string(),
-            })
+            }))
         }
     };
     let start = Instant::now();
@@ -229,16 +307,17 @@ pub fn evaluate_item(cx: &ItemContext<'_>, index: usize, item: &SetItem) -> Outc
         result.valid_sql = false;
         result.execution_match = false;
         result.category = Category::GenerationError;
-        let draft = cx
-            .agent
-            .draft_after(cx.db, cx.schema, &item.question, &failures, &mut |_| {});
-        match draft {
+        match cx
+            .writer
+            .write_sql(cx.db, cx.schema, &item.question, &failures)
+        {
+            Err(e @ Error::HostedAuth { .. }) => return Err(e),
             Err(e) => result.error = Some(e.to_string()),
-            Ok(draft) => {
-                result.sql = draft.sql.clone();
-                result.generated_tokens += draft.timings.generated_tokens;
-                result.decode_ms += draft.timings.decode_ms;
-                result.decode_steps += draft.timings.decode_steps;
+            Ok(written) => {
+                result.sql = written.sql;
+                result.generated_tokens += written.generated_tokens;
+                result.decode_ms += written.decode_ms;
+                result.decode_steps += written.decode_steps;
                 grade(cx, &gold, item, &mut result);
             }
         }
@@ -261,7 +340,7 @@ pub fn evaluate_item(cx: &ItemContext<'_>, index: usize, item: &SetItem) -> Outc
         failures.push((shown, result.error.clone().unwrap_or_default()));
     }
     result.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-    Outcome::Graded(result)
+    Ok(Outcome::Graded(result))
 }
 
 /// Runs the drafted `result.sql` and grades it against `gold`.
@@ -271,7 +350,7 @@ fn grade(cx: &ItemContext<'_>, gold: &QueryResult, item: &SetItem, result: &mut 
         result.error = Some("the reply holds no SQL query".into());
         return;
     }
-    match cx.db.execute(&result.sql, &cx.agent.limits) {
+    match cx.db.execute(&result.sql, cx.limits) {
         Err(e) => {
             result.category = Category::of_error(&e);
             result.error = Some(e.to_string());

@@ -8,6 +8,7 @@ mod constrained;
 mod eval;
 mod generate;
 mod grammar;
+mod hosted;
 mod model;
 mod sql;
 mod tiny;

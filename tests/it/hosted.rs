@@ -1,0 +1,208 @@
+//! `eval --hosted`: a minimal OpenAI-compatible chat-completions server,
+//! started by the test, answers from a real model run (SmolLM2 through this
+//! crate's decode loop). It checks what was sent (model name, API key, the
+//! same conversation the local model gets), fails the first request with
+//! 503 to exercise the retry, and refuses a wrong key with 401.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device};
+use sqlagent::agent::{Engine, ModelOptions, ModelSource};
+use sqlagent::chat::Message;
+use sqlagent::generate::{generate, GenerateRequest, SamplingParams};
+use sqlagent::model::GgufOptions;
+
+use crate::common;
+
+/// What the server saw: (authorization header, request body).
+type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// Serves chat completions on 127.0.0.1; returns the base URL.
+fn serve(engine: Arc<Engine>, key: &'static str, seen: Seen) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut length, mut auth) = (0usize, String::new());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            loop {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                let lower = l.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if lower.starts_with("authorization:") {
+                    auth = l["authorization:".len()..].trim().to_string();
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let first = {
+                let mut seen = seen.lock().unwrap();
+                seen.push((auth.clone(), body.clone()));
+                seen.len() == 1
+            };
+            let (status, reply) = if auth != format!("Bearer {key}") {
+                ("401 Unauthorized", r#"{"error":"bad key"}"#.to_string())
+            } else if first {
+                (
+                    "503 Service Unavailable",
+                    r#"{"error":"warming up"}"#.to_string(),
+                )
+            } else {
+                ("200 OK", answer(&engine, &body))
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    url
+}
+
+/// Runs the model on the request's conversation.
+fn answer(engine: &Engine, body: &serde_json::Value) -> String {
+    let messages: Vec<Message> = serde_json::from_value(body["messages"].clone()).unwrap();
+    let prompt = engine.template.render(&messages, true).unwrap();
+    let ids = engine.tokenizer.encode(&prompt).unwrap();
+    let stop = engine.stop_ids();
+    let g = generate(
+        &engine.model,
+        &engine.tokenizer,
+        GenerateRequest {
+            prompt_ids: &ids,
+            stop_ids: &stop,
+            sampling: SamplingParams {
+                max_tokens: body["max_tokens"].as_u64().unwrap() as usize,
+                ..SamplingParams::default()
+            },
+            constraint: None,
+            check: None,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    serde_json::json!({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text}}],
+        "usage": {"completion_tokens": g.tokens.len()},
+    })
+    .to_string()
+}
+
+#[test]
+fn eval_hosted_sends_the_same_prompt_retries_and_reports_like_a_local_run() {
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let engine = Arc::new(
+        Engine::load(&ModelOptions {
+            source: ModelSource::Gguf(gguf),
+            dtype: DType::F32,
+            device: Device::Cpu,
+            gguf: GgufOptions::default(),
+            revision: None,
+            hf_token: None,
+            progress: false,
+        })
+        .unwrap(),
+    );
+    let seen: Seen = Arc::default();
+    let url = serve(engine.clone(), "test-key", seen.clone());
+    let tmp = common::temp_dir();
+    let db = tmp.path().join("music.db");
+    sqlagent::sql::build_demo_db(&db).unwrap();
+    let set = tmp.path().join("set.jsonl");
+    std::fs::write(
+        &set,
+        "{\"question\":\"How many tracks are there?\",\"sql\":\"SELECT COUNT(*) FROM tracks\"}\n\
+         {\"question\":\"List artist names.\",\"sql\":\"SELECT name FROM artists\"}\n",
+    )
+    .unwrap();
+    let run = |key_value: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sqlagent"))
+            .args([
+                "eval",
+                "--set",
+                set.to_str().unwrap(),
+                "--db",
+                db.to_str().unwrap(),
+            ])
+            .args([
+                "--hosted",
+                &url,
+                "--hosted-model",
+                "smol",
+                "--hosted-key-env",
+                "TEST_HOSTED_KEY",
+            ])
+            .args(["--max-tokens", "48", "--format", "json"])
+            .env("TEST_HOSTED_KEY", key_value)
+            .env_remove("SQLAGENT_MODEL")
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+    };
+    let out = run("test-key");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["items"], 2, "{report}");
+    assert_eq!(report["config"]["grammar"], "none (hosted)");
+    assert!(report["config"]["model"]
+        .as_str()
+        .unwrap()
+        .starts_with("smol @ http://127.0.0.1:"));
+    for item in report["items"].as_array().unwrap() {
+        assert!(item["generated_tokens"].as_u64().unwrap() > 0, "{item}");
+        assert_ne!(item["category"], "generation_error", "{item}");
+    }
+
+    let seen = seen.lock().unwrap().clone();
+    // One 503, retried, then one request per item.
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0].1, seen[1].1, "the retry resends the same request");
+    for (auth, body) in &seen {
+        assert_eq!(auth, "Bearer test-key");
+        assert_eq!(body["model"], "smol");
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages[0]["role"], "system");
+        assert!(
+            messages[0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("CREATE TABLE")
+                || messages[0]["content"].as_str().unwrap().contains("artists")
+        );
+        let last = messages.last().unwrap();
+        assert_eq!(last["role"], "user");
+    }
+    assert!(
+        seen[1].1["messages"].as_array().unwrap().last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .contains("How many tracks are there?")
+    );
+
+    // A wrong key stops the run at once with one clear error.
+    let out = run("wrong");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refused the request (401)") && stderr.contains("TEST_HOSTED_KEY"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
