@@ -276,11 +276,19 @@ fn schema_grammar_rejects_writes_and_malformed_queries() {
     // In schema mode a column glued to a keyword is no name; in generic mode
     // `titleFROM` is an identifier.
     // In schema mode table aliases (and so qualifiers that are not table
-    // names) are short, like T1.
+    // names) are a letter and up to two digits, like T1.
     lark_test(
         &checker(demo_schema(), &SCHEMA),
-        &[],
         &[
+            "SELECT T1.name FROM artists AS T1",
+            "SELECT a.name FROM artists a",
+            "SELECT t12.title FROM albums AS \"t12\"",
+            "SELECT [x].title FROM albums AS [x]",
+        ],
+        &[
+            "SELECT al.title FROM albums AS al",
+            "SELECT name FROM artists AS t123",
+            "SELECT the.name FROM artists AS the",
             "SELECT titleFROM tracks",
             "SELECT name FROM artists AS other_artists",
             "SELECT other_artists.name FROM artists AS other_artists",
