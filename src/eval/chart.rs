@@ -106,6 +106,7 @@ mod tests {
             db: "d".into(),
             gold_sql: "SELECT 1".into(),
             sql: "SELECT 1".into(),
+            reply: "SELECT 1".into(),
             valid_sql: true,
             execution_match: ok,
             category,

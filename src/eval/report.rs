@@ -260,6 +260,7 @@ mod tests {
             db: "d.db".into(),
             gold_sql: "SELECT 1".into(),
             sql: "SELECT 1".into(),
+            reply: "SELECT 1".into(),
             valid_sql: valid,
             execution_match: matched,
             category,

@@ -102,6 +102,10 @@ pub struct ItemResult {
     pub gold_sql: String,
     /// The generated query (empty when none).
     pub sql: String,
+    /// The model's whole reply to the last attempt (the query plus any
+    /// prose or code fences around it), to see why an item failed.
+    #[serde(default)]
+    pub reply: String,
     /// Prepared and executed without error within the time limit.
     pub valid_sql: bool,
     /// Same rows as the gold query.
@@ -179,6 +183,8 @@ pub struct FirstAttempt {
 pub struct Written {
     /// The query (empty when the reply held none).
     pub sql: String,
+    /// The model's whole reply.
+    pub reply: String,
     /// Tokens generated.
     pub generated_tokens: usize,
     /// Time spent generating (milliseconds).
@@ -211,6 +217,7 @@ impl SqlWriter for Agent {
         let draft = self.draft_after(db, schema, question, failures, &mut |_| {})?;
         Ok(Written {
             sql: draft.sql,
+            reply: draft.reply,
             generated_tokens: draft.timings.generated_tokens,
             decode_ms: draft.timings.decode_ms,
             decode_steps: draft.timings.decode_steps,
@@ -242,6 +249,7 @@ impl SqlWriter for HostedWriter {
         let tokens = reply.completion_tokens.unwrap_or(0);
         Ok(Written {
             sql: crate::sql::extract_sql(&reply.text).unwrap_or_default(),
+            reply: reply.text,
             generated_tokens: tokens,
             decode_ms: reply.latency_ms,
             decode_steps: tokens,
@@ -287,6 +295,7 @@ pub fn evaluate_item(cx: &ItemContext<'_>, index: usize, item: &SetItem) -> crat
         db: cx.db_path.display().to_string(),
         gold_sql: item.sql.clone(),
         sql: String::new(),
+        reply: String::new(),
         valid_sql: false,
         execution_match: false,
         category: Category::GenerationError,
@@ -303,6 +312,7 @@ pub fn evaluate_item(cx: &ItemContext<'_>, index: usize, item: &SetItem) -> crat
     for attempt in 0..=cx.retries {
         result.attempts = attempt + 1;
         result.sql.clear();
+        result.reply.clear();
         result.error = None;
         result.valid_sql = false;
         result.execution_match = false;
@@ -315,6 +325,7 @@ pub fn evaluate_item(cx: &ItemContext<'_>, index: usize, item: &SetItem) -> crat
             Err(e) => result.error = Some(e.to_string()),
             Ok(written) => {
                 result.sql = written.sql;
+                result.reply = written.reply;
                 result.generated_tokens += written.generated_tokens;
                 result.decode_ms += written.decode_ms;
                 result.decode_steps += written.decode_steps;

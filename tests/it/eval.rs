@@ -105,6 +105,14 @@ fn eval_reports_validity_accuracy_categories_and_broken_items() {
     assert!(items
         .iter()
         .all(|i| i["valid_sql"] == true && !i["sql"].as_str().unwrap().is_empty()));
+    // The whole reply is kept; under the grammar it is the query itself.
+    for item in items {
+        let (reply, sql) = (
+            item["reply"].as_str().unwrap(),
+            item["sql"].as_str().unwrap(),
+        );
+        assert!(reply.contains(sql.trim_end_matches(';')), "{item}");
+    }
 }
 
 #[test]
