@@ -85,7 +85,7 @@ impl CompiledGrammar {
     /// A fresh constraint at the start of the grammar. Constraints share
     /// the grammar's lexer cache (a plain `clone`, not `deep_clone`), so
     /// each request reuses the lexer states earlier ones built instead of
-    /// deriving them again (full masks about a third faster).
+    /// deriving them again.
     pub fn constraint(&self) -> Constraint {
         Constraint {
             env: self.env.clone(),

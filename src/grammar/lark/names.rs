@@ -7,7 +7,7 @@ use crate::sql::{is_keyword, Schema};
 
 /// A table alias in schema mode, and so any qualifier that is not a table
 /// name (outside WITH): a letter and up to two digits, such as `T1`, `t2`
-/// or `a` (bare or quoted), the shape of 99.9% of the aliases in the corpus.
+/// or `a` (bare or quoted), the shape of nearly every alias in the corpus.
 /// Free names at every expression start would let almost any word token
 /// through there, which makes full masks slow and lets a model qualify
 /// columns with words it invents.
