@@ -8,6 +8,7 @@ use candle_core::{DType, Device};
 
 use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
+use crate::generate::{KeptCache, LlamaSession};
 use crate::grammar::GrammarFactory;
 use crate::model::{self, GgufFile, GgufOptions, Llama};
 use crate::tokenizer::{SpecialTokens, Tokenizer};
@@ -87,6 +88,11 @@ pub struct ModelInfo {
 pub struct Engine {
     /// The grammar factory for this tokenizer, built on first use.
     grammar_factory: std::sync::OnceLock<GrammarFactory>,
+    /// The KV cache of the last generation, for the next prompt that starts
+    /// the same way (`None` while a generation holds it, or when off).
+    kept: std::sync::Mutex<Option<KeptCache>>,
+    /// Whether generations keep their cache for the next one.
+    keep_cache: std::sync::atomic::AtomicBool,
     /// The network.
     pub model: Llama,
     /// Its tokenizer.
@@ -208,6 +214,40 @@ impl Engine {
         Ok(self.grammar_factory.get_or_init(|| factory))
     }
 
+    /// A generation session: it starts from the cache the last one kept, so
+    /// the prompt's start that matches it is not fed again. Hand it back
+    /// with [`Engine::keep`].
+    pub fn session(&self) -> LlamaSession<'_> {
+        match self.lock_kept().take() {
+            Some(kept) => LlamaSession::from_kept(&self.model, kept),
+            None => LlamaSession::new(&self.model),
+        }
+    }
+
+    /// Keeps `session`'s cache for the next [`Engine::session`] (unless
+    /// keeping is off).
+    pub fn keep(&self, session: LlamaSession<'_>) {
+        if self.keep_cache.load(std::sync::atomic::Ordering::Relaxed) {
+            *self.lock_kept() = Some(session.keep());
+        }
+    }
+
+    /// Turns keeping the cache between generations on (the default) or
+    /// off (every prompt is then fed whole, e.g. to measure prefill).
+    pub fn set_keep_cache(&self, on: bool) {
+        self.keep_cache
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        if !on {
+            *self.lock_kept() = None;
+        }
+    }
+
+    fn lock_kept(&self) -> std::sync::MutexGuard<'_, Option<KeptCache>> {
+        // A panic elsewhere while holding it leaves nothing inconsistent:
+        // the cache is only ever replaced whole.
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Ids that end generation.
     pub fn stop_ids(&self) -> Vec<u32> {
         let mut ids = self.special.stop_ids();
@@ -238,6 +278,8 @@ impl Parts {
         check_vocab(&self.model, &self.tokenizer, path)?;
         Ok(Engine {
             grammar_factory: std::sync::OnceLock::new(),
+            kept: std::sync::Mutex::new(None),
+            keep_cache: std::sync::atomic::AtomicBool::new(true),
             info: ModelInfo {
                 path: path.to_path_buf(),
                 format,

@@ -22,6 +22,9 @@ pub struct Timings {
     pub load_ms: f64,
     /// Tokens in the rendered prompt.
     pub prompt_tokens: usize,
+    /// Of those, the ones whose keys and values were kept from the last
+    /// generation (not fed again).
+    pub reused_prompt_tokens: usize,
     /// Prompt forward passes (and the first sampled token).
     pub prefill_ms: f64,
     /// Tokens generated.
@@ -140,8 +143,9 @@ impl Agent {
                 other => other.to_string(),
             })
         };
-        let generation = generate::generate(
-            &self.engine.model,
+        let mut session = self.engine.session();
+        let generation = generate::generate_with(
+            &mut session,
             &self.engine.tokenizer,
             GenerateRequest {
                 prompt_ids: &prompt_ids,
@@ -151,7 +155,10 @@ impl Agent {
                 check: Some(&check),
             },
             on_text,
-        )?;
+        );
+        // Kept even after an error: it holds whatever was fed, all valid.
+        self.engine.keep(session);
+        let generation = generation?;
         let sql = if self.grammar.is_some() {
             sql::constrained_sql(&generation.text)
         } else {
@@ -164,6 +171,7 @@ impl Agent {
             timings: Timings {
                 load_ms: self.engine.info.load_ms,
                 prompt_tokens: generation.prompt_tokens,
+                reused_prompt_tokens: generation.reused_prompt_tokens,
                 prefill_ms: generation.prefill_ms,
                 generated_tokens: generation.tokens.len(),
                 decode_ms: generation.decode_ms,

@@ -52,6 +52,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let engine = Engine::load(&options);
     spinner.finish_and_clear();
     let engine = engine?;
+    // Every question's prompt is fed whole, so prefill speed means the same
+    // for each.
+    engine.set_keep_cache(false);
     let grammar = Agent::compile_grammar(&engine, &schema, &grammar_options)?;
     let agent = Agent {
         engine,

@@ -37,12 +37,32 @@ pub trait TokenModel {
     fn truncate(&mut self, len: usize);
     /// Tokens fed so far.
     fn fed(&self) -> usize;
+    /// Before a new generation: keeps the longest start of `prompt` that is
+    /// already fed (never all of it, since the last prompt token must be
+    /// fed for its logits), forgets the rest, and returns how many tokens
+    /// were kept. By default nothing is kept.
+    fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
+        let _ = prompt;
+        self.truncate(0);
+        0
+    }
+}
+
+/// The keys and values of an earlier generation and the ids they belong
+/// to, kept so that the next prompt skips the prefill of the start it
+/// shares (the system prompt and schema, when only the question changes).
+#[derive(Debug)]
+pub struct KeptCache {
+    cache: Cache,
+    ids: Vec<u32>,
 }
 
 /// A [`Llama`] with the KV cache of one generation.
 pub struct LlamaSession<'m> {
     model: &'m Llama,
     cache: Cache,
+    /// The ids whose keys and values `cache` holds.
+    ids: Vec<u32>,
 }
 
 impl<'m> LlamaSession<'m> {
@@ -51,6 +71,25 @@ impl<'m> LlamaSession<'m> {
         Self {
             model,
             cache: Cache::new(model),
+            ids: Vec::new(),
+        }
+    }
+
+    /// A session that starts from `kept`, the cache of an earlier session
+    /// of the same model ([`LlamaSession::keep`]).
+    pub fn from_kept(model: &'m Llama, kept: KeptCache) -> Self {
+        Self {
+            model,
+            cache: kept.cache,
+            ids: kept.ids,
+        }
+    }
+
+    /// The cache and the ids it holds, for the next session.
+    pub fn keep(self) -> KeptCache {
+        KeptCache {
+            cache: self.cache,
+            ids: self.ids,
         }
     }
 }
@@ -62,18 +101,33 @@ impl TokenModel for LlamaSession<'_> {
 
     fn feed(&mut self, ids: &[u32]) -> Result<Tensor> {
         let input = Tensor::new(ids, self.model.device())?.unsqueeze(0)?;
-        Ok(self
+        let logits = self
             .model
             .forward(&input, Some(&mut self.cache), Logits::Last)?
-            .squeeze(0)?)
+            .squeeze(0)?;
+        self.ids.extend_from_slice(ids);
+        Ok(logits)
     }
 
     fn truncate(&mut self, len: usize) {
         self.cache.truncate(len);
+        self.ids.truncate(self.cache.len());
     }
 
     fn fed(&self) -> usize {
         self.cache.len()
+    }
+
+    fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
+        let shared = self
+            .ids
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len().saturating_sub(1));
+        self.truncate(shared);
+        shared
     }
 }
 
@@ -130,6 +184,8 @@ pub struct Generation {
     pub stop: StopReason,
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
+    /// Of those, the ones not fed again because a kept cache held them.
+    pub reused_prompt_tokens: usize,
     /// Wall time of the prefill (prompt forward passes and first sample).
     pub prefill_ms: f64,
     /// Wall time of the decode steps after the first token.
@@ -184,7 +240,9 @@ pub fn generate(
     generate_with(&mut LlamaSession::new(model), tokenizer, request, on_text)
 }
 
-/// [`generate`] with any [`TokenModel`] (which must not have been fed yet).
+/// [`generate`] with any [`TokenModel`]. What it was fed before counts only
+/// as far as it matches the start of the prompt (see
+/// [`TokenModel::reuse_prefix`]).
 pub fn generate_with(
     model: &mut dyn TokenModel,
     tokenizer: &Tokenizer,
@@ -210,10 +268,12 @@ pub fn generate_with(
             reserved: max_tokens,
         });
     }
+    let reused = model.reuse_prefix(prompt);
     let mut d = Decoder {
         model,
         tokenizer,
         prompt,
+        reused,
         stop_ids,
         max_tokens,
         sampler: Sampler::new(&sampling),
@@ -245,10 +305,22 @@ pub fn generate_with(
     while d.tokens.len() < budget && steps < step_limit {
         steps += 1;
         let _span = tracing::trace_span!("decode_step").entered();
-        let next = d.pick(&logits)?;
+        let picked = d.pick(&logits)?;
         if prefill_ms.is_none() {
             prefill_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
         }
+        let Some(next) = picked else {
+            // Repairs banned every token the grammar allows here: the
+            // choice before this position leads nowhere. Take it back and
+            // ban it too; at the very start, finish without the model.
+            if let Some(previous) = d.tokens.len().checked_sub(1) {
+                logits = d.back_up(previous)?;
+                continue;
+            }
+            d.salvage()?;
+            stop = StopReason::EndToken;
+            break;
+        };
         if stop_ids.contains(&next) {
             match d.check_finished()? {
                 Repair::Pass => {
@@ -306,6 +378,7 @@ pub fn generate_with(
         text,
         stop,
         prompt_tokens: prompt.len(),
+        reused_prompt_tokens: reused,
         prefill_ms,
         decode_ms: decode_start.elapsed().as_secs_f64() * 1000.0,
         decode_steps: d.decode_steps,
@@ -347,6 +420,8 @@ struct Decoder<'m, 'r> {
     model: &'m mut dyn TokenModel,
     tokenizer: &'m Tokenizer,
     prompt: &'r [u32],
+    /// Prompt tokens already fed before this generation (kept cache).
+    reused: usize,
     stop_ids: &'r [u32],
     max_tokens: usize,
     sampler: Sampler,
@@ -372,7 +447,7 @@ impl Decoder<'_, '_> {
 
     fn prefill(&mut self) -> Result<Tensor> {
         let mut logits = None;
-        for chunk in self.prompt.chunks(PREFILL_CHUNK) {
+        for chunk in self.prompt[self.reused..].chunks(PREFILL_CHUNK) {
             let _span = tracing::debug_span!("prefill", tokens = chunk.len()).entered();
             logits = Some(self.forward(chunk)?);
         }
@@ -380,16 +455,18 @@ impl Decoder<'_, '_> {
     }
 
     /// The next token: the sampler's choice if allowed, else a sample from
-    /// the masked logits.
-    fn pick(&mut self, logits: &Tensor) -> Result<u32> {
+    /// the masked logits. `None` when the grammar allows only tokens that
+    /// repairs have banned at this position (a dead end).
+    fn pick(&mut self, logits: &Tensor) -> Result<Option<u32>> {
         let Some(c) = self.constraint.as_deref_mut() else {
-            return self.sampler.sample(logits);
+            return self.sampler.sample(logits).map(Some);
         };
         if c.is_stopped() {
             return self
                 .stop_ids
                 .first()
                 .copied()
+                .map(Some)
                 .ok_or_else(|| Error::invalid("stop ids", "no end token to end the turn with"));
         }
         // Sampling the preferred token costs the same without a grammar:
@@ -399,7 +476,7 @@ impl Decoder<'_, '_> {
         let result = (|| {
             let banned = self.banned.get(&self.tokens.len());
             if !banned.is_some_and(|b| b.contains(&preferred)) && c.allows(preferred)? {
-                return Ok(preferred);
+                return Ok(Some(preferred));
             }
             self.stats.masks += 1;
             let mut values: Vec<f32> = logits.to_vec1()?;
@@ -410,13 +487,10 @@ impl Decoder<'_, '_> {
                 }
             }
             if values.iter().all(|v| *v == f32::NEG_INFINITY) {
-                return Err(Error::invalid(
-                    "grammar",
-                    "every continuation has been ruled out",
-                ));
+                return Ok(None);
             }
             let masked = Tensor::from_vec(values, logits.shape(), logits.device())?;
-            self.sampler.sample(&masked)
+            self.sampler.sample(&masked).map(Some)
         })();
         self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
         result

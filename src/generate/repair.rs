@@ -42,26 +42,37 @@ pub fn needs_more(text: &str, message: &str) -> bool {
 }
 
 /// Byte offset in `text` where the last mention of `name` starts (ASCII
-/// case-insensitive, ignoring quotes around the parts of `a.b`).
+/// case-insensitive, ignoring quotes around the parts of `a.b`). A mention
+/// is a whole word (`age` is not found inside `pet_age`) unless the name
+/// occurs only inside longer words.
 pub fn locate(text: &str, name: &str) -> Option<usize> {
     let hay = text.to_ascii_lowercase();
     let needle = name.to_ascii_lowercase();
-    if let Some(at) = hay.rfind(&needle) {
-        return Some(at);
-    }
     // `T1.name` may be written `T1."name"` or `[T1].[name]`: fall back to
     // the qualifier, then to the last part.
-    let mut parts = needle.split('.');
-    let first = parts.next().unwrap_or_default();
+    let first = needle.split('.').next().unwrap_or_default();
     let last = needle.rsplit('.').next().unwrap_or_default();
-    for part in [first, last] {
-        if !part.is_empty() {
-            if let Some(at) = hay.rfind(part) {
-                return Some(at);
-            }
-        }
-    }
-    None
+    let candidates = [needle.as_str(), first, last];
+    let found = |whole: bool| {
+        candidates
+            .iter()
+            .filter(|part| !part.is_empty())
+            .find_map(|part| last_mention(&hay, part, whole))
+    };
+    found(true).or_else(|| found(false))
+}
+
+/// Start of the last occurrence of `needle` in `hay`; with `whole`, only
+/// one not touching identifier characters on either side.
+fn last_mention(hay: &str, needle: &str, whole: bool) -> Option<usize> {
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    let bytes = hay.as_bytes();
+    hay.rmatch_indices(needle).map(|(at, _)| at).find(|&at| {
+        let end = at + needle.len();
+        !whole
+            || ((at == 0 || !is_word(bytes[at - 1]))
+                && (end == bytes.len() || !is_word(bytes[end])))
+    })
 }
 
 #[cfg(test)]
@@ -108,5 +119,16 @@ mod tests {
         assert_eq!(locate(sql, "T1.name"), Some(sql.rfind("T1.Name").unwrap()));
         assert_eq!(locate(sql, "t1.\"name\""), Some(sql.rfind("T1").unwrap()));
         assert_eq!(locate(sql, "zzz"), None);
+    }
+
+    #[test]
+    fn a_mention_is_a_whole_word() {
+        let sql = "SELECT age, weight FROM pets WHERE pet_age > 10";
+        assert_eq!(locate(sql, "age"), Some(7), "not inside pet_age");
+        assert_eq!(locate(sql, "PET_AGE"), Some(sql.rfind("pet_age").unwrap()));
+        // Only inside a longer word: still found there.
+        assert_eq!(locate("SELECT pet_age FROM pets", "age"), Some(11));
+        let quoted = "SELECT \"Age\" FROM pets WHERE pet_age = 1";
+        assert_eq!(locate(quoted, "age"), Some(8));
     }
 }

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device};
 use sqlagent::agent::{Engine, ModelOptions, ModelSource};
 use sqlagent::chat::Message;
-use sqlagent::generate::{generate, GenerateRequest, SamplingParams, StopReason};
+use sqlagent::generate::{generate, generate_with, GenerateRequest, SamplingParams, StopReason};
 use sqlagent::model::GgufOptions;
 use sqlagent::Error;
 
@@ -161,4 +161,66 @@ fn a_prompt_that_does_not_fit_says_by_how_much() {
     .unwrap_err();
     assert!(matches!(err, Error::PromptTooLong { .. }), "{err}");
     assert!(err.to_string().contains("54 too many"), "{err}");
+}
+
+/// Generates with greedy sampling and 24 tokens from `session`.
+fn run_in(
+    e: &Engine,
+    session: &mut sqlagent::generate::LlamaSession<'_>,
+    ids: &[u32],
+) -> sqlagent::generate::Generation {
+    generate_with(
+        session,
+        &e.tokenizer,
+        GenerateRequest {
+            prompt_ids: ids,
+            stop_ids: &e.stop_ids(),
+            sampling: SamplingParams {
+                max_tokens: 24,
+                ..SamplingParams::default()
+            },
+            constraint: None,
+            check: None,
+        },
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_kept_cache_skips_the_shared_prompt_start_and_changes_no_answer() {
+    let Some(e) = engine() else { return };
+    let first = prompt_ids(&e, "How many songs are in the songs table?");
+    let second = prompt_ids(&e, "List the titles of songs longer than 300 seconds.");
+    let shared = first
+        .iter()
+        .zip(&second)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(shared > 5, "the prompts share their system part");
+
+    let fresh = run_in(&e, &mut e.session(), &second);
+    assert_eq!(fresh.reused_prompt_tokens, 0, "nothing kept yet");
+
+    let mut session = e.session();
+    run_in(&e, &mut session, &first);
+    e.keep(session);
+    let mut session = e.session();
+    let reused = run_in(&e, &mut session, &second);
+    assert_eq!(reused.reused_prompt_tokens, shared);
+    assert_eq!(reused.text, fresh.text);
+    assert_eq!(reused.tokens, fresh.tokens);
+
+    // The same prompt again: all but its last token come from the cache.
+    e.keep(session);
+    let again = run_in(&e, &mut e.session(), &second);
+    assert_eq!(again.reused_prompt_tokens, second.len() - 1);
+    assert_eq!(again.tokens, fresh.tokens);
+
+    // With keeping off, nothing is reused.
+    e.set_keep_cache(false);
+    let mut session = e.session();
+    run_in(&e, &mut session, &first);
+    e.keep(session);
+    assert_eq!(run_in(&e, &mut e.session(), &first).reused_prompt_tokens, 0);
 }

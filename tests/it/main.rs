@@ -10,6 +10,7 @@ mod generate;
 mod grammar;
 mod hosted;
 mod model;
+mod repair;
 mod sql;
 mod tiny;
 mod tokenizer;
