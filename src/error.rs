@@ -126,6 +126,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A LoRA adapter is missing, malformed, or does not fit the model.
+    #[error("adapter {}: {kind}", path.display())]
+    Adapter {
+        /// The adapter directory.
+        path: PathBuf,
+        /// What is wrong.
+        kind: crate::lora::AdapterError,
+    },
+
     /// A model could not be fetched from the Hugging Face hub.
     #[error("hub repo {repo}: {message}")]
     Hub {

@@ -15,6 +15,7 @@ pub mod eval;
 pub mod generate;
 pub mod grammar;
 pub mod hosted;
+pub mod lora;
 pub mod model;
 pub mod sql;
 pub mod tokenizer;

@@ -10,6 +10,7 @@ use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::generate::{KeptCache, LlamaSession};
 use crate::grammar::GrammarFactory;
+use crate::lora::{Adapter, ADAPTER_WEIGHTS_FILE};
 use crate::model::{self, GgufFile, GgufOptions, Llama};
 use crate::tokenizer::{SpecialTokens, Tokenizer};
 
@@ -93,6 +94,8 @@ pub struct Engine {
     kept: std::sync::Mutex<Option<KeptCache>>,
     /// Whether generations keep their cache for the next one.
     keep_cache: std::sync::atomic::AtomicBool,
+    /// Adapters attached or merged, in the order they were loaded.
+    adapters: Vec<AdapterInfo>,
     /// The network.
     pub model: Llama,
     /// Its tokenizer.
@@ -214,13 +217,82 @@ impl Engine {
         Ok(self.grammar_factory.get_or_init(|| factory))
     }
 
-    /// A generation session: it starts from the cache the last one kept, so
-    /// the prompt's start that matches it is not fed again. Hand it back
-    /// with [`Engine::keep`].
-    pub fn session(&self) -> LlamaSession<'_> {
+    /// Loads the PEFT adapter in `dir` and attaches it under `name` for
+    /// unmerged use; returns its slot (what [`Engine::session`] takes).
+    pub fn attach_adapter(&mut self, name: &str, dir: &Path) -> Result<usize> {
+        self.check_new_adapter(name, dir)?;
+        let adapter = Adapter::load(name, dir)?;
+        let slot = self.model.attach_adapter(&adapter)?;
+        self.adapters.push(AdapterInfo::new(&adapter, Some(slot))?);
+        Ok(slot)
+    }
+
+    /// Loads the PEFT adapter in `dir` and adds it into the weights for
+    /// good: every answer then uses it, at the base model's speed.
+    pub fn merge_adapter(&mut self, name: &str, dir: &Path) -> Result<()> {
+        self.check_new_adapter(name, dir)?;
+        let adapter = Adapter::load(name, dir)?;
+        self.model.merge_adapter(&adapter)?;
+        self.adapters.push(AdapterInfo::new(&adapter, None)?);
+        // Keys and values computed before the merge no longer hold.
+        *self.lock_kept() = None;
+        self.info.weight_type = weight_type(&self.model);
+        Ok(())
+    }
+
+    fn check_new_adapter(&self, name: &str, dir: &Path) -> Result<()> {
+        if self.adapters.iter().any(|a| a.name == name) {
+            return Err(Error::invalid(
+                "--adapter",
+                format!(
+                    "two adapters are named {name:?} (the second at {})",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The adapters loaded, attached or merged.
+    pub fn adapters(&self) -> &[AdapterInfo] {
+        &self.adapters
+    }
+
+    /// The slot of the attached adapter called `name`.
+    pub fn adapter_slot(&self, name: &str) -> Result<usize> {
+        let found = self.adapters.iter().find(|a| a.name == name);
+        match found {
+            Some(AdapterInfo { slot: Some(s), .. }) => Ok(*s),
+            Some(_) => Err(Error::invalid(
+                "--use",
+                format!("adapter {name:?} is merged into the weights: it is always on"),
+            )),
+            None => Err(Error::invalid(
+                "--use",
+                format!(
+                    "no adapter named {name:?} (loaded: {})",
+                    if self.adapters.is_empty() {
+                        "none".to_string()
+                    } else {
+                        self.adapters
+                            .iter()
+                            .map(|a| a.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            )),
+        }
+    }
+
+    /// A generation session with the adapter in slot `adapter` (`None`: the
+    /// base model): it starts from the cache the last one kept (when made
+    /// with the same adapter), so the prompt's start that matches it is not
+    /// fed again. Hand it back with [`Engine::keep`].
+    pub fn session(&self, adapter: Option<usize>) -> LlamaSession<'_> {
         match self.lock_kept().take() {
-            Some(kept) => LlamaSession::from_kept(&self.model, kept),
-            None => LlamaSession::new(&self.model),
+            Some(kept) => LlamaSession::from_kept(&self.model, adapter, kept),
+            None => LlamaSession::with_adapter(&self.model, adapter),
         }
     }
 
@@ -260,6 +332,41 @@ impl Engine {
     }
 }
 
+/// An adapter the engine has loaded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterInfo {
+    /// The name requests choose it by.
+    pub name: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// SHA-256 of its `adapter_model.safetensors`.
+    pub sha256: String,
+    /// Its slot when attached unmerged; `None` when merged into the weights.
+    pub slot: Option<usize>,
+}
+
+impl AdapterInfo {
+    fn new(adapter: &Adapter, slot: Option<usize>) -> Result<Self> {
+        Ok(Self {
+            name: adapter.name.clone(),
+            dir: adapter.dir.clone(),
+            sha256: crate::eval::file_sha256(&adapter.dir.join(ADAPTER_WEIGHTS_FILE))?,
+            slot,
+        })
+    }
+
+    /// One line for reports: name, directory, hash prefix, merged or not.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({}, sha256 {}{})",
+            self.name,
+            self.dir.display(),
+            &self.sha256[..self.sha256.len().min(12)],
+            if self.slot.is_none() { ", merged" } else { "" }
+        )
+    }
+}
+
 /// The loaded pieces, before they are checked against each other.
 struct Parts {
     model: Llama,
@@ -280,6 +387,7 @@ impl Parts {
             grammar_factory: std::sync::OnceLock::new(),
             kept: std::sync::Mutex::new(None),
             keep_cache: std::sync::atomic::AtomicBool::new(true),
+            adapters: Vec::new(),
             info: ModelInfo {
                 path: path.to_path_buf(),
                 format,

@@ -3,7 +3,7 @@
 
 mod engine;
 
-pub use engine::{Engine, ModelInfo, ModelOptions, ModelSource};
+pub use engine::{AdapterInfo, Engine, ModelInfo, ModelOptions, ModelSource};
 
 use std::time::Instant;
 
@@ -77,6 +77,9 @@ pub struct Agent {
     pub limits: ExecLimits,
     /// The grammar answers must follow (`None`: unconstrained).
     pub grammar: Option<CompiledGrammar>,
+    /// The attached adapter that answers (its slot; `None`: the model as
+    /// loaded, with any merged adapter).
+    pub adapter: Option<usize>,
 }
 
 impl Agent {
@@ -95,6 +98,15 @@ impl Agent {
                 .compile(&lark)?
                 .with_schema(schema)?,
         ))
+    }
+
+    /// The adapter behind the answers: the attached one chosen, or one
+    /// merged into the weights.
+    pub fn adapter_info(&self) -> Option<&AdapterInfo> {
+        self.engine
+            .adapters()
+            .iter()
+            .find(|a| a.slot.is_none() || a.slot == self.adapter)
     }
 
     /// The exact text fed to the model for `question` over `schema`.
@@ -143,7 +155,7 @@ impl Agent {
                 other => other.to_string(),
             })
         };
-        let mut session = self.engine.session();
+        let mut session = self.engine.session(self.adapter);
         let generation = generate::generate_with(
             &mut session,
             &self.engine.tokenizer,

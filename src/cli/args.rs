@@ -115,6 +115,104 @@ pub struct ModelArgs {
     /// Re-quantize GGUF weights at load.
     #[arg(long, value_enum, env = "SQLAGENT_REQUANTIZE", default_value = "auto")]
     pub requantize: RequantizeArg,
+    /// A LoRA adapter directory in PEFT format (adapter_config.json +
+    /// adapter_model.safetensors), as DIR or NAME=DIR; repeat to load
+    /// several and choose one with --use.
+    #[arg(long = "adapter", value_name = "[NAME=]DIR")]
+    pub adapters: Vec<String>,
+    /// The loaded adapter that answers, by name (default: the only one
+    /// loaded).
+    #[arg(long = "use", value_name = "NAME")]
+    pub use_adapter: Option<String>,
+    /// Add the adapter into the weights at load instead of applying it at
+    /// every step (one adapter only; a quantized projection it touches
+    /// becomes dense f32).
+    #[arg(long)]
+    pub merge_adapter: bool,
+}
+
+impl ModelArgs {
+    /// The adapters as (name, directory): `NAME=DIR`, or `DIR` named after
+    /// its last path component.
+    pub fn adapter_specs(&self) -> crate::Result<Vec<(String, PathBuf)>> {
+        let mut specs = Vec::new();
+        for spec in &self.adapters {
+            let (name, dir) = match spec.split_once('=') {
+                Some((name, dir))
+                    if !name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+                {
+                    (name.to_string(), PathBuf::from(dir))
+                }
+                _ => {
+                    let dir = PathBuf::from(spec);
+                    let name = dir
+                        .components()
+                        .next_back()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .filter(|n| !n.is_empty() && n != "." && n != "..")
+                        .unwrap_or_else(|| "adapter".into());
+                    (name, dir)
+                }
+            };
+            if dir.as_os_str().is_empty() {
+                return Err(crate::Error::invalid(
+                    "--adapter",
+                    format!("{spec:?} names no directory"),
+                ));
+            }
+            specs.push((name, dir));
+        }
+        if self.merge_adapter && specs.len() != 1 {
+            return Err(crate::Error::invalid(
+                "--merge-adapter",
+                format!("needs exactly one --adapter ({} given)", specs.len()),
+            ));
+        }
+        Ok(specs)
+    }
+
+    /// Loads the adapters into `engine` (attached, or merged with
+    /// `--merge-adapter`) and returns the slot of the one that answers.
+    pub fn apply_adapters(
+        &self,
+        engine: &mut crate::agent::Engine,
+    ) -> crate::Result<Option<usize>> {
+        let specs = self.adapter_specs()?;
+        if self.merge_adapter {
+            let (name, dir) = &specs[0];
+            engine.merge_adapter(name, dir)?;
+            if let Some(u) = self.use_adapter.as_ref().filter(|u| *u != name) {
+                return Err(crate::Error::invalid(
+                    "--use",
+                    format!("no adapter named {u:?} (loaded: {name})"),
+                ));
+            }
+            return Ok(None);
+        }
+        for (name, dir) in &specs {
+            engine.attach_adapter(name, dir)?;
+        }
+        match (&self.use_adapter, specs.as_slice()) {
+            (Some(name), _) => engine.adapter_slot(name).map(Some),
+            (None, []) => Ok(None),
+            (None, [(name, _)]) => engine.adapter_slot(name).map(Some),
+            (None, _) => Err(crate::Error::invalid(
+                "--use",
+                format!(
+                    "{} adapters are loaded: say which answers ({})",
+                    specs.len(),
+                    specs
+                        .iter()
+                        .map(|s| s.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
 }
 
 /// Grammar constraint on decoding.

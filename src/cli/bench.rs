@@ -51,7 +51,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let spinner = output::spinner(&format!("loading model {}", args.model.model));
     let engine = Engine::load(&options);
     spinner.finish_and_clear();
-    let engine = engine?;
+    let mut engine = engine?;
+    let adapter = args.model.apply_adapters(&mut engine)?;
     // Every question's prompt is fed whole, so prefill speed means the same
     // for each.
     engine.set_keep_cache(false);
@@ -62,6 +63,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         sampling,
         limits: ExecLimits::default(),
         grammar,
+        adapter,
     };
 
     let mut runs = Vec::new();

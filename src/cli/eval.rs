@@ -104,6 +104,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     // The local model, or a hosted one.
     let (mut writer, model, fingerprint, grammar_name) = match &args.hosted {
         Some(url) => {
+            if !args.model.adapters.is_empty() {
+                bail!("--adapter applies to the local model, not to --hosted ones");
+            }
             let hosted = hosted_writer(&args, url, &prompt, &sampling)?;
             let model = format!("{} @ {}", hosted.1, hosted.0.client.endpoint());
             (
@@ -118,7 +121,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             let spinner = output::spinner(&format!("loading model {}", args.model.model));
             let engine = Engine::load(&options);
             spinner.finish_and_clear();
-            let engine = engine?;
+            let mut engine = engine?;
+            let adapter = args.model.apply_adapters(&mut engine)?;
             let fingerprint = model_fingerprint(&engine.info.path)?;
             let agent = Agent {
                 engine,
@@ -126,6 +130,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 sampling,
                 limits: limits.clone(),
                 grammar: None,
+                adapter,
             };
             (
                 Writer::Local(Box::new(agent)),
@@ -134,6 +139,18 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 grammar_options.mode.to_string(),
             )
         }
+    };
+    let adapters = match &writer {
+        Writer::Local(agent) => agent
+            .engine
+            .adapters()
+            .iter()
+            .map(|a| match a.slot {
+                Some(slot) if Some(slot) == agent.adapter => format!("{} [answers]", a.describe()),
+                _ => a.describe(),
+            })
+            .collect(),
+        Writer::Hosted(_) => Vec::new(),
     };
     let config = EvalConfig {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -150,6 +167,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         limit: args.limit,
         sample_seed: args.limit.map(|_| args.sample_seed),
         retries: args.retries,
+        adapters,
     };
 
     // Items already done (--resume), and where new ones go.

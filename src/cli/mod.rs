@@ -65,7 +65,8 @@ fn ask(args: AskArgs) -> Result<()> {
     let spinner = output::spinner(&format!("loading model {}", args.model.model));
     let engine = Engine::load(&options);
     spinner.finish_and_clear();
-    let engine = engine?;
+    let mut engine = engine?;
+    let adapter = args.model.apply_adapters(&mut engine)?;
     let grammar = Agent::compile_grammar(&engine, &schema, &grammar_options)?;
     let agent = Agent {
         engine,
@@ -73,6 +74,7 @@ fn ask(args: AskArgs) -> Result<()> {
         sampling,
         limits,
         grammar,
+        adapter,
     };
 
     // Stream the reply to a terminal's stderr as it is produced.
@@ -103,14 +105,26 @@ fn ask(args: AskArgs) -> Result<()> {
         );
     }
     if args.no_execute {
-        return output::print_draft(&draft, &agent.engine.info, None, args.format);
+        return output::print_draft(
+            &draft,
+            &agent.engine.info,
+            agent.adapter_info(),
+            None,
+            args.format,
+        );
     }
     let start = std::time::Instant::now();
     let result = db.execute(&draft.sql, &agent.limits);
     let mut draft = draft;
     draft.timings.execute_ms = start.elapsed().as_secs_f64() * 1000.0;
     match result {
-        Ok(rows) => output::print_draft(&draft, &agent.engine.info, Some(&rows), args.format),
+        Ok(rows) => output::print_draft(
+            &draft,
+            &agent.engine.info,
+            agent.adapter_info(),
+            Some(&rows),
+            args.format,
+        ),
         Err(e) => {
             // Show what the model wrote before the error.
             if args.format == Format::Text {

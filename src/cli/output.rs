@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::args::Format;
-use crate::agent::{Draft, ModelInfo};
+use crate::agent::{AdapterInfo, Draft, ModelInfo};
 use crate::sql::{QueryResult, Value};
 
 /// A spinner on stderr; invisible when stderr is not a terminal.
@@ -28,6 +28,7 @@ pub fn spinner(message: &str) -> ProgressBar {
 pub fn print_draft(
     draft: &Draft,
     model: &ModelInfo,
+    adapter: Option<&AdapterInfo>,
     rows: Option<&QueryResult>,
     format: Format,
 ) -> Result<()> {
@@ -39,6 +40,7 @@ pub fn print_draft(
                 "reply": draft.reply,
                 "stop": draft.stop,
                 "model": model,
+                "adapter": adapter,
                 "timings": draft.timings,
                 "grammar": draft.grammar,
             });

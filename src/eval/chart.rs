@@ -141,6 +141,7 @@ mod tests {
                 limit: None,
                 sample_seed: None,
                 retries: 0,
+                adapters: vec![],
             },
             summary: summarize(&items, 0),
             items,

@@ -41,6 +41,10 @@ pub struct EvalConfig {
     /// `--retries`: further attempts after a rejected query.
     #[serde(default)]
     pub retries: usize,
+    /// The adapters loaded (name, directory, weights hash, merged or not);
+    /// the one that answered first when several are loaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adapters: Vec<String>,
 }
 
 /// Counts for one tag.

@@ -55,31 +55,46 @@ pub trait TokenModel {
 pub struct KeptCache {
     cache: Cache,
     ids: Vec<u32>,
+    adapter: Option<usize>,
 }
 
-/// A [`Llama`] with the KV cache of one generation.
+/// A [`Llama`] (with one of its attached adapters, or none) and the KV
+/// cache of one generation.
 pub struct LlamaSession<'m> {
     model: &'m Llama,
+    adapter: Option<usize>,
     cache: Cache,
     /// The ids whose keys and values `cache` holds.
     ids: Vec<u32>,
 }
 
 impl<'m> LlamaSession<'m> {
-    /// A session with an empty cache.
+    /// A session of the base model with an empty cache.
     pub fn new(model: &'m Llama) -> Self {
+        Self::with_adapter(model, None)
+    }
+
+    /// A session that applies the adapter in slot `adapter` (see
+    /// [`Llama::attach_adapter`]), with an empty cache.
+    pub fn with_adapter(model: &'m Llama, adapter: Option<usize>) -> Self {
         Self {
             model,
+            adapter,
             cache: Cache::new(model),
             ids: Vec::new(),
         }
     }
 
     /// A session that starts from `kept`, the cache of an earlier session
-    /// of the same model ([`LlamaSession::keep`]).
-    pub fn from_kept(model: &'m Llama, kept: KeptCache) -> Self {
+    /// of the same model ([`LlamaSession::keep`]). A cache computed with
+    /// another adapter is not reused.
+    pub fn from_kept(model: &'m Llama, adapter: Option<usize>, kept: KeptCache) -> Self {
+        if kept.adapter != adapter {
+            return Self::with_adapter(model, adapter);
+        }
         Self {
             model,
+            adapter,
             cache: kept.cache,
             ids: kept.ids,
         }
@@ -90,6 +105,7 @@ impl<'m> LlamaSession<'m> {
         KeptCache {
             cache: self.cache,
             ids: self.ids,
+            adapter: self.adapter,
         }
     }
 }
@@ -103,7 +119,7 @@ impl TokenModel for LlamaSession<'_> {
         let input = Tensor::new(ids, self.model.device())?.unsqueeze(0)?;
         let logits = self
             .model
-            .forward(&input, Some(&mut self.cache), Logits::Last)?
+            .forward_with(&input, Some(&mut self.cache), Logits::Last, self.adapter)?
             .squeeze(0)?;
         self.ids.extend_from_slice(ids);
         Ok(logits)

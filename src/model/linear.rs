@@ -1,13 +1,15 @@
 //! The one linear layer every projection of the model goes through.
 //!
 //! A [`Linear`] holds its weight as a [`QMatMul`], which covers dense
-//! (f32/f16/bf16) and GGUF-quantized weights alike, plus an optional bias.
-//! Adapters (LoRA) extend this type, never the model file.
+//! (f32/f16/bf16) and GGUF-quantized weights alike, plus an optional bias
+//! and the LoRA deltas of any adapters attached (one per adapter slot),
+//! applied unmerged on top of the base weight, quantized or not.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
+use crate::lora::{AdapterError, LoraDelta};
 
 /// Number of input rows from which a quantized CPU weight is dequantized on
 /// the fly and multiplied with a dense GEMM: a prompt of many tokens is
@@ -24,6 +26,8 @@ pub struct Linear {
     in_features: usize,
     out_features: usize,
     dense_prefill: bool,
+    /// LoRA deltas by adapter slot (`None`: that adapter leaves this layer alone).
+    adapters: Vec<Option<LoraDelta>>,
 }
 
 impl Linear {
@@ -36,6 +40,7 @@ impl Linear {
             in_features,
             out_features,
             dense_prefill: false,
+            adapters: Vec::new(),
         })
     }
 
@@ -48,6 +53,7 @@ impl Linear {
             in_features,
             out_features,
             dense_prefill: false,
+            adapters: Vec::new(),
         })
     }
 
@@ -85,8 +91,67 @@ impl Linear {
         })
     }
 
+    /// Attaches `delta` as adapter `slot`, to be applied unmerged when a
+    /// forward pass asks for that slot.
+    pub fn set_adapter(&mut self, slot: usize, delta: LoraDelta) -> Result<(), AdapterError> {
+        self.check_fits(&delta)?;
+        if self.adapters.len() <= slot {
+            self.adapters.resize(slot + 1, None);
+        }
+        self.adapters[slot] = Some(delta);
+        Ok(())
+    }
+
+    /// Adds `delta` into the weight for good: `W + scale · B A`. A
+    /// quantized weight becomes dense f32 (exact, at 4 bytes a weight).
+    pub fn merge(&mut self, delta: &LoraDelta) -> Result<()> {
+        self.check_fits(delta)
+            .map_err(|kind| crate::Error::invalid("adapter", kind.to_string()))?;
+        let (weight, dtype) = match &self.weight {
+            QMatMul::QTensor(q) => (q.dequantize(&q.device())?, DType::F32),
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => (t.clone(), t.dtype()),
+        };
+        let update = delta.weight()?.to_device(weight.device())?;
+        let merged = (weight.to_dtype(DType::F32)? + update.to_dtype(DType::F32)?)?;
+        self.weight = QMatMul::Tensor(merged.to_dtype(dtype)?);
+        Ok(())
+    }
+
+    /// Whether `delta` has this layer's shape.
+    pub fn check_fits(&self, delta: &LoraDelta) -> Result<(), AdapterError> {
+        let (want, found) = (
+            [self.out_features, self.in_features],
+            [delta.out_features(), delta.in_features()],
+        );
+        if want != found {
+            return Err(AdapterError::ShapeMismatch {
+                tensor: "B·A".into(),
+                expected: want.to_vec(),
+                found: found.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
     /// Applies the layer to `x` of shape `(.., in_features)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, None)
+    }
+
+    /// [`Linear::forward`] plus, when `adapter` names a slot with a delta
+    /// for this layer, `scale · B (A x)`.
+    pub fn forward_with(&self, x: &Tensor, adapter: Option<usize>) -> Result<Tensor> {
+        let y = self.base_forward(x)?;
+        match adapter
+            .and_then(|s| self.adapters.get(s))
+            .and_then(Option::as_ref)
+        {
+            Some(delta) => Ok((&y + delta.forward(x)?.to_dtype(y.dtype())?)?),
+            None => Ok(y),
+        }
+    }
+
+    fn base_forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
             QMatMul::QTensor(q)
                 if self.dense_prefill

@@ -16,6 +16,7 @@ use super::linear::Linear;
 use super::rope::RopeTables;
 use super::weights::{EmbeddingTable, Weights};
 use crate::error::{Error, Result};
+use crate::lora::{Adapter, AdapterError, LoraDelta, LLAMA_MODULES};
 
 /// Which positions to return logits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,22 +129,23 @@ impl Attention {
         rope: &RopeTables,
         mask: Option<&Tensor>,
         kv: Option<&mut LayerKv>,
+        adapter: Option<usize>,
     ) -> Result<Tensor> {
         let (b, seq, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let q = self
             .q_proj
-            .forward(x)?
+            .forward_with(x, adapter)?
             .reshape((b, seq, nh, hd))?
             .transpose(1, 2)?;
         let k = self
             .k_proj
-            .forward(x)?
+            .forward_with(x, adapter)?
             .reshape((b, seq, nkv, hd))?
             .transpose(1, 2)?;
         let v = self
             .v_proj
-            .forward(x)?
+            .forward_with(x, adapter)?
             .reshape((b, seq, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
@@ -183,7 +185,7 @@ impl Attention {
             .reshape((b, nh, seq, hd))?
             .transpose(1, 2)?
             .reshape((b, seq, nh * hd))?;
-        self.o_proj.forward(&y)
+        self.o_proj.forward_with(&y, adapter)
     }
 }
 
@@ -203,10 +205,10 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        let up = self.up_proj.forward(x)?;
-        self.down_proj.forward(&(gate * up)?)
+    fn forward(&self, x: &Tensor, adapter: Option<usize>) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward_with(x, adapter)?)?;
+        let up = self.up_proj.forward_with(x, adapter)?;
+        self.down_proj.forward_with(&(gate * up)?, adapter)
     }
 }
 
@@ -246,6 +248,8 @@ pub struct Llama {
     cfg: Config,
     dtype: DType,
     device: Device,
+    /// Adapters attached for unmerged use (slots `0..adapters`).
+    adapters: usize,
 }
 
 impl Llama {
@@ -275,6 +279,7 @@ impl Llama {
             cfg,
             dtype,
             device,
+            adapters: 0,
         })
     }
 
@@ -309,6 +314,116 @@ impl Llama {
         cache: Option<&mut Cache>,
         logits: Logits,
     ) -> Result<Tensor> {
+        self.forward_with(ids, cache, logits, None)
+    }
+
+    /// Adapters attached so far (slots `0..n`).
+    pub fn adapter_count(&self) -> usize {
+        self.adapters
+    }
+
+    /// Attaches `adapter` for unmerged use and returns its slot, which
+    /// [`Llama::forward_with`] takes. Every delta must name a module of
+    /// this model and have its shape.
+    pub fn attach_adapter(&mut self, adapter: &Adapter) -> Result<usize> {
+        let slot = self.adapters;
+        let (dtype, device) = (self.dtype, self.device.clone());
+        self.for_each_adapted(adapter, |linear, delta| {
+            linear
+                .set_adapter(slot, delta.to(dtype, &device)?)
+                .map_err(|kind| Error::Adapter {
+                    path: adapter.dir.clone(),
+                    kind,
+                })
+        })?;
+        self.adapters += 1;
+        Ok(slot)
+    }
+
+    /// Adds `adapter`'s deltas into the weights for good (quantized
+    /// projections it touches become dense f32).
+    pub fn merge_adapter(&mut self, adapter: &Adapter) -> Result<()> {
+        self.for_each_adapted(adapter, |linear, delta| linear.merge(delta))
+    }
+
+    /// Checks every delta of `adapter` against its module, then calls `f`
+    /// on each (module, delta) pair.
+    fn for_each_adapted(
+        &mut self,
+        adapter: &Adapter,
+        mut f: impl FnMut(&mut Linear, &LoraDelta) -> Result<()>,
+    ) -> Result<()> {
+        let fail = |kind| Error::Adapter {
+            path: adapter.dir.clone(),
+            kind,
+        };
+        let layers = self.layers.len();
+        let mut targets = Vec::with_capacity(adapter.deltas.len());
+        for (path, delta) in &adapter.deltas {
+            let linear = self.module(path).ok_or_else(|| {
+                fail(AdapterError::UnknownTargetModule {
+                    module: path.clone(),
+                    known: format!("{} in layers 0..{layers}", LLAMA_MODULES.join(", ")),
+                })
+            })?;
+            linear.check_fits(delta).map_err(|kind| match kind {
+                AdapterError::ShapeMismatch {
+                    expected, found, ..
+                } => fail(AdapterError::ShapeMismatch {
+                    tensor: format!("{path} (B·A)"),
+                    expected,
+                    found,
+                }),
+                other => fail(other),
+            })?;
+            targets.push((path, delta));
+        }
+        for (path, delta) in targets {
+            let linear = self.module(path).expect("checked above");
+            f(linear, delta)?;
+        }
+        Ok(())
+    }
+
+    /// The projection at PEFT module path `path`.
+    fn module(&mut self, path: &str) -> Option<&mut Linear> {
+        if path == "lm_head" {
+            return Some(&mut self.lm_head);
+        }
+        let parts: Vec<&str> = path.split('.').collect();
+        let ["model", "layers", i, group, name] = parts.as_slice() else {
+            return None;
+        };
+        let block = self.layers.get_mut(i.parse::<usize>().ok()?)?;
+        let a = &mut block.self_attn;
+        let m = &mut block.mlp;
+        match (*group, *name) {
+            ("self_attn", "q_proj") => Some(&mut a.q_proj),
+            ("self_attn", "k_proj") => Some(&mut a.k_proj),
+            ("self_attn", "v_proj") => Some(&mut a.v_proj),
+            ("self_attn", "o_proj") => Some(&mut a.o_proj),
+            ("mlp", "gate_proj") => Some(&mut m.gate_proj),
+            ("mlp", "up_proj") => Some(&mut m.up_proj),
+            ("mlp", "down_proj") => Some(&mut m.down_proj),
+            _ => None,
+        }
+    }
+
+    /// [`Llama::forward`] with the adapter in slot `adapter` applied
+    /// (`None`: the base model).
+    pub fn forward_with(
+        &self,
+        ids: &Tensor,
+        cache: Option<&mut Cache>,
+        logits: Logits,
+        adapter: Option<usize>,
+    ) -> Result<Tensor> {
+        if let Some(slot) = adapter.filter(|&s| s >= self.adapters) {
+            return Err(Error::invalid(
+                "adapter",
+                format!("no adapter in slot {slot} ({} attached)", self.adapters),
+            ));
+        }
         let (b, seq) = ids.dims2()?;
         let pos = cache.as_ref().map(|c| c.len).unwrap_or(0);
         if seq == 0 {
@@ -345,20 +460,27 @@ impl Llama {
         for (layer, kv) in self.layers.iter().zip(kvs.iter_mut()) {
             let _span = tracing::trace_span!("block").entered();
             let h = layer.input_layernorm.forward(&x)?;
-            let h =
-                layer
-                    .self_attn
-                    .forward(&h, pos, &self.rope, mask.as_ref(), kv.as_deref_mut())?;
+            let h = layer.self_attn.forward(
+                &h,
+                pos,
+                &self.rope,
+                mask.as_ref(),
+                kv.as_deref_mut(),
+                adapter,
+            )?;
             x = (x + h)?;
             let h = layer.post_attention_layernorm.forward(&x)?;
-            x = (x + layer.mlp.forward(&h)?)?;
+            x = (x + layer.mlp.forward(&h, adapter)?)?;
         }
         let x = match logits {
             Logits::Last => x.narrow(1, seq - 1, 1)?,
             Logits::All => x,
         };
         let x = self.norm.forward(&x)?;
-        let out = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
+        let out = self
+            .lm_head
+            .forward_with(&x, adapter)?
+            .to_dtype(DType::F32)?;
         Ok(match logits {
             Logits::Last => out.squeeze(1)?,
             Logits::All => out,

@@ -935,3 +935,107 @@ fn bench_bad_set_names_the_file_and_line() {
     let out = run(&["bench", "--questions", "0", "--model", "/nonexistent.gguf"]);
     assert_clean_failure(&out, &["--questions"]);
 }
+
+// ---------------------------------------------------------------------------
+// --adapter
+
+/// A rank-4 adapter on SmolLM2-135M's layer-0 query projection in `dir`.
+fn smollm2_adapter(dir: &Path, seed: u64) {
+    use candle_core::{Device, Tensor};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut random = |rows: usize, cols: usize| {
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random_range(-0.05f32..0.05))
+            .collect();
+        Tensor::from_vec(data, (rows, cols), &Device::Cpu).unwrap()
+    };
+    let mut deltas = std::collections::BTreeMap::new();
+    deltas.insert(
+        "model.layers.0.self_attn.q_proj".to_string(),
+        sqlagent::lora::LoraDelta {
+            a: random(4, 576),
+            b: random(576, 4),
+            scale: 2.0,
+        },
+    );
+    let config = serde_json::json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]});
+    sqlagent::lora::Adapter::save(dir, &config, &deltas).unwrap();
+}
+
+#[test]
+fn ask_adapter_missing_directory_names_it() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let missing = tmp.path().join("no-such-adapter");
+    let Some(out) = ask_smollm2(&db, QUESTION, &["--adapter", s(&missing)]) else {
+        return;
+    };
+    assert_clean_failure(&out, &[s(&missing), "missing"]);
+}
+
+#[test]
+fn ask_adapter_choice_is_checked() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    smollm2_adapter(&a, 1);
+    smollm2_adapter(&b, 2);
+    let a_spec = format!("first={}", s(&a));
+    let Some(out) = ask_smollm2(&db, QUESTION, &["--adapter", &a_spec, "--adapter", s(&b)]) else {
+        return;
+    };
+    assert_clean_failure(&out, &["--use", "first, b"]);
+    let out = ask_smollm2(&db, QUESTION, &["--adapter", &a_spec, "--use", "second"]).unwrap();
+    assert_clean_failure(&out, &["--use", "no adapter named \"second\"", "first"]);
+    let out = ask_smollm2(
+        &db,
+        QUESTION,
+        &["--adapter", &a_spec, "--adapter", s(&b), "--merge-adapter"],
+    )
+    .unwrap();
+    assert_clean_failure(&out, &["--merge-adapter", "exactly one"]);
+}
+
+#[test]
+fn ask_with_an_adapter_attached_or_merged_reports_it() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let dir = tmp.path().join("smol-q");
+    smollm2_adapter(&dir, 1);
+    let spec = format!("q0={}", s(&dir));
+    let Some(out) = ask_smollm2(
+        &db,
+        QUESTION,
+        &["--adapter", &spec, "--no-execute", "--format", "json"],
+    ) else {
+        return;
+    };
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(out.1.trim()).expect("JSON object");
+    assert_eq!(v["adapter"]["name"], "q0", "{}", out.1);
+    assert_eq!(v["adapter"]["slot"], 0, "{}", out.1);
+    assert!(v["sql"]
+        .as_str()
+        .unwrap()
+        .to_ascii_uppercase()
+        .starts_with("SELECT"));
+
+    let out = ask_smollm2(
+        &db,
+        QUESTION,
+        &[
+            "--adapter",
+            s(&dir),
+            "--merge-adapter",
+            "--no-execute",
+            "--format",
+            "json",
+        ],
+    )
+    .unwrap();
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(out.1.trim()).expect("JSON object");
+    assert_eq!(v["adapter"]["name"], "smol-q", "{}", out.1);
+    assert!(v["adapter"]["slot"].is_null(), "merged: {}", out.1);
+}

@@ -53,6 +53,7 @@ fn agent(source: ModelSource, db: &Database, mode: GrammarMode, max_tokens: usiz
         },
         limits: ExecLimits::default(),
         grammar,
+        adapter: None,
     }
 }
 

@@ -199,13 +199,13 @@ fn a_kept_cache_skips_the_shared_prompt_start_and_changes_no_answer() {
         .count();
     assert!(shared > 5, "the prompts share their system part");
 
-    let fresh = run_in(&e, &mut e.session(), &second);
+    let fresh = run_in(&e, &mut e.session(None), &second);
     assert_eq!(fresh.reused_prompt_tokens, 0, "nothing kept yet");
 
-    let mut session = e.session();
+    let mut session = e.session(None);
     run_in(&e, &mut session, &first);
     e.keep(session);
-    let mut session = e.session();
+    let mut session = e.session(None);
     let reused = run_in(&e, &mut session, &second);
     assert_eq!(reused.reused_prompt_tokens, shared);
     assert_eq!(reused.text, fresh.text);
@@ -213,14 +213,48 @@ fn a_kept_cache_skips_the_shared_prompt_start_and_changes_no_answer() {
 
     // The same prompt again: all but its last token come from the cache.
     e.keep(session);
-    let again = run_in(&e, &mut e.session(), &second);
+    let again = run_in(&e, &mut e.session(None), &second);
     assert_eq!(again.reused_prompt_tokens, second.len() - 1);
     assert_eq!(again.tokens, fresh.tokens);
 
     // With keeping off, nothing is reused.
     e.set_keep_cache(false);
-    let mut session = e.session();
+    let mut session = e.session(None);
     run_in(&e, &mut session, &first);
     e.keep(session);
-    assert_eq!(run_in(&e, &mut e.session(), &first).reused_prompt_tokens, 0);
+    assert_eq!(
+        run_in(&e, &mut e.session(None), &first).reused_prompt_tokens,
+        0
+    );
+}
+
+#[test]
+fn a_kept_cache_is_not_reused_under_another_adapter() {
+    let Some(mut e) = engine() else { return };
+    let tmp = common::temp_dir();
+    // A zero update: same outputs, but the cache must still not cross over.
+    let mut deltas = std::collections::BTreeMap::new();
+    deltas.insert(
+        "model.layers.0.self_attn.q_proj".to_string(),
+        sqlagent::lora::LoraDelta {
+            a: candle_core::Tensor::zeros((2, 576), DType::F32, &Device::Cpu).unwrap(),
+            b: candle_core::Tensor::zeros((576, 2), DType::F32, &Device::Cpu).unwrap(),
+            scale: 1.0,
+        },
+    );
+    let config = serde_json::json!({"r": 2, "lora_alpha": 2});
+    sqlagent::lora::Adapter::save(tmp.path(), &config, &deltas).unwrap();
+    let slot = e.attach_adapter("zero", tmp.path()).unwrap();
+    let ids = prompt_ids(&e, "How many songs are in the songs table?");
+    let mut session = e.session(None);
+    run_in(&e, &mut session, &ids);
+    e.keep(session);
+    let mut session = e.session(Some(slot));
+    assert_eq!(run_in(&e, &mut session, &ids).reused_prompt_tokens, 0);
+    e.keep(session);
+    let mut session = e.session(Some(slot));
+    assert_eq!(
+        run_in(&e, &mut session, &ids).reused_prompt_tokens,
+        ids.len() - 1
+    );
 }

@@ -9,6 +9,7 @@ mod eval;
 mod generate;
 mod grammar;
 mod hosted;
+mod lora;
 mod model;
 mod repair;
 mod sql;
