@@ -19,5 +19,6 @@ pub mod lora;
 pub mod model;
 pub mod sql;
 pub mod tokenizer;
+pub mod tune;
 
 pub use error::{Error, Result};

@@ -65,6 +65,25 @@ pub struct Answer {
     pub result: QueryResult,
 }
 
+/// The token ids fed to `engine` for `question` over `schema` with
+/// `prompt`, after the failed attempts `failures` (each `(sql, error)`).
+/// Inference and training both build their prompts here, so the two never
+/// drift apart.
+pub fn prompt_ids(
+    engine: &Engine,
+    prompt: &PromptSpec,
+    schema: &Schema,
+    question: &str,
+    failures: &[(String, String)],
+) -> Result<Vec<u32>> {
+    let mut messages = prompt.messages(schema, question)?;
+    for (sql, error) in failures {
+        messages.extend(prompt.retry_messages(sql, error)?);
+    }
+    let text = engine.template.render(&messages, true)?;
+    engine.tokenizer.encode(&text)
+}
+
 /// A loaded model plus the prompt and sampling to answer with.
 pub struct Agent {
     /// The model.
@@ -139,12 +158,7 @@ impl Agent {
         failures: &[(String, String)],
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Draft> {
-        let mut messages = self.prompt.messages(schema, question)?;
-        for (sql, error) in failures {
-            messages.extend(self.prompt.retry_messages(sql, error)?);
-        }
-        let text = self.engine.template.render(&messages, true)?;
-        let prompt_ids = self.engine.tokenizer.encode(&text)?;
+        let prompt_ids = prompt_ids(&self.engine, &self.prompt, schema, question, failures)?;
         let stop_ids = self.engine.stop_ids();
         let mut constraint = self.grammar.as_ref().map(CompiledGrammar::constraint);
         let check = |text: &str| -> std::result::Result<(), String> {

@@ -91,6 +91,15 @@ impl Linear {
         })
     }
 
+    /// Replaces a quantized weight by its dense f32 dequantization, so
+    /// gradients flow through the layer (training); dense weights stay.
+    pub fn make_dense(&mut self) -> Result<()> {
+        if let QMatMul::QTensor(q) = &self.weight {
+            self.weight = QMatMul::Tensor(q.dequantize(&q.device())?);
+        }
+        Ok(())
+    }
+
     /// Attaches `delta` as adapter `slot`, to be applied unmerged when a
     /// forward pass asks for that slot.
     pub fn set_adapter(&mut self, slot: usize, delta: LoraDelta) -> Result<(), AdapterError> {

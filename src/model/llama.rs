@@ -23,8 +23,11 @@ use crate::lora::{Adapter, AdapterError, LoraDelta, LLAMA_MODULES};
 pub enum Logits {
     /// Only the last position: shape `(batch, vocab)`. What decoding needs.
     Last,
-    /// Every position: shape `(batch, seq, vocab)`. What scoring and training need.
+    /// Every position: shape `(batch, seq, vocab)`. What scoring needs.
     All,
+    /// The last `n` positions (at most `seq`): shape `(batch, n, vocab)`.
+    /// What training on an answer after a prompt needs.
+    Tail(usize),
 }
 
 /// Per-sequence attention state: keys and values of every layer for the
@@ -84,12 +87,13 @@ impl RmsNorm {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(
-            &x.contiguous()?,
-            &self.weight,
-            self.eps,
-        )?)
+    fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        Ok(if pass.differentiable {
+            candle_nn::ops::rms_norm_slow(&x, &self.weight, self.eps)?
+        } else {
+            candle_nn::ops::rms_norm(&x, &self.weight, self.eps)?
+        })
     }
 }
 
@@ -129,8 +133,9 @@ impl Attention {
         rope: &RopeTables,
         mask: Option<&Tensor>,
         kv: Option<&mut LayerKv>,
-        adapter: Option<usize>,
+        pass: Pass,
     ) -> Result<Tensor> {
+        let adapter = pass.adapter;
         let (b, seq, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let q = self
@@ -153,10 +158,11 @@ impl Attention {
         let sin = rope.sin.narrow(0, pos, seq)?;
         let rotate = |t: Tensor| -> Result<Tensor> {
             let t = t.contiguous()?;
-            Ok(if self.interleaved {
-                candle_nn::rotary_emb::rope_i(&t, &cos, &sin)?
-            } else {
-                candle_nn::rotary_emb::rope(&t, &cos, &sin)?
+            Ok(match (self.interleaved, pass.differentiable) {
+                (true, false) => candle_nn::rotary_emb::rope_i(&t, &cos, &sin)?,
+                (false, false) => candle_nn::rotary_emb::rope(&t, &cos, &sin)?,
+                (true, true) => candle_nn::rotary_emb::rope_i_slow(&t, &cos, &sin)?,
+                (false, true) => candle_nn::rotary_emb::rope_slow(&t, &cos, &sin)?,
             })
         };
         let q = rotate(q)?;
@@ -179,7 +185,12 @@ impl Attention {
                 .reshape((b, nkv, n_rep * seq, kv_len))?,
             None => att,
         };
-        let att = candle_nn::ops::softmax_last_dim(&att)?.to_dtype(v.dtype())?;
+        let att = if pass.differentiable {
+            candle_nn::ops::softmax(&att, candle_core::D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&att)?
+        }
+        .to_dtype(v.dtype())?;
         let y = att.matmul(&v)?; // (b, nkv, n_rep*seq, hd)
         let y = y
             .reshape((b, nh, seq, hd))?
@@ -205,7 +216,8 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor, adapter: Option<usize>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        let adapter = pass.adapter;
         let gate = candle_nn::ops::silu(&self.gate_proj.forward_with(x, adapter)?)?;
         let up = self.up_proj.forward_with(x, adapter)?;
         self.down_proj.forward_with(&(gate * up)?, adapter)
@@ -250,6 +262,17 @@ pub struct Llama {
     device: Device,
     /// Adapters attached for unmerged use (slots `0..adapters`).
     adapters: usize,
+    /// Whether forward passes use only operations with gradients.
+    differentiable: bool,
+}
+
+/// What one forward pass applies, handed to every layer.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    /// The adapter slot (`None`: the base weights).
+    adapter: Option<usize>,
+    /// Gradient-capable kernels instead of the fused inference ones.
+    differentiable: bool,
 }
 
 impl Llama {
@@ -280,6 +303,7 @@ impl Llama {
             dtype,
             device,
             adapters: 0,
+            differentiable: false,
         })
     }
 
@@ -315,6 +339,69 @@ impl Llama {
         logits: Logits,
     ) -> Result<Tensor> {
         self.forward_with(ids, cache, logits, None)
+    }
+
+    /// Makes forward passes use only operations that backpropagate (RMS
+    /// norm, rotary embedding and softmax written out instead of fused
+    /// kernels): what training needs; slower, same results to float
+    /// precision.
+    pub fn set_differentiable(&mut self, on: bool) {
+        self.differentiable = on;
+    }
+
+    /// Makes every projection dense f32 (dequantizing quantized ones), so
+    /// that gradients flow through the whole network. Training needs it;
+    /// memory grows to 4 bytes a weight.
+    pub fn make_dense(&mut self) -> Result<()> {
+        for block in &mut self.layers {
+            let a = &mut block.self_attn;
+            let m = &mut block.mlp;
+            for l in [
+                &mut a.q_proj,
+                &mut a.k_proj,
+                &mut a.v_proj,
+                &mut a.o_proj,
+                &mut m.gate_proj,
+                &mut m.up_proj,
+                &mut m.down_proj,
+            ] {
+                l.make_dense()?;
+            }
+        }
+        self.lm_head.make_dense()
+    }
+
+    /// The module paths (PEFT names) of every projection whose name is in
+    /// `names` (`q_proj`, `lm_head`, …), with their (out, in) shapes.
+    pub fn projections(&self, names: &[&str]) -> Vec<(String, (usize, usize))> {
+        let mut out = Vec::new();
+        for (i, block) in self.layers.iter().enumerate() {
+            let a = &block.self_attn;
+            let m = &block.mlp;
+            for (group, name, l) in [
+                ("self_attn", "q_proj", &a.q_proj),
+                ("self_attn", "k_proj", &a.k_proj),
+                ("self_attn", "v_proj", &a.v_proj),
+                ("self_attn", "o_proj", &a.o_proj),
+                ("mlp", "gate_proj", &m.gate_proj),
+                ("mlp", "up_proj", &m.up_proj),
+                ("mlp", "down_proj", &m.down_proj),
+            ] {
+                if names.contains(&name) {
+                    out.push((
+                        format!("model.layers.{i}.{group}.{name}"),
+                        (l.out_features(), l.in_features()),
+                    ));
+                }
+            }
+        }
+        if names.contains(&"lm_head") {
+            out.push((
+                "lm_head".into(),
+                (self.lm_head.out_features(), self.lm_head.in_features()),
+            ));
+        }
+        out
     }
 
     /// Adapters attached so far (slots `0..n`).
@@ -424,6 +511,10 @@ impl Llama {
                 format!("no adapter in slot {slot} ({} attached)", self.adapters),
             ));
         }
+        let pass = Pass {
+            adapter,
+            differentiable: self.differentiable,
+        };
         let (b, seq) = ids.dims2()?;
         let pos = cache.as_ref().map(|c| c.len).unwrap_or(0);
         if seq == 0 {
@@ -459,31 +550,32 @@ impl Llama {
         };
         for (layer, kv) in self.layers.iter().zip(kvs.iter_mut()) {
             let _span = tracing::trace_span!("block").entered();
-            let h = layer.input_layernorm.forward(&x)?;
+            let h = layer.input_layernorm.forward(&x, pass)?;
             let h = layer.self_attn.forward(
                 &h,
                 pos,
                 &self.rope,
                 mask.as_ref(),
                 kv.as_deref_mut(),
-                adapter,
+                pass,
             )?;
             x = (x + h)?;
-            let h = layer.post_attention_layernorm.forward(&x)?;
-            x = (x + layer.mlp.forward(&h, adapter)?)?;
+            let h = layer.post_attention_layernorm.forward(&x, pass)?;
+            x = (x + layer.mlp.forward(&h, pass)?)?;
         }
         let x = match logits {
             Logits::Last => x.narrow(1, seq - 1, 1)?,
             Logits::All => x,
+            Logits::Tail(n) => x.narrow(1, seq - n.clamp(1, seq), n.clamp(1, seq))?,
         };
-        let x = self.norm.forward(&x)?;
+        let x = self.norm.forward(&x, pass)?;
         let out = self
             .lm_head
             .forward_with(&x, adapter)?
             .to_dtype(DType::F32)?;
         Ok(match logits {
             Logits::Last => out.squeeze(1)?,
-            Logits::All => out,
+            Logits::All | Logits::Tail(_) => out,
         })
     }
 }

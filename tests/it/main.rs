@@ -15,4 +15,5 @@ mod repair;
 mod sql;
 mod tiny;
 mod tokenizer;
+mod tune;
 mod walks;

@@ -1,0 +1,14 @@
+//! LoRA tuning on the local machine with candle's autograd: examples built
+//! by the inference prompt code ([`data`]), the training loop with
+//! checkpoints ([`train`]), and AdamW with saveable state.
+
+mod adamw;
+pub mod data;
+pub mod train;
+
+pub use adamw::{learning_rate, AdamW, AdamWParams};
+pub use data::{example, TrainExample};
+pub use train::{
+    checkpoint_dir, mean_loss, peft_config, train, EpochLog, Progress, TrainOutcome, TrainState,
+    TuneOptions,
+};
