@@ -47,6 +47,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Evaluate on a question set: valid-SQL % and execution accuracy against gold SQL.
     Eval(EvalArgs),
+    /// Train a LoRA adapter on question/SQL pairs (PEFT format out).
+    Tune(TuneArgs),
 }
 
 /// Output format.
@@ -582,4 +584,66 @@ impl ExecArgs {
             max_rows: self.max_rows,
         })
     }
+}
+
+/// `sqlagent tune`.
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// Training pairs: JSONL with "question", "sql" and optional "db"
+    /// (relative to the file).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// The database of items without "db".
+    #[arg(long, env = "SQLAGENT_DB")]
+    pub db: Option<PathBuf>,
+    /// Where the adapter goes (adapter_config.json,
+    /// adapter_model.safetensors, training.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Prompt: a name under prompts/ or a directory; answer with the same
+    /// one after tuning.
+    #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
+    pub prompt: String,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    pub rank: usize,
+    /// LoRA alpha (the update is scaled by alpha / rank).
+    #[arg(long, default_value_t = 16.0)]
+    pub alpha: f64,
+    /// Projections to adapt, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj")]
+    pub targets: Vec<String>,
+    /// Passes over the training pairs.
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    /// Share of the steps spent warming the learning rate up.
+    #[arg(long, default_value_t = 0.06)]
+    pub warmup: f64,
+    /// Pairs per optimizer step.
+    #[arg(long, default_value_t = 8)]
+    pub grad_accum: usize,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Share of the pairs held out to report validation loss per epoch.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Pairs longer than this many tokens (prompt and answer) are skipped.
+    #[arg(long, default_value_t = 2048)]
+    pub max_len: usize,
+    /// Seed of initialisation, split and shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Optimizer steps between checkpoints (and at every epoch's end).
+    #[arg(long, default_value_t = 25)]
+    pub checkpoint_every: usize,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// The model.
+    #[command(flatten)]
+    pub model: ModelArgs,
 }

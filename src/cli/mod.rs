@@ -15,6 +15,7 @@ pub mod args;
 mod bench;
 mod eval;
 mod output;
+mod tune;
 
 use std::io::{IsTerminal, Write};
 
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Grammar(a) => grammar(a),
         Command::Bench(a) => bench::bench(a),
         Command::Eval(a) => eval::eval(a),
+        Command::Tune(a) => tune::tune(a),
     }
 }
 

@@ -160,6 +160,34 @@ impl Linear {
         }
     }
 
+    /// [`Linear::forward_with`] for training: gradients flow to `x` (and
+    /// to the adapter's factors) but no gradient is computed for the
+    /// frozen weight, which would cost as much as the one for `x` and keep
+    /// a weight-sized tensor per layer alive. Needs a dense weight
+    /// ([`Linear::make_dense`]).
+    pub fn forward_frozen(&self, x: &Tensor, adapter: Option<usize>) -> Result<Tensor> {
+        let y = match &self.weight {
+            QMatMul::Tensor(w)
+                if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 =>
+            {
+                x.contiguous()?
+                    .apply_op1(FrozenMatmul { weight: w.clone() })?
+            }
+            _ => self.base_forward(x)?,
+        };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        match adapter
+            .and_then(|s| self.adapters.get(s))
+            .and_then(Option::as_ref)
+        {
+            Some(delta) => Ok((&y + delta.forward(x)?)?),
+            None => Ok(y),
+        }
+    }
+
     fn base_forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
             QMatMul::QTensor(q)
@@ -183,4 +211,49 @@ impl Linear {
 fn rows(x: &Tensor) -> usize {
     let dims = x.dims();
     dims[..dims.len().saturating_sub(1)].iter().product()
+}
+
+/// `x Wᵀ` with a constant `W`: the backward pass gives `x` its gradient
+/// `g W` and never computes one for `W`.
+struct FrozenMatmul {
+    weight: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let candle_core::CpuStorage::F32(all) = storage else {
+            candle_core::bail!("{}: f32 only", self.name());
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("{}: contiguous input only", self.name());
+        };
+        let x = Tensor::from_slice(&all[start..end], layout.shape(), &candle_core::Device::Cpu)?;
+        let y = x.broadcast_matmul(&self.weight.t()?)?.contiguous()?;
+        let shape = y.shape().clone();
+        let (storage, y_layout) = y.storage_and_layout();
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = &*storage else {
+            candle_core::bail!("{}: unexpected output storage", self.name());
+        };
+        let Some((a, b)) = y_layout.contiguous_offsets() else {
+            candle_core::bail!("{}: non-contiguous output", self.name());
+        };
+        Ok((candle_core::CpuStorage::F32(data[a..b].to_vec()), shape))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.broadcast_matmul(&self.weight)?))
+    }
 }

@@ -135,22 +135,21 @@ impl Attention {
         kv: Option<&mut LayerKv>,
         pass: Pass,
     ) -> Result<Tensor> {
-        let adapter = pass.adapter;
         let (b, seq, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let q = self
             .q_proj
-            .forward_with(x, adapter)?
+            .forward_pass(x, pass)?
             .reshape((b, seq, nh, hd))?
             .transpose(1, 2)?;
         let k = self
             .k_proj
-            .forward_with(x, adapter)?
+            .forward_pass(x, pass)?
             .reshape((b, seq, nkv, hd))?
             .transpose(1, 2)?;
         let v = self
             .v_proj
-            .forward_with(x, adapter)?
+            .forward_pass(x, pass)?
             .reshape((b, seq, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
@@ -177,7 +176,8 @@ impl Attention {
         let n_rep = nh / nkv;
         let q = q.reshape((b, nkv, n_rep * seq, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+        // Scaling the queries, not the scores: one score-sized tensor less.
+        let att = (q * scale)?.matmul(&k.t()?)?.to_dtype(DType::F32)?;
         let att = match mask {
             Some(m) => att
                 .reshape((b, nkv, n_rep, seq, kv_len))?
@@ -186,7 +186,7 @@ impl Attention {
             None => att,
         };
         let att = if pass.differentiable {
-            candle_nn::ops::softmax(&att, candle_core::D::Minus1)?
+            super::softmax::softmax_last_dim_trainable(&att)?
         } else {
             candle_nn::ops::softmax_last_dim(&att)?
         }
@@ -196,7 +196,7 @@ impl Attention {
             .reshape((b, nh, seq, hd))?
             .transpose(1, 2)?
             .reshape((b, seq, nh * hd))?;
-        self.o_proj.forward_with(&y, adapter)
+        self.o_proj.forward_pass(&y, pass)
     }
 }
 
@@ -217,10 +217,9 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
-        let adapter = pass.adapter;
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward_with(x, adapter)?)?;
-        let up = self.up_proj.forward_with(x, adapter)?;
-        self.down_proj.forward_with(&(gate * up)?, adapter)
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward_pass(x, pass)?)?;
+        let up = self.up_proj.forward_pass(x, pass)?;
+        self.down_proj.forward_pass(&(gate * up)?, pass)
     }
 }
 
@@ -264,6 +263,17 @@ pub struct Llama {
     adapters: usize,
     /// Whether forward passes use only operations with gradients.
     differentiable: bool,
+}
+
+impl Linear {
+    /// The layer under `pass`: the frozen-weight path when training.
+    fn forward_pass(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        if pass.differentiable {
+            self.forward_frozen(x, pass.adapter)
+        } else {
+            self.forward_with(x, pass.adapter)
+        }
+    }
 }
 
 /// What one forward pass applies, handed to every layer.

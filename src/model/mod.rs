@@ -8,6 +8,7 @@ mod linear;
 mod llama;
 mod load;
 mod rope;
+mod softmax;
 mod weights;
 
 pub use config::{Config, Llama3RopeScaling, OneOrMany, RawConfig, RawRopeScaling, MAX_CONTEXT};
@@ -16,4 +17,5 @@ pub use linear::{Linear, DENSE_PREFILL_MIN_ROWS};
 pub use llama::{causal_mask, Cache, Llama, Logits};
 pub use load::{load_safetensors_dir, GgufFile};
 pub use rope::{inverse_frequencies, RopeTables};
+pub use softmax::softmax_last_dim_trainable;
 pub use weights::{gguf_name, EmbeddingTable, GgufOptions, Requantize, Weights};
