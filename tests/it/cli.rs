@@ -1039,3 +1039,132 @@ fn ask_with_an_adapter_attached_or_merged_reports_it() {
     assert_eq!(v["adapter"]["name"], "smol-q", "{}", out.1);
     assert!(v["adapter"]["slot"].is_null(), "merged: {}", out.1);
 }
+
+// ---------------------------------------------------------------------------
+// tune
+
+/// The first `n` pairs of `test-set.jsonl` (question and SQL only).
+fn train_file(path: &Path, n: usize) {
+    let text = std::fs::read_to_string(common::root().join("test-set.jsonl")).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            serde_json::json!({"question": v["question"], "sql": v["sql"]}).to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+#[test]
+fn tune_writes_a_peft_adapter_and_its_record_that_ask_loads() {
+    let tmp = common::temp_dir();
+    let Some(model) = tiny_llama3_dir(&tmp.path().join("tiny"), 4096) else {
+        return;
+    };
+    let db = demo_db(tmp.path());
+    let train = tmp.path().join("pairs.jsonl");
+    train_file(&train, 6);
+    let out = tmp.path().join("adapter");
+    let args = [
+        "--threads",
+        "1",
+        "tune",
+        "--train",
+        s(&train),
+        "--db",
+        s(&db),
+        "--model",
+        s(&model),
+        "--out",
+        s(&out),
+        "--epochs",
+        "1",
+        "--grad-accum",
+        "2",
+        "--val-fraction",
+        "0.2",
+        "--rank",
+        "2",
+        "--targets",
+        "q_proj,v_proj,down_proj",
+    ];
+    let done = run(&args);
+    assert_success(&done);
+    assert!(
+        done.1.contains("| 1 |"),
+        "epoch table:\n{}",
+        describe(&done)
+    );
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "training.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    assert!(
+        !out.join("checkpoint").exists(),
+        "checkpoint removed when done"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training.json")).unwrap()).unwrap();
+    assert_eq!(record["pairs"]["train"], 5);
+    assert_eq!(record["pairs"]["validation"], 1);
+    assert_eq!(record["epochs"].as_array().unwrap().len(), 1);
+    assert!(record["epochs"][0]["val_loss"].is_number());
+    assert_eq!(record["hyper_parameters"]["rank"], 2);
+    assert_eq!(record["data_sha256"].as_str().unwrap().len(), 64);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["r"], 2);
+
+    let asked = run(&[
+        "--threads",
+        "1",
+        "ask",
+        "How many tracks are there?",
+        "--db",
+        s(&db),
+        "--model",
+        s(&model),
+        "--adapter",
+        s(&out),
+        "--no-execute",
+        "--max-tokens",
+        "24",
+    ]);
+    assert_success(&asked);
+
+    // An unfinished run is not overwritten by a fresh one.
+    std::fs::create_dir_all(out.join("checkpoint")).unwrap();
+    let again = run(&args);
+    assert_clean_failure(&again, &["checkpoint", "--resume"]);
+}
+
+#[test]
+fn tune_pairs_without_a_database_name_the_pair() {
+    let tmp = common::temp_dir();
+    let Some(model) = tiny_llama3_dir(&tmp.path().join("tiny"), 4096) else {
+        return;
+    };
+    let train = tmp.path().join("pairs.jsonl");
+    train_file(&train, 2);
+    let out = tmp.path().join("adapter");
+    let done = run(&[
+        "--threads",
+        "1",
+        "tune",
+        "--train",
+        s(&train),
+        "--model",
+        s(&model),
+        "--out",
+        s(&out),
+    ]);
+    assert_clean_failure(&done, &[s(&train), "pair 1", "--db"]);
+}
