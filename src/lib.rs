@@ -18,6 +18,7 @@ pub mod hosted;
 pub mod lora;
 pub mod model;
 pub mod sql;
+pub mod synth;
 pub mod tokenizer;
 pub mod tune;
 

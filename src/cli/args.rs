@@ -49,6 +49,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Train a LoRA adapter on question/SQL pairs (PEFT format out).
     Tune(TuneArgs),
+    /// Generate question/SQL training pairs for a database, verified by running them.
+    Synth(SynthArgs),
 }
 
 /// Output format.
@@ -646,4 +648,31 @@ pub struct TuneArgs {
     /// The model.
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// `sqlagent synth`.
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// The database to write pairs for (opened read-only).
+    #[arg(long, env = "SQLAGENT_DB")]
+    pub db: PathBuf,
+    /// Where the pairs go (JSONL: question, sql, source).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// How many pairs to keep.
+    #[arg(short = 'n', long = "count", default_value_t = 200)]
+    pub count: usize,
+    /// Evaluation sets to stay clear of (no identical SQL, no near-identical
+    /// question); repeat for several.
+    #[arg(long)]
+    pub exclude: Vec<PathBuf>,
+    /// Most pairs of one query shape (SQL with literals abstracted).
+    #[arg(long, default_value_t = 3)]
+    pub max_per_skeleton: usize,
+    /// Seed of phrasing and order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
 }

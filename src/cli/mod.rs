@@ -15,6 +15,7 @@ pub mod args;
 mod bench;
 mod eval;
 mod output;
+mod synth;
 mod tune;
 
 use std::io::{IsTerminal, Write};
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::bench(a),
         Command::Eval(a) => eval::eval(a),
         Command::Tune(a) => tune::tune(a),
+        Command::Synth(a) => synth::synth(a),
     }
 }
 

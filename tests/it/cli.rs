@@ -1168,3 +1168,77 @@ fn tune_pairs_without_a_database_name_the_pair() {
     ]);
     assert_clean_failure(&done, &[s(&train), "pair 1", "--db"]);
 }
+
+// ---------------------------------------------------------------------------
+// synth
+
+#[test]
+fn synth_keeps_only_pairs_that_run_return_rows_and_stay_clear_of_the_eval_set() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let test_set = common::root().join("test-set.jsonl");
+    let out = tmp.path().join("pairs.jsonl");
+    let args = [
+        "synth",
+        "--db",
+        s(&db),
+        "--out",
+        s(&out),
+        "-n",
+        "150",
+        "--exclude",
+        s(&test_set),
+        "--seed",
+        "7",
+    ];
+    let done = run(&args);
+    assert_success(&done);
+    assert!(done.1.starts_with("kept 150 of "), "{}", describe(&done));
+    assert!(done.1.contains("rejected"), "{}", describe(&done));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let pairs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(pairs.len(), 150);
+
+    let eval: Vec<(String, String)> = sqlagent::eval::load_set(&test_set)
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.question, i.sql))
+        .collect();
+    let eval_sql: std::collections::HashSet<String> = eval
+        .iter()
+        .map(|(_, s)| sqlagent::synth::normalized_sql(s))
+        .collect();
+    let database = sqlagent::sql::Database::open(&db).unwrap();
+    let mut shapes = std::collections::HashMap::new();
+    let mut templates = std::collections::HashSet::new();
+    for p in &pairs {
+        let sql = p["sql"].as_str().unwrap();
+        let rows = database
+            .execute(sql, &sqlagent::sql::ExecLimits::default())
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(!rows.rows.is_empty(), "{sql} returns no rows");
+        assert!(
+            !eval_sql.contains(&sqlagent::synth::normalized_sql(sql)),
+            "{sql} is a test-set query"
+        );
+        *shapes.entry(sqlagent::synth::skeleton(sql)).or_insert(0) += 1;
+        templates.insert(p["source"].as_str().unwrap().to_string());
+    }
+    assert!(shapes.values().all(|&n| n <= 3), "at most 3 per shape");
+    assert!(templates.len() >= 8, "many templates: {templates:?}");
+    assert!(
+        templates.iter().any(|t| t.starts_with("template:join")),
+        "joins over foreign keys"
+    );
+
+    // The same seed gives the same file; --out is not overwritten silently.
+    let again = run(&args);
+    assert_clean_failure(&again, &[s(&out), "--force"]);
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    assert_success(&run(&forced));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+}

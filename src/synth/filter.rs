@@ -1,0 +1,238 @@
+//! What a generated pair must pass to be kept: its SQL runs read-only and
+//! returns rows, it is not one more variant of a query shape already kept
+//! (normalised skeleton), and it does not overlap the evaluation set.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::sql::{Database, ExecLimits, Value};
+
+/// Why a pair was not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// SQLite refused or failed the query.
+    SqlError,
+    /// It ran but returned no rows (or only NULLs).
+    NoRows,
+    /// Its skeleton already has the most pairs allowed.
+    DuplicateSkeleton,
+    /// The same question was already kept.
+    DuplicateQuestion,
+    /// Its SQL is an evaluation item's SQL.
+    SameSqlAsEval,
+    /// Its question is (nearly) an evaluation item's question.
+    QuestionLikeEval,
+}
+
+impl Rejection {
+    /// The name printed in counts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejection::SqlError => "sql_error",
+            Rejection::NoRows => "no_rows",
+            Rejection::DuplicateSkeleton => "duplicate_skeleton",
+            Rejection::DuplicateQuestion => "duplicate_question",
+            Rejection::SameSqlAsEval => "same_sql_as_eval",
+            Rejection::QuestionLikeEval => "question_like_eval",
+        }
+    }
+}
+
+/// Word-set similarity at or above which two questions count as the same.
+pub const QUESTION_SIMILARITY: f64 = 0.8;
+
+/// SQL with case, spacing, quotes around names and the final `;`
+/// normalised; literals kept.
+pub fn normalized_sql(sql: &str) -> String {
+    let is_punct = |c: char| ",()=<>!+-*/|%".contains(c);
+    let mut out = String::new();
+    let mut chars = sql
+        .trim()
+        .trim_end_matches(';')
+        .trim_end()
+        .chars()
+        .peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                out.push('\'');
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == '\'' {
+                        break;
+                    }
+                }
+            }
+            c if c.is_whitespace() => {
+                while chars.peek().is_some_and(|d| d.is_whitespace()) {
+                    chars.next();
+                }
+                let before = out.chars().last().is_some_and(is_punct);
+                let after = chars.peek().is_some_and(|&d| is_punct(d));
+                if !before && !after {
+                    out.push(' ');
+                }
+            }
+            '"' | '`' | '[' | ']' => {}
+            c => out.extend(c.to_lowercase()),
+        }
+    }
+    out
+}
+
+/// The shape of a query: [`normalized_sql`] with every string and number
+/// literal replaced by `?`.
+pub fn skeleton(sql: &str) -> String {
+    let norm = normalized_sql(sql);
+    let mut out = String::new();
+    let mut chars = norm.chars().peekable();
+    let mut prev_word = false;
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            for d in chars.by_ref() {
+                if d == '\'' {
+                    break;
+                }
+            }
+            out.push('?');
+        } else if c.is_ascii_digit() && !prev_word {
+            while chars
+                .peek()
+                .is_some_and(|d| d.is_ascii_digit() || *d == '.')
+            {
+                chars.next();
+            }
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+        prev_word = c.is_alphanumeric() || c == '_';
+    }
+    out
+}
+
+/// The words of a question, lower-cased, punctuation dropped.
+fn question_words(q: &str) -> HashSet<String> {
+    q.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+fn similarity(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
+    let union = a.union(b).count();
+    if union == 0 {
+        return 1.0;
+    }
+    a.intersection(b).count() as f64 / union as f64
+}
+
+/// The filter state over one run: what was kept so far and the evaluation
+/// set to stay away from.
+pub struct Filter {
+    eval_sql: HashSet<String>,
+    eval_questions: Vec<HashSet<String>>,
+    per_skeleton: HashMap<String, usize>,
+    max_per_skeleton: usize,
+    questions: HashSet<String>,
+    limits: ExecLimits,
+    /// Rejections so far, by reason.
+    pub rejected: BTreeMap<Rejection, usize>,
+}
+
+impl Filter {
+    /// A filter that keeps at most `max_per_skeleton` pairs of one shape
+    /// and nothing overlapping `eval` (question, SQL pairs).
+    pub fn new(eval: &[(String, String)], max_per_skeleton: usize) -> Self {
+        Self {
+            eval_sql: eval.iter().map(|(_, s)| normalized_sql(s)).collect(),
+            eval_questions: eval.iter().map(|(q, _)| question_words(q)).collect(),
+            per_skeleton: HashMap::new(),
+            max_per_skeleton: max_per_skeleton.max(1),
+            questions: HashSet::new(),
+            limits: ExecLimits::default(),
+            rejected: BTreeMap::new(),
+        }
+    }
+
+    /// Whether to keep `(question, sql)` over `db`; records why not.
+    pub fn keep(&mut self, db: &Database, question: &str, sql: &str) -> bool {
+        match self.check(db, question, sql) {
+            Ok(()) => true,
+            Err(r) => {
+                *self.rejected.entry(r).or_default() += 1;
+                false
+            }
+        }
+    }
+
+    fn check(&mut self, db: &Database, question: &str, sql: &str) -> Result<(), Rejection> {
+        if self.eval_sql.contains(&normalized_sql(sql)) {
+            return Err(Rejection::SameSqlAsEval);
+        }
+        let words = question_words(question);
+        if self
+            .eval_questions
+            .iter()
+            .any(|e| similarity(e, &words) >= QUESTION_SIMILARITY)
+        {
+            return Err(Rejection::QuestionLikeEval);
+        }
+        let key = question.trim().to_lowercase();
+        if self.questions.contains(&key) {
+            return Err(Rejection::DuplicateQuestion);
+        }
+        let shape = skeleton(sql);
+        if self.per_skeleton.get(&shape).copied().unwrap_or(0) >= self.max_per_skeleton {
+            return Err(Rejection::DuplicateSkeleton);
+        }
+        let result = db
+            .execute(sql, &self.limits)
+            .map_err(|_| Rejection::SqlError)?;
+        let has_value = result
+            .rows
+            .iter()
+            .any(|r| r.iter().any(|v| !matches!(v, Value::Null)));
+        if !has_value {
+            return Err(Rejection::NoRows);
+        }
+        *self.per_skeleton.entry(shape).or_default() += 1;
+        self.questions.insert(key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skeletons_abstract_literals_and_spelling() {
+        let a = skeleton("SELECT name FROM \"artists\" WHERE country = 'Sweden' LIMIT 5;");
+        let b = skeleton("select  name from artists where country='Norway' limit 3");
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            skeleton("SELECT name FROM artists WHERE genre = 'Sweden'")
+        );
+        // Digits inside names stay.
+        assert!(skeleton("SELECT t1.x FROM a AS t1").contains("t1"));
+        assert_eq!(
+            normalized_sql("SELECT [top genre] , AVG(energy) FROM songs;"),
+            normalized_sql("select top genre,avg(energy) from songs")
+        );
+        assert_ne!(
+            normalized_sql("SELECT x FROM t WHERE y = 'A'"),
+            normalized_sql("SELECT x FROM t WHERE y = 'a'")
+        );
+    }
+
+    #[test]
+    fn near_identical_questions_overlap() {
+        let a = question_words("How many artists are from Sweden?");
+        let b = question_words("how many artists are from sweden");
+        let c = question_words("List the albums released after 2015.");
+        assert!(similarity(&a, &b) >= QUESTION_SIMILARITY);
+        assert!(similarity(&a, &c) < QUESTION_SIMILARITY);
+    }
+}

@@ -1,0 +1,439 @@
+//! Question/SQL pairs from a schema and its data, by templates: counts,
+//! aggregates, filters on real values, group-by, top-k, most common value,
+//! and joins over foreign keys, each question in several phrasings.
+
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+
+use crate::sql::{Column, Schema, Table};
+
+/// One generated pair and the template it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// The question.
+    pub question: String,
+    /// The SQL.
+    pub sql: String,
+    /// The template's name (`count`, `top_k`, …).
+    pub template: &'static str,
+}
+
+/// Rounds over the templates: each draws phrasings and values anew.
+pub const ROUNDS: usize = 4;
+
+/// Every candidate the templates give for `schema` over [`ROUNDS`] rounds;
+/// the phrasing of each question, the sample values and the `k` of top-k
+/// questions are drawn from `rng` (equal seeds, equal candidates).
+pub fn candidates(schema: &Schema, rng: &mut StdRng) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for _ in 0..ROUNDS {
+        for t in schema
+            .tables
+            .iter()
+            .filter(|t| !t.is_view && t.row_count > 0)
+        {
+            single_table(t, rng, &mut out);
+        }
+        for child in &schema.tables {
+            for fk in &child.foreign_keys {
+                let Some(parent) = schema
+                    .tables
+                    .iter()
+                    .find(|p| p.name.eq_ignore_ascii_case(&fk.table))
+                else {
+                    continue;
+                };
+                joins(child, parent, fk, rng, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// How a name reads in a question: `top genre`, `beats per minute`.
+fn words(name: &str) -> String {
+    name.replace(['_', '.', '-'], " ").trim().to_lowercase()
+}
+
+/// A plural table name made singular for "each artist", "the album with":
+/// `artists` → `artist`, `categories` → `category`; other words stay.
+fn singular(plural: &str) -> String {
+    if let Some(stem) = plural.strip_suffix("ies") {
+        format!("{stem}y")
+    } else if plural.ends_with("sses") || plural.ends_with("ches") || plural.ends_with("shes") {
+        plural[..plural.len() - 2].to_string()
+    } else if plural.ends_with('s') && !plural.ends_with("ss") && !plural.ends_with("us") {
+        plural[..plural.len() - 1].to_string()
+    } else {
+        plural.to_string()
+    }
+}
+
+fn is_numeric(c: &Column) -> bool {
+    let t = c.decl_type.to_ascii_uppercase();
+    ["INT", "REAL", "FLOA", "DOUB", "NUM", "DEC"]
+        .iter()
+        .any(|k| t.contains(k))
+}
+
+fn is_key(c: &Column) -> bool {
+    let n = c.name.to_ascii_lowercase();
+    c.primary_key || n == "id" || n.ends_with("_id") || n.ends_with("id") && n.len() <= 4
+}
+
+/// The column that names a row: one called like a name or title, else the
+/// first text column.
+fn name_column(t: &Table) -> Option<&Column> {
+    let text = |c: &&Column| !is_numeric(c) && !is_key(c);
+    t.columns
+        .iter()
+        .filter(text)
+        .find(|c| {
+            let n = c.name.to_ascii_lowercase();
+            n.contains("name") || n.contains("title")
+        })
+        .or_else(|| t.columns.iter().find(text))
+}
+
+fn pick<'a>(rng: &mut StdRng, phrasings: &[&'a str]) -> &'a str {
+    phrasings.choose(rng).copied().unwrap_or_default()
+}
+
+fn fill(template: &str, pairs: &[(&str, &str)]) -> String {
+    let mut s = template.to_string();
+    for (k, v) in pairs {
+        s = s.replace(&format!("{{{k}}}"), v);
+    }
+    s
+}
+
+/// A sample literal as a question shows it: `'Sweden'` → `Sweden`.
+fn shown(literal: &str) -> String {
+    literal
+        .strip_prefix('\'')
+        .and_then(|s| s.strip_suffix('\''))
+        .map(|s| s.replace("''", "'"))
+        .unwrap_or_else(|| literal.to_string())
+}
+
+fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
+    let tw = words(&t.name);
+    let tq = &t.quoted;
+    let mut push = |template: &'static str, question: String, sql: String| {
+        out.push(Candidate {
+            question,
+            sql,
+            template,
+        })
+    };
+    let q = pick(
+        rng,
+        &[
+            "How many {t} are there?",
+            "Count the {t}.",
+            "What is the total number of {t}?",
+        ],
+    );
+    push(
+        "count",
+        fill(q, &[("t", &tw)]),
+        format!("SELECT COUNT(*) FROM {tq}"),
+    );
+
+    let name = name_column(t);
+    let numeric: Vec<&Column> = t
+        .columns
+        .iter()
+        .filter(|c| is_numeric(c) && !is_key(c))
+        .collect();
+    let text: Vec<&Column> = t
+        .columns
+        .iter()
+        .filter(|c| !is_numeric(c) && !is_key(c))
+        .collect();
+
+    for c in &numeric {
+        let cw = words(&c.name);
+        let cq = &c.quoted;
+        for (func, word) in [
+            ("AVG", "average"),
+            ("MAX", "highest"),
+            ("MIN", "lowest"),
+            ("SUM", "total"),
+        ] {
+            let q = pick(
+                rng,
+                &[
+                    "What is the {w} {c} of the {t}?",
+                    "Find the {w} {c} across all {t}.",
+                    "Give the {w} {c} over the {t}.",
+                ],
+            );
+            push(
+                "aggregate",
+                fill(q, &[("w", word), ("c", &cw), ("t", &tw)]),
+                format!("SELECT {func}({cq}) FROM {tq}"),
+            );
+        }
+        if let (Some(n), Some(v)) = (name, c.samples.choose(rng).cloned()) {
+            let v = &v;
+            let (nw, nq) = (words(&n.name), &n.quoted);
+            for (op, word) in [(">", "above"), ("<", "below")] {
+                let q = pick(
+                    rng,
+                    &[
+                        "Which {t} have a {c} {w} {v}? Give their {n}.",
+                        "List the {n} of the {t} with {c} {w} {v}.",
+                    ],
+                );
+                push(
+                    "numeric_filter",
+                    fill(
+                        q,
+                        &[
+                            ("t", &tw),
+                            ("c", &cw),
+                            ("w", word),
+                            ("v", &shown(v)),
+                            ("n", &nw),
+                        ],
+                    ),
+                    format!("SELECT {nq} FROM {tq} WHERE {cq} {op} {v}"),
+                );
+            }
+            for (dir, word) in [("DESC", "highest"), ("ASC", "lowest")] {
+                let k = *[1usize, 3, 5].choose(rng).unwrap_or(&3);
+                let q = if k == 1 {
+                    pick(
+                        rng,
+                        &[
+                            "Which {one} has the {w} {c}? Give its {n}.",
+                            "What is the {n} of the {one} with the {w} {c}?",
+                        ],
+                    )
+                } else {
+                    pick(
+                        rng,
+                        &[
+                            "What are the {k} {t} with the {w} {c}? Give their {n} and {c}.",
+                            "List the {n} and {c} of the {k} {t} with the {w} {c}.",
+                        ],
+                    )
+                };
+                push(
+                    "top_k",
+                    fill(
+                        q,
+                        &[
+                            ("t", &tw),
+                            ("one", &singular(&tw)),
+                            ("c", &cw),
+                            ("w", word),
+                            ("n", &nw),
+                            ("k", &k.to_string()),
+                        ],
+                    ),
+                    if k == 1 {
+                        format!("SELECT {nq} FROM {tq} ORDER BY {cq} {dir} LIMIT 1")
+                    } else {
+                        format!("SELECT {nq}, {cq} FROM {tq} ORDER BY {cq} {dir} LIMIT {k}")
+                    },
+                );
+            }
+        }
+    }
+
+    for c in &text {
+        let cw = words(&c.name);
+        let cq = &c.quoted;
+        for v in c
+            .samples
+            .choose(rng)
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            let v = &v;
+            let q = pick(
+                rng,
+                &[
+                    "How many {t} have {c} {v}?",
+                    "Count the {t} whose {c} is {v}.",
+                ],
+            );
+            push(
+                "text_filter_count",
+                fill(q, &[("t", &tw), ("c", &cw), ("v", &shown(v))]),
+                format!("SELECT COUNT(*) FROM {tq} WHERE {cq} = {v}"),
+            );
+            if let Some(n) = name.filter(|n| n.name != c.name) {
+                let q = pick(
+                    rng,
+                    &[
+                        "List the {n} of the {t} whose {c} is {v}.",
+                        "Which {t} have {c} {v}? Give their {n}.",
+                    ],
+                );
+                push(
+                    "text_filter",
+                    fill(
+                        q,
+                        &[
+                            ("t", &tw),
+                            ("c", &cw),
+                            ("v", &shown(v)),
+                            ("n", &words(&n.name)),
+                        ],
+                    ),
+                    format!("SELECT {} FROM {tq} WHERE {cq} = {v}", n.quoted),
+                );
+            }
+        }
+        if name.is_some_and(|n| n.name == c.name) {
+            continue;
+        }
+        let q = pick(
+            rng,
+            &[
+                "How many {t} are there for each {c}?",
+                "Count the {t} per {c}.",
+            ],
+        );
+        push(
+            "group_count",
+            fill(q, &[("t", &tw), ("c", &cw)]),
+            format!("SELECT {cq}, COUNT(*) FROM {tq} GROUP BY {cq}"),
+        );
+        let q = pick(
+            rng,
+            &[
+                "Which {c} has the most {t}?",
+                "What is the most common {c} among the {t}?",
+            ],
+        );
+        push(
+            "most_common",
+            fill(q, &[("t", &tw), ("c", &cw)]),
+            format!("SELECT {cq} FROM {tq} GROUP BY {cq} ORDER BY COUNT(*) DESC LIMIT 1"),
+        );
+        for m in &numeric {
+            let q = pick(
+                rng,
+                &[
+                    "What is the average {m} for each {c}?",
+                    "For each {c}, give the average {m} of the {t}.",
+                ],
+            );
+            push(
+                "group_average",
+                fill(q, &[("t", &tw), ("c", &cw), ("m", &words(&m.name))]),
+                format!("SELECT {cq}, AVG({}) FROM {tq} GROUP BY {cq}", m.quoted),
+            );
+        }
+    }
+}
+
+fn joins(
+    child: &Table,
+    parent: &Table,
+    fk: &crate::sql::ForeignKey,
+    rng: &mut StdRng,
+    out: &mut Vec<Candidate>,
+) {
+    let (Some(from), Some(pn)) = (fk.columns.first(), name_column(parent)) else {
+        return;
+    };
+    let to = fk
+        .to_columns
+        .first()
+        .or(parent.primary_key.first())
+        .cloned()
+        .unwrap_or_else(|| "rowid".into());
+    let q_ident = crate::sql::quote_ident;
+    let (cq, pq) = (&child.quoted, &parent.quoted);
+    let on = format!("{cq}.{} = {pq}.{}", q_ident(from), q_ident(&to));
+    let (cw, pw, pnw) = (
+        words(&child.name),
+        singular(&words(&parent.name)),
+        words(&pn.name),
+    );
+    let q = pick(
+        rng,
+        &[
+            "How many {c} does each {p} have? Give the {p} {n}.",
+            "For each {p}, count its {c}, with the {p} {n}.",
+        ],
+    );
+    out.push(Candidate {
+        question: fill(q, &[("c", &cw), ("p", &pw), ("n", &pnw)]),
+        sql: format!(
+            "SELECT {pq}.{}, COUNT(*) FROM {cq} JOIN {pq} ON {on} GROUP BY {pq}.{}",
+            pn.quoted,
+            q_ident(&to)
+        ),
+        template: "join_count",
+    });
+    let q = pick(
+        rng,
+        &[
+            "Which {p} has the most {c}? Give its {n}.",
+            "What is the {n} of the {p} with the most {c}?",
+        ],
+    );
+    out.push(Candidate {
+        question: fill(q, &[("c", &cw), ("p", &pw), ("n", &pnw)]),
+        sql: format!(
+            "SELECT {pq}.{} FROM {cq} JOIN {pq} ON {on} GROUP BY {pq}.{} ORDER BY COUNT(*) DESC LIMIT 1",
+            pn.quoted,
+            q_ident(&to)
+        ),
+        template: "join_top",
+    });
+    if let Some(cn) = name_column(child) {
+        for v in pn.samples.choose(rng).into_iter() {
+            let q = pick(
+                rng,
+                &[
+                    "List the {cn} of the {c} of the {p} {v}.",
+                    "What are the {cn} of the {c} whose {p} is {v}?",
+                ],
+            );
+            out.push(Candidate {
+                question: fill(
+                    q,
+                    &[
+                        ("cn", &words(&cn.name)),
+                        ("c", &cw),
+                        ("p", &pw),
+                        ("v", &shown(v)),
+                    ],
+                ),
+                sql: format!(
+                    "SELECT {cq}.{} FROM {cq} JOIN {pq} ON {on} WHERE {pq}.{} = {v}",
+                    cn.quoted, pn.quoted
+                ),
+                template: "join_filter",
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn singulars() {
+        for (p, s) in [
+            ("artists", "artist"),
+            ("categories", "category"),
+            ("classes", "class"),
+            ("matches", "match"),
+            ("status", "status"),
+            ("songs", "song"),
+            ("music", "music"),
+        ] {
+            assert_eq!(singular(p), s);
+        }
+    }
+}
