@@ -675,4 +675,19 @@ pub struct SynthArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
+    /// How many of the pairs the model writes itself (questions sampled
+    /// after seed questions, SQL under the grammar); the rest come from
+    /// templates.
+    #[arg(long, default_value_t = 0)]
+    pub from_model: usize,
+    /// Seed questions shown to the model (JSONL with "question"); needed
+    /// with --from-model.
+    #[arg(long)]
+    pub seed_set: Option<PathBuf>,
+    /// Prompt the model answers with: a name under prompts/ or a directory.
+    #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
+    pub prompt: String,
+    /// The model (used with --from-model).
+    #[command(flatten)]
+    pub model: ModelArgs,
 }

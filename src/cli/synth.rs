@@ -8,15 +8,25 @@ use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use std::io::IsTerminal;
+
 use super::args::SynthArgs;
+use super::output;
+use crate::agent::{Agent, Engine};
+use crate::chat::PromptSpec;
 use crate::eval::load_set;
-use crate::sql::Database;
-use crate::synth::{candidates, Filter};
+use crate::generate::SamplingParams;
+use crate::grammar::GrammarOptions;
+use crate::sql::{Database, ExecLimits};
+use crate::synth::{candidates, model, Filter};
 
 /// Runs `sqlagent synth`.
 pub fn synth(args: SynthArgs) -> Result<()> {
     if args.count == 0 {
         bail!("-n must be at least 1");
+    }
+    if args.from_model > 0 && args.seed_set.is_none() {
+        bail!("--from-model needs --seed-set (questions to show the model)");
     }
     if args.out.exists() && !args.force {
         bail!("{} exists; pass --force to replace it", args.out.display());
@@ -34,12 +44,25 @@ pub fn synth(args: SynthArgs) -> Result<()> {
             "note: no --exclude set given; nothing keeps these pairs apart from an evaluation set"
         );
     }
+    if args.from_model > args.count {
+        bail!(
+            "--from-model {} is more than -n {}",
+            args.from_model,
+            args.count
+        );
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let mut all = candidates(&schema, &mut rng);
-    all.shuffle(&mut rng);
-    let mut filter = Filter::new(&eval, args.max_per_skeleton);
+    let tables: Vec<String> = schema.tables.iter().map(|t| t.name.clone()).collect();
+    let mut filter = Filter::new(&tables, &eval, args.max_per_skeleton);
     let mut kept = Vec::new();
     let mut by_template: BTreeMap<&str, usize> = BTreeMap::new();
+    if args.from_model > 0 {
+        let model_kept = from_model(&args, &db, &schema, &mut filter, &mut rng)?;
+        by_template.insert("model", model_kept.len());
+        kept.extend(model_kept);
+    }
+    let mut all = candidates(&schema, &mut rng);
+    all.shuffle(&mut rng);
     for c in &all {
         if kept.len() == args.count {
             break;
@@ -81,4 +104,65 @@ pub fn synth(args: SynthArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Up to `--from-model` pairs written by the model, filtered; tries at
+/// most four times as many questions.
+fn from_model(
+    args: &SynthArgs,
+    db: &Database,
+    schema: &crate::sql::Schema,
+    filter: &mut Filter,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<Vec<serde_json::Value>> {
+    let Some(seed_set) = &args.seed_set else {
+        bail!("--from-model needs --seed-set (questions to show the model)");
+    };
+    let seeds: Vec<String> = load_set(seed_set)?
+        .into_iter()
+        .map(|i| i.question)
+        .collect();
+    if seeds.is_empty() {
+        bail!("{}: no seed questions", seed_set.display());
+    }
+    let options = args.model.to_options(std::io::stderr().is_terminal())?;
+    let spinner = output::spinner(&format!("loading model {}", args.model.model));
+    let engine = Engine::load(&options);
+    spinner.finish_and_clear();
+    let mut engine = engine?;
+    let adapter = args.model.apply_adapters(&mut engine)?;
+    let grammar = Agent::compile_grammar(&engine, schema, &GrammarOptions::default())?;
+    let agent = Agent {
+        engine,
+        prompt: PromptSpec::load(&args.prompt)?,
+        sampling: SamplingParams::default(),
+        limits: ExecLimits::default(),
+        grammar,
+        adapter,
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(args.from_model as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let mut kept = Vec::new();
+    let mut no_question = 0usize;
+    for _ in 0..args.from_model * 4 {
+        if kept.len() == args.from_model {
+            break;
+        }
+        let Some(question) = model::new_question(&agent, schema, &seeds, rng)? else {
+            no_question += 1;
+            continue;
+        };
+        let sql = model::answer(&agent, db, schema, &question)?;
+        if !sql.is_empty() && filter.keep(db, &question, &sql) {
+            kept.push(serde_json::json!({"question": question, "sql": sql, "source": "model"}));
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    if no_question > 0 {
+        eprintln!("the model gave {no_question} replies that were not a question");
+    }
+    Ok(kept)
 }

@@ -22,6 +22,12 @@ pub enum Rejection {
     SameSqlAsEval,
     /// Its question is (nearly) an evaluation item's question.
     QuestionLikeEval,
+    /// It reads no table (`SELECT 1`): nothing to learn about the data.
+    ConstantQuery,
+    /// Its result repeats a column (a looping model's select list).
+    RepeatedColumns,
+    /// The question or the SQL is longer than any sensible pair.
+    TooLong,
 }
 
 impl Rejection {
@@ -34,12 +40,21 @@ impl Rejection {
             Rejection::DuplicateQuestion => "duplicate_question",
             Rejection::SameSqlAsEval => "same_sql_as_eval",
             Rejection::QuestionLikeEval => "question_like_eval",
+            Rejection::ConstantQuery => "constant_query",
+            Rejection::RepeatedColumns => "repeated_columns",
+            Rejection::TooLong => "too_long",
         }
     }
 }
 
 /// Word-set similarity at or above which two questions count as the same.
 pub const QUESTION_SIMILARITY: f64 = 0.8;
+
+/// Longest question kept, in bytes.
+pub const MAX_QUESTION_LEN: usize = 250;
+
+/// Longest SQL kept, in bytes.
+pub const MAX_SQL_LEN: usize = 600;
 
 /// SQL with case, spacing, quotes around names and the final `;`
 /// normalised; literals kept.
@@ -130,6 +145,7 @@ fn similarity(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
 /// The filter state over one run: what was kept so far and the evaluation
 /// set to stay away from.
 pub struct Filter {
+    tables: Vec<String>,
     eval_sql: HashSet<String>,
     eval_questions: Vec<HashSet<String>>,
     per_skeleton: HashMap<String, usize>,
@@ -141,10 +157,12 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// A filter that keeps at most `max_per_skeleton` pairs of one shape
-    /// and nothing overlapping `eval` (question, SQL pairs).
-    pub fn new(eval: &[(String, String)], max_per_skeleton: usize) -> Self {
+    /// A filter for pairs over a database with `tables` that keeps at most
+    /// `max_per_skeleton` pairs of one shape and nothing overlapping `eval`
+    /// (question, SQL pairs).
+    pub fn new(tables: &[String], eval: &[(String, String)], max_per_skeleton: usize) -> Self {
         Self {
+            tables: tables.iter().map(|t| t.to_lowercase()).collect(),
             eval_sql: eval.iter().map(|(_, s)| normalized_sql(s)).collect(),
             eval_questions: eval.iter().map(|(q, _)| question_words(q)).collect(),
             per_skeleton: HashMap::new(),
@@ -167,7 +185,21 @@ impl Filter {
     }
 
     fn check(&mut self, db: &Database, question: &str, sql: &str) -> Result<(), Rejection> {
-        if self.eval_sql.contains(&normalized_sql(sql)) {
+        if question.len() > MAX_QUESTION_LEN || sql.len() > MAX_SQL_LEN {
+            return Err(Rejection::TooLong);
+        }
+        let norm = normalized_sql(sql);
+        let words: HashSet<&str> = norm
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .collect();
+        let reads_a_table = self
+            .tables
+            .iter()
+            .any(|t| words.contains(t.as_str()) || (t.contains(' ') && norm.contains(t.as_str())));
+        if !words.contains("from") || !reads_a_table {
+            return Err(Rejection::ConstantQuery);
+        }
+        if self.eval_sql.contains(&norm) {
             return Err(Rejection::SameSqlAsEval);
         }
         let words = question_words(question);
@@ -195,6 +227,14 @@ impl Filter {
             .any(|r| r.iter().any(|v| !matches!(v, Value::Null)));
         if !has_value {
             return Err(Rejection::NoRows);
+        }
+        let mut names = HashSet::new();
+        if !result
+            .columns
+            .iter()
+            .all(|c| names.insert(c.to_lowercase()))
+        {
+            return Err(Rejection::RepeatedColumns);
         }
         *self.per_skeleton.entry(shape).or_default() += 1;
         self.questions.insert(key);
@@ -225,6 +265,92 @@ mod tests {
             normalized_sql("SELECT x FROM t WHERE y = 'A'"),
             normalized_sql("SELECT x FROM t WHERE y = 'a'")
         );
+    }
+
+    #[test]
+    fn every_rejection_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("music.db");
+        crate::sql::build_demo_db(&path).unwrap();
+        let db = Database::open(&path).unwrap();
+        let tables: Vec<String> = ["artists", "albums", "tracks", "streams"]
+            .map(String::from)
+            .to_vec();
+        let eval = vec![(
+            "How many artists are from Sweden?".to_string(),
+            "SELECT COUNT(*) FROM artists WHERE country = 'Sweden'".to_string(),
+        )];
+        let mut f = Filter::new(&tables, &eval, 2);
+        let cases = [
+            (
+                "How many albums are there?",
+                "SELECT COUNT(*) FROM albums",
+                None,
+            ),
+            ("Count the albums.", "SELECT COUNT(*) FROM albums", None),
+            (
+                "What is the total number of albums?",
+                "select count(*) from albums",
+                Some(Rejection::DuplicateSkeleton),
+            ),
+            (
+                "Count the albums.",
+                "SELECT COUNT(*) FROM tracks",
+                Some(Rejection::DuplicateQuestion),
+            ),
+            (
+                "Number of artists in Sweden?",
+                "select count(*) from \"artists\" where country='Sweden';",
+                Some(Rejection::SameSqlAsEval),
+            ),
+            (
+                "how many artists are from sweden",
+                "SELECT name FROM artists",
+                Some(Rejection::QuestionLikeEval),
+            ),
+            ("What is one?", "SELECT 1", Some(Rejection::ConstantQuery)),
+            (
+                "What is one again?",
+                "SELECT * FROM (SELECT 1)",
+                Some(Rejection::ConstantQuery),
+            ),
+            (
+                "Which tracks have no title?",
+                "SELECT title FROM tracks WHERE title IS NULL",
+                Some(Rejection::NoRows),
+            ),
+            (
+                "Which tables are missing?",
+                "SELECT x FROM nowhere_table",
+                Some(Rejection::ConstantQuery),
+            ),
+            (
+                "Which column is missing?",
+                "SELECT nowhere FROM tracks",
+                Some(Rejection::SqlError),
+            ),
+            (
+                "List titles twice.",
+                "SELECT title, title FROM tracks",
+                Some(Rejection::RepeatedColumns),
+            ),
+            (
+                "A very long question?",
+                &format!(
+                    "SELECT title FROM tracks WHERE title <> '{}'",
+                    "x".repeat(700)
+                ),
+                Some(Rejection::TooLong),
+            ),
+        ];
+        for (q, sql, want) in cases {
+            let kept = f.keep(&db, q, sql);
+            assert_eq!(kept, want.is_none(), "{q} / {sql}");
+            if let Some(r) = want {
+                assert!(f.rejected.contains_key(&r), "{q}: expected {}", r.name());
+            }
+        }
+        assert_eq!(f.rejected.values().sum::<usize>(), cases.len() - 2);
     }
 
     #[test]

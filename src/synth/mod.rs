@@ -1,9 +1,11 @@
 //! Training pairs for a database: generated (by templates over the schema
-//! and its real values, see [`templates`]) and filtered ([`filter`]): only
+//! and its real values, see [`templates`], or by the model itself from
+//! seed questions, see [`model`]) and filtered ([`filter`]): only
 //! pairs whose SQL runs read-only and returns rows, one shape at most a few
 //! times, and nothing overlapping the evaluation set.
 
 pub mod filter;
+pub mod model;
 pub mod templates;
 
 pub use filter::{normalized_sql, skeleton, Filter, Rejection};

@@ -1242,3 +1242,60 @@ fn synth_keeps_only_pairs_that_run_return_rows_and_stay_clear_of_the_eval_set() 
     assert_success(&run(&forced));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
 }
+
+#[test]
+fn synth_from_the_model_needs_seeds_and_fills_the_rest_from_templates() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let out = tmp.path().join("pairs.jsonl");
+    let no_seeds = run(&[
+        "synth",
+        "--db",
+        s(&db),
+        "--out",
+        s(&out),
+        "-n",
+        "5",
+        "--from-model",
+        "2",
+    ]);
+    assert_clean_failure(&no_seeds, &["--seed-set"]);
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let seeds = common::root().join("test-set.jsonl");
+    let done = run(&[
+        "--threads",
+        "1",
+        "synth",
+        "--db",
+        s(&db),
+        "--out",
+        s(&out),
+        "-n",
+        "6",
+        "--from-model",
+        "1",
+        "--seed-set",
+        s(&seeds),
+        "--model",
+        s(&gguf),
+        "--seed",
+        "3",
+    ]);
+    assert_success(&done);
+    let pairs: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(pairs.len(), 6, "{}", describe(&done));
+    let database = sqlagent::sql::Database::open(&db).unwrap();
+    for p in &pairs {
+        let sql = p["sql"].as_str().unwrap();
+        let rows = database
+            .execute(sql, &sqlagent::sql::ExecLimits::default())
+            .unwrap();
+        assert!(!rows.rows.is_empty(), "{sql}");
+    }
+}

@@ -1,0 +1,82 @@
+//! Pairs written by the model itself: it is shown the schema and a few
+//! seed questions and asked for a new question (sampled, free text), then
+//! it answers that question the way `ask` does, under the grammar. The
+//! pairs go through the same filter as the templates'.
+
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::Rng;
+
+use crate::agent::Agent;
+use crate::chat::Message;
+use crate::error::Result;
+use crate::generate::{self, GenerateRequest, SamplingParams};
+use crate::sql::{Database, Schema};
+
+/// Seed questions shown per request.
+pub const SHOTS: usize = 3;
+
+/// Most tokens of a generated question.
+pub const QUESTION_TOKENS: usize = 48;
+
+/// Asks the model for one new question about `schema`, shown `SHOTS`
+/// questions drawn from `seeds`; `None` when the reply holds no usable
+/// question (empty, or not ending like one).
+pub fn new_question(
+    agent: &Agent,
+    schema: &Schema,
+    seeds: &[String],
+    rng: &mut StdRng,
+) -> Result<Option<String>> {
+    let system = format!(
+        "You write questions that a data analyst could ask about this SQLite database. \
+         Each question is one sentence in plain English, answerable with one SQL query \
+         over these tables:\n\n{}",
+        schema.render_ddl()
+    );
+    let mut messages = vec![Message::system(system)];
+    for q in seeds.choose_multiple(rng, SHOTS) {
+        messages.push(Message::user("Write one new question."));
+        messages.push(Message::assistant(q.trim()));
+    }
+    messages.push(Message::user("Write one new question."));
+    let engine = &agent.engine;
+    let text = engine.template.render(&messages, true)?;
+    let ids = engine.tokenizer.encode(&text)?;
+    let mut session = engine.session(agent.adapter);
+    let generation = generate::generate_with(
+        &mut session,
+        &engine.tokenizer,
+        GenerateRequest {
+            prompt_ids: &ids,
+            stop_ids: &engine.stop_ids(),
+            sampling: SamplingParams {
+                temperature: 0.9,
+                top_p: Some(0.95),
+                seed: rng.random(),
+                max_tokens: QUESTION_TOKENS,
+            },
+            constraint: None,
+            check: None,
+        },
+        &mut |_| {},
+    );
+    engine.keep(session);
+    let reply = generation?.text;
+    let line = reply
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    let question = line.trim_matches(|c: char| c == '"' || c == '*').trim();
+    let ok = question.len() >= 12
+        && question.split_whitespace().count() >= 4
+        && (question.ends_with('?') || question.ends_with('.'));
+    Ok(ok.then(|| question.to_string()))
+}
+
+/// The model's SQL for `question` over `db`, as `ask` writes it (under the
+/// agent's grammar); empty when it wrote none.
+pub fn answer(agent: &Agent, db: &Database, schema: &Schema, question: &str) -> Result<String> {
+    Ok(agent.draft(db, schema, question, &mut |_| {})?.sql)
+}
