@@ -642,12 +642,40 @@ pub struct TuneArgs {
     /// Optimizer steps between checkpoints (and at every epoch's end).
     #[arg(long, default_value_t = 25)]
     pub checkpoint_every: usize,
-    /// Continue from the checkpoint in --out.
+    /// Continue from the checkpoint in --out (or, with --backend lamini,
+    /// keep following the job recorded in --out/lamini.json).
     #[arg(long)]
     pub resume: bool,
+    /// Where to train: this machine, or a tuning job on Lamini.
+    #[arg(long, value_enum, default_value = "local")]
+    pub backend: TuneBackend,
+    /// Lamini's API base.
+    #[arg(long, default_value = crate::tune::lamini::DEFAULT_URL)]
+    pub lamini_url: String,
+    /// The base model Lamini tunes.
+    #[arg(long, default_value = "meta-llama/Meta-Llama-3.1-8B-Instruct")]
+    pub lamini_model: String,
+    /// Extra `finetune_args` for Lamini, as a JSON object.
+    #[arg(long)]
+    pub lamini_args: Option<String>,
+    /// The environment variable (or .env entry) holding the Lamini API key.
+    #[arg(long, default_value = "LAMINI_API_KEY")]
+    pub lamini_key_env: String,
+    /// Seconds between polls of a Lamini job's status.
+    #[arg(long, default_value_t = 30)]
+    pub poll_s: u64,
     /// The model.
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// Where `tune` trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TuneBackend {
+    /// This machine, with candle.
+    Local,
+    /// A hosted tuning job on the Lamini platform.
+    Lamini,
 }
 
 /// `sqlagent synth`.

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::args::TuneArgs;
+use super::args::{TuneArgs, TuneBackend};
 use super::output;
 use crate::agent::Engine;
 use crate::chat::PromptSpec;
@@ -21,6 +21,9 @@ use crate::tune::{self, TrainExample, TuneOptions};
 
 /// Runs `sqlagent tune`.
 pub fn tune(args: TuneArgs) -> Result<()> {
+    if args.backend == TuneBackend::Lamini {
+        return lamini(&args);
+    }
     if !args.model.adapters.is_empty() {
         bail!("--adapter: tune trains a new adapter on the base model; it does not start from one");
     }
@@ -37,10 +40,7 @@ pub fn tune(args: TuneArgs) -> Result<()> {
             checkpoint.display()
         );
     }
-    let items = load_set(&args.train)?;
-    if items.is_empty() {
-        bail!("{}: no training pairs", args.train.display());
-    }
+    let items = pairs_with_schemas(&args)?;
     let prompt = PromptSpec::load(&args.prompt)?;
     let options = args.model.to_options(std::io::stderr().is_terminal())?;
     let spinner = output::spinner(&format!("loading model {}", args.model.model));
@@ -52,21 +52,12 @@ pub fn tune(args: TuneArgs) -> Result<()> {
     let mut schemas: BTreeMap<PathBuf, Schema> = BTreeMap::new();
     let mut examples = Vec::new();
     let mut too_long = 0usize;
-    for (i, item) in items.iter().enumerate() {
-        let db = match (&item.db, &args.db) {
-            (Some(p), _) | (None, Some(p)) => p.clone(),
-            (None, None) => bail!(
-                "{}: pair {} ({:?}) has no \"db\"; pass --db",
-                args.train.display(),
-                i + 1,
-                item.question
-            ),
-        };
-        if !schemas.contains_key(&db) {
+    for (i, (item, db)) in items.iter().enumerate() {
+        if !schemas.contains_key(db) {
             let schema = Database::open(&db).and_then(|d| d.schema())?;
             schemas.insert(db.clone(), schema);
         }
-        let ex = tune::example(&engine, &prompt, &schemas[&db], &item.question, &item.sql)
+        let ex = tune::example(&engine, &prompt, &schemas[db], &item.question, &item.sql)
             .with_context(|| format!("{}: pair {}", args.train.display(), i + 1))?;
         if ex.ids.len() > args.max_len {
             too_long += 1;
@@ -213,4 +204,139 @@ fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// The pairs of `--train` with the database each is about.
+fn pairs_with_schemas(args: &TuneArgs) -> Result<Vec<(crate::eval::SetItem, PathBuf)>> {
+    let items = load_set(&args.train)?;
+    if items.is_empty() {
+        bail!("{}: no training pairs", args.train.display());
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let db = match (&item.db, &args.db) {
+                (Some(p), _) | (None, Some(p)) => p.clone(),
+                (None, None) => bail!(
+                    "{}: pair {} ({:?}) has no \"db\"; pass --db",
+                    args.train.display(),
+                    i + 1,
+                    item.question
+                ),
+            };
+            Ok((item, db))
+        })
+        .collect()
+}
+
+/// `tune --backend lamini`: submits the pairs as a Lamini tuning job (or,
+/// with `--resume`, follows the one recorded in `--out/lamini.json`), polls
+/// it to the end, and records the job and the tuned model's name.
+fn lamini(args: &TuneArgs) -> Result<()> {
+    use crate::tune::lamini::{LaminiClient, LaminiPair};
+    let record_path = args.out.join("lamini.json");
+    let client = LaminiClient::new(
+        &args.lamini_url,
+        &args.lamini_key_env,
+        std::time::Duration::from_secs(120),
+    )?;
+    let mut record: serde_json::Value = if args.resume {
+        let text = std::fs::read_to_string(&record_path)
+            .with_context(|| format!("--resume: reading {}", record_path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("--resume: {} is not a job record", record_path.display()))?
+    } else {
+        if record_path.exists() {
+            bail!(
+                "{} records a job already: follow it with --resume, or choose another --out",
+                record_path.display()
+            );
+        }
+        let prompt = PromptSpec::load(&args.prompt)?;
+        // Lamini tunes Llama 3 models: their chat template renders the input.
+        let template = crate::chat::ChatTemplate::llama3();
+        let mut schemas: BTreeMap<PathBuf, Schema> = BTreeMap::new();
+        let mut pairs = Vec::new();
+        for (i, (item, db)) in pairs_with_schemas(args)?.into_iter().enumerate() {
+            if !schemas.contains_key(&db) {
+                let schema = Database::open(&db).and_then(|d| d.schema())?;
+                schemas.insert(db.clone(), schema);
+            }
+            let messages = prompt
+                .messages(&schemas[&db], &item.question)
+                .with_context(|| format!("{}: pair {}", args.train.display(), i + 1))?;
+            pairs.push(LaminiPair {
+                input: template.render(&messages, true)?,
+                output: prompt.assistant_reply(&item.sql),
+            });
+        }
+        let finetune_args: serde_json::Value = match &args.lamini_args {
+            Some(text) => serde_json::from_str(text).context("--lamini-args is not JSON")?,
+            None => serde_json::json!({}),
+        };
+        if !finetune_args.is_object() {
+            bail!("--lamini-args must be a JSON object");
+        }
+        let job = client.submit(&args.lamini_model, &pairs, &finetune_args)?;
+        let record = serde_json::json!({
+            "backend": "lamini",
+            "url": args.lamini_url,
+            "job_id": job.job_id,
+            "status": job.status,
+            "base_model": args.lamini_model,
+            "model_name": job.model_name,
+            "train_file": args.train.display().to_string(),
+            "data_sha256": file_sha256(&args.train)?,
+            "prompt": prompt.name(),
+            "prompt_hash": prompt.content_hash(),
+            "pairs": pairs.len(),
+            "finetune_args": finetune_args,
+            "tool_version": env!("CARGO_PKG_VERSION"),
+        });
+        write_record(&record_path, &record)?;
+        outln!(
+            "submitted Lamini tuning job {} ({} pairs)",
+            job.job_id,
+            pairs.len()
+        );
+        record
+    };
+    let job_id = record["job_id"]
+        .as_str()
+        .context("lamini.json has no job_id")?
+        .to_string();
+    let spinner = output::spinner(&format!("Lamini job {job_id}"));
+    let result = client.wait(
+        &job_id,
+        std::time::Duration::from_secs(args.poll_s),
+        &mut |s| spinner.set_message(format!("Lamini job {job_id}: {}", s.status)),
+    );
+    spinner.finish_and_clear();
+    let status = match result {
+        Ok(s) => s,
+        Err(e) => {
+            record["status"] = serde_json::json!("FAILED");
+            write_record(&record_path, &record)?;
+            return Err(e.into());
+        }
+    };
+    record["status"] = serde_json::json!(status.status);
+    record["model_name"] = serde_json::json!(status.model_name);
+    write_record(&record_path, &record)?;
+    let name = status.model_name.unwrap_or_default();
+    outln!("job {job_id} {}: tuned model {name:?}", status.status);
+    outln!("recorded in {}", record_path.display());
+    outln!(
+        "evaluate it with: sqlagent eval --hosted <Lamini's OpenAI-compatible base URL> --hosted-model {name} --set SET.jsonl --db FILE.db"
+    );
+    Ok(())
+}
+
+fn write_record(path: &Path, record: &serde_json::Value) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(record)?)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -26,6 +26,10 @@ pub struct SetItem {
     /// The seed's expected answer text, when present (never compared).
     #[serde(default)]
     pub answer: Option<serde_json::Value>,
+    /// Where a generated pair came from (`template:top_k`, `model`), as
+    /// `sqlagent synth` writes it.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// Reads the set at `path`.
@@ -104,6 +108,7 @@ pub fn load_spider(path: &Path, db_dir: &Path) -> Result<Vec<SetItem>> {
             sql: r.query,
             tags: vec![r.db_id],
             answer: None,
+            source: None,
         })
         .collect())
 }

@@ -1,9 +1,11 @@
 //! LoRA tuning on the local machine with candle's autograd: examples built
 //! by the inference prompt code ([`data`]), the training loop with
-//! checkpoints ([`train`]), and AdamW with saveable state.
+//! checkpoints ([`train`]), and AdamW with saveable state; or as a job on
+//! the hosted Lamini platform ([`lamini`]).
 
 mod adamw;
 pub mod data;
+pub mod lamini;
 pub mod train;
 
 pub use adamw::{learning_rate, AdamW, AdamWParams};

@@ -26,6 +26,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "SQLAGENT_LOG",
     "RUST_BACKTRACE",
     "RUST_LIB_BACKTRACE",
+    "LAMINI_API_KEY",
 ];
 
 /// Runs the binary with `args`, no stdin, a scrubbed environment plus `env`,
@@ -1298,4 +1299,185 @@ fn synth_from_the_model_needs_seeds_and_fills_the_rest_from_templates() {
             .unwrap();
         assert!(!rows.rows.is_empty(), "{sql}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// tune --backend lamini
+
+/// Requests a fake Lamini saw: (method and path, authorization, body).
+type LaminiSeen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>;
+
+/// A stand-in for Lamini's tuning API on 127.0.0.1: `POST /v1/train`
+/// answers job 42 SCHEDULED; `GET /v1/train/jobs/42` answers TRAINING
+/// MODEL once, then `last` (with a model name when COMPLETED).
+fn fake_lamini(last: &'static str, seen: LaminiSeen) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut polls = 0;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let (mut length, mut auth) = (0usize, String::new());
+            let mut line = String::new();
+            loop {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                let lower = l.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if lower.starts_with("authorization:") {
+                    auth = l["authorization:".len()..].trim().to_string();
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            let body: serde_json::Value =
+                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            let target: String = request_line
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            seen.lock().unwrap().push((target.clone(), auth, body));
+            let reply = match target.as_str() {
+                "POST /v1/train" => r#"{"job_id": 42, "status": "SCHEDULED"}"#.to_string(),
+                "GET /v1/train/jobs/42" => {
+                    polls += 1;
+                    if polls == 1 {
+                        r#"{"job_id": 42, "status": "TRAINING MODEL", "model_name": null}"#
+                            .to_string()
+                    } else if last == "COMPLETED" {
+                        r#"{"job_id": 42, "status": "COMPLETED", "model_name": "tuned-abc123"}"#
+                            .to_string()
+                    } else {
+                        format!(r#"{{"job_id": 42, "status": "{last}", "model_name": null}}"#)
+                    }
+                }
+                _ => r#"{"error": "no such route"}"#.to_string(),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn tune_on_lamini_sends_the_rendered_pairs_polls_the_job_and_records_the_model() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let train = tmp.path().join("pairs.jsonl");
+    train_file(&train, 3);
+    let out = tmp.path().join("adapter");
+    let seen = LaminiSeen::default();
+    let url = fake_lamini("COMPLETED", seen.clone());
+    let args = [
+        "tune",
+        "--backend",
+        "lamini",
+        "--lamini-url",
+        &url,
+        "--poll-s",
+        "0",
+        "--train",
+        s(&train),
+        "--db",
+        s(&db),
+        "--out",
+        s(&out),
+        "--lamini-model",
+        "meta-llama/Llama-3.2-3B",
+    ];
+    let done = run_env(&args, &[("LAMINI_API_KEY", "k-123")]);
+    assert_success(&done);
+    assert!(done.1.contains("tuned-abc123"), "{}", describe(&done));
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].0, "POST /v1/train");
+    assert_eq!(seen[0].1, "Bearer k-123");
+    let body = &seen[0].2;
+    assert_eq!(body["model_name"], "meta-llama/Llama-3.2-3B");
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    let first_question = sqlagent::eval::load_set(&train).unwrap()[0]
+        .question
+        .clone();
+    let input = data[0]["input"].as_str().unwrap();
+    assert!(
+        input.starts_with("<|begin_of_text|><|start_header_id|>system"),
+        "{input}"
+    );
+    assert!(
+        input.contains("CREATE TABLE") && input.contains(&first_question),
+        "{input}"
+    );
+    assert!(
+        input.ends_with("<|start_header_id|>assistant<|end_header_id|>\n\n"),
+        "{input}"
+    );
+    assert!(data[0]["output"].as_str().unwrap().ends_with(';'));
+    assert!(seen[1..]
+        .iter()
+        .all(|r| r.0 == "GET /v1/train/jobs/42" && r.1 == "Bearer k-123"));
+    assert_eq!(seen.len(), 3, "submitted once, polled until completed");
+
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("lamini.json")).unwrap()).unwrap();
+    assert_eq!(record["job_id"], "42");
+    assert_eq!(record["status"], "COMPLETED");
+    assert_eq!(record["model_name"], "tuned-abc123");
+    assert_eq!(record["pairs"], 3);
+
+    // A second submission into the same --out is refused; --resume follows the job.
+    let again = run_env(&args, &[("LAMINI_API_KEY", "k-123")]);
+    assert_clean_failure(&again, &["lamini.json", "--resume"]);
+}
+
+#[test]
+fn tune_on_lamini_without_a_key_or_with_a_failed_job_says_so() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let train = tmp.path().join("pairs.jsonl");
+    train_file(&train, 2);
+    let seen = LaminiSeen::default();
+    let url = fake_lamini("FAILED", seen.clone());
+    let out = tmp.path().join("adapter");
+    let args = [
+        "tune",
+        "--backend",
+        "lamini",
+        "--lamini-url",
+        &url,
+        "--poll-s",
+        "0",
+        "--train",
+        s(&train),
+        "--db",
+        s(&db),
+        "--out",
+        s(&out),
+    ];
+    let no_key = run(&args);
+    assert_clean_failure(&no_key, &["LAMINI_API_KEY", "not set"]);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing sent without a key"
+    );
+    let failed = run_env(&args, &[("LAMINI_API_KEY", "k")]);
+    assert_clean_failure(&failed, &["job 42", "FAILED"]);
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("lamini.json")).unwrap()).unwrap();
+    assert_eq!(record["status"], "FAILED");
 }
