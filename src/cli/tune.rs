@@ -54,7 +54,7 @@ pub fn tune(args: TuneArgs) -> Result<()> {
     let mut too_long = 0usize;
     for (i, (item, db)) in items.iter().enumerate() {
         if !schemas.contains_key(db) {
-            let schema = Database::open(&db).and_then(|d| d.schema())?;
+            let schema = Database::open(db).and_then(|d| d.schema())?;
             schemas.insert(db.clone(), schema);
         }
         let ex = tune::example(&engine, &prompt, &schemas[db], &item.question, &item.sql)
