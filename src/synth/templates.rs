@@ -4,6 +4,7 @@
 
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
+use rand::Rng;
 
 use crate::sql::{Column, Schema, Table};
 
@@ -316,7 +317,53 @@ fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
             fill(q, &[("t", &tw), ("c", &cw)]),
             format!("SELECT {cq} FROM {tq} GROUP BY {cq} ORDER BY COUNT(*) DESC LIMIT 1"),
         );
+        let q = pick(
+            rng,
+            &[
+                "Which {c} has the most {t}, and how many?",
+                "What is the most common {c} among the {t}, with its count?",
+            ],
+        );
+        push(
+            "most_common_count",
+            fill(q, &[("t", &tw), ("c", &cw)]),
+            format!("SELECT {cq}, COUNT(*) FROM {tq} GROUP BY {cq} ORDER BY COUNT(*) DESC LIMIT 1"),
+        );
         for m in &numeric {
+            let mw = words(&m.name);
+            for (dir, word) in [("DESC", "highest"), ("ASC", "lowest")] {
+                let with_value = rng.random_bool(0.5);
+                let q = if with_value {
+                    pick(
+                        rng,
+                        &[
+                            "Which {c} has the {w} average {m}, and what is it?",
+                            "Give the {c} with the {w} average {m} and that average.",
+                        ],
+                    )
+                } else {
+                    pick(
+                        rng,
+                        &[
+                            "Which {c} has the {w} average {m}?",
+                            "What is the {c} whose {t} have the {w} average {m}?",
+                        ],
+                    )
+                };
+                let cols = if with_value {
+                    format!("{cq}, AVG({})", m.quoted)
+                } else {
+                    cq.to_string()
+                };
+                push(
+                    "group_top",
+                    fill(q, &[("t", &tw), ("c", &cw), ("m", &mw), ("w", word)]),
+                    format!(
+                        "SELECT {cols} FROM {tq} GROUP BY {cq} ORDER BY AVG({}) {dir} LIMIT 1",
+                        m.quoted
+                    ),
+                );
+            }
             let q = pick(
                 rng,
                 &[
