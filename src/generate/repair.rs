@@ -84,6 +84,10 @@ mod tests {
         let cases = [
             ("no such column: T1.name", Some("T1.name")),
             ("no such column: bogus", Some("bogus")),
+            (
+                "no such column: \"genres\" - should this be a string literal in single-quotes?",
+                Some("\"genres\""),
+            ),
             ("no such table: songz", Some("songz")),
             ("ambiguous column name: genre", Some("genre")),
             ("misuse of aggregate: max()", Some("max")),

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use super::guard::{Denied, Guard};
@@ -115,9 +116,21 @@ impl Database {
 
     /// Checks that `sql` is one read-only statement SQLite can prepare
     /// against this database (syntax, names in scope, function arities),
-    /// without running it. Errors as [`Database::execute`].
+    /// without running it. Errors as [`Database::execute`]. Stricter than
+    /// running: a double-quoted name must name something (SQLite would
+    /// otherwise read `"genre"` as the string `'genre'` when no column has
+    /// that name, a silent wrong answer), so `"x"` fails as `no such
+    /// column: x`.
     pub fn check(&self, sql: &str) -> Result<()> {
-        match self.prepare(one_statement(sql)?) {
+        let statement = one_statement(sql)?;
+        let dqs = DbConfig::SQLITE_DBCONFIG_DQS_DML;
+        let before = self.conn.db_config(dqs).ok();
+        let _ = self.conn.set_db_config(dqs, false);
+        let prepared = self.prepare(statement).map(|_| ());
+        if let Some(on) = before {
+            let _ = self.conn.set_db_config(dqs, on);
+        }
+        match prepared {
             Ok(_) => Ok(()),
             Err(Failure::Denied(action)) => Err(Error::NotReadOnly(action)),
             Err(Failure::Sqlite(message)) => Err(Error::Query {

@@ -678,3 +678,28 @@ fn every_gold_query_in_the_test_set_returns_rows() {
     }
     assert!(count >= 40, "only {count} items");
 }
+
+#[test]
+fn the_check_refuses_a_double_quoted_name_that_names_nothing_but_running_keeps_sqlite_s_reading() {
+    let tmp = common::temp_dir();
+    let db = Database::open(&demo_db(tmp.path())).unwrap();
+    // "genre" is a column of tracks; "genres" is none: SQLite would read it
+    // as the string 'genres' and answer with it, silently.
+    db.check("SELECT \"genre\" FROM tracks").unwrap();
+    let err = db
+        .check("SELECT \"genres\" FROM tracks")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no such column: \"genres\""), "{err}");
+    // Executing (gold queries use double-quoted strings) is unchanged, and
+    // so is the check afterwards.
+    let rows = db
+        .execute(
+            "SELECT COUNT(*) FROM tracks WHERE genre <> \"x\"",
+            &ExecLimits::default(),
+        )
+        .unwrap();
+    assert_eq!(rows.rows.len(), 1);
+    assert!(db.check("SELECT \"genres\" FROM tracks").is_err());
+    db.check("SELECT 'genres' FROM tracks").unwrap();
+}
