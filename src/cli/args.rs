@@ -178,6 +178,19 @@ impl ModelArgs {
         Ok(specs)
     }
 
+    /// Loads the model (a spinner on a terminal meanwhile) and its
+    /// adapters; returns the engine and the slot of the adapter that answers.
+    pub fn load_engine(&self) -> crate::Result<(crate::agent::Engine, Option<usize>)> {
+        use std::io::IsTerminal;
+        let options = self.to_options(std::io::stderr().is_terminal())?;
+        let spinner = super::output::spinner(&format!("loading model {}", self.model));
+        let engine = crate::agent::Engine::load(&options);
+        spinner.finish_and_clear();
+        let mut engine = engine?;
+        let adapter = self.apply_adapters(&mut engine)?;
+        Ok((engine, adapter))
+    }
+
     /// Loads the adapters into `engine` (attached, or merged with
     /// `--merge-adapter`) and returns the slot of the one that answers.
     pub fn apply_adapters(

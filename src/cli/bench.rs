@@ -4,14 +4,12 @@
 //! is replayed through the grammar with the model's tokenizer to time the
 //! full mask and the one-token check per step.
 
-use std::io::IsTerminal;
-
 use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::args::{BenchArgs, Format};
 use super::output;
-use crate::agent::{Agent, Engine};
+use crate::agent::Agent;
 use crate::chat::PromptSpec;
 use crate::eval::load_set;
 use crate::grammar::{percentile, MaskTimings};
@@ -47,12 +45,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let db = Database::open(&db_path)?;
     let schema = db.schema()?;
     let prompt = PromptSpec::load(&args.prompt)?;
-    let options = args.model.to_options(std::io::stderr().is_terminal())?;
-    let spinner = output::spinner(&format!("loading model {}", args.model.model));
-    let engine = Engine::load(&options);
-    spinner.finish_and_clear();
-    let mut engine = engine?;
-    let adapter = args.model.apply_adapters(&mut engine)?;
+    let (engine, adapter) = args.model.load_engine()?;
     // Every question's prompt is fed whole, so prefill speed means the same
     // for each.
     engine.set_keep_cache(false);

@@ -5,15 +5,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::OpenOptions;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::args::{CompareArgs, EvalArgs, EvalCommand, Format, SetFormat};
 use super::output;
-use crate::agent::{Agent, Engine};
+use crate::agent::Agent;
 use crate::chat::PromptSpec;
 use crate::eval::{
     compare_runs, evaluate_item, file_sha256, is_spider_format, load_set, load_spider,
@@ -117,12 +116,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             )
         }
         None => {
-            let options = args.model.to_options(std::io::stderr().is_terminal())?;
-            let spinner = output::spinner(&format!("loading model {}", args.model.model));
-            let engine = Engine::load(&options);
-            spinner.finish_and_clear();
-            let mut engine = engine?;
-            let adapter = args.model.apply_adapters(&mut engine)?;
+            let (engine, adapter) = args.model.load_engine()?;
             let fingerprint = model_fingerprint(&engine.info.path)?;
             let agent = Agent {
                 engine,
@@ -189,7 +183,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         .zip(&db_paths)
         .filter(|(i, _)| !done.contains(i))
         .collect();
-    let bar = progress(todo.len() as u64);
+    let bar = output::progress(todo.len() as u64);
     for (i, path) in todo {
         if !dbs.contains_key(path) {
             let local = match &writer {
@@ -440,14 +434,4 @@ fn open_run_dir(
 fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
     let path = dir.join(name);
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-/// A progress bar on stderr with the running accuracy; hidden when piped.
-fn progress(len: u64) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
 }

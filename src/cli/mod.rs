@@ -22,7 +22,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result};
 
-use crate::agent::{Agent, Engine};
+use crate::agent::Agent;
 use crate::chat::PromptSpec;
 use crate::sql::{self, Database, ImportOptions};
 use args::{AskArgs, Cli, Command, DemoDbArgs, Format, GrammarArgs, ImportArgs, SchemaArgs};
@@ -64,13 +64,8 @@ fn ask(args: AskArgs) -> Result<()> {
     }
     let prompt = PromptSpec::load(&args.prompt)?;
     let interactive = std::io::stderr().is_terminal();
-    let options = args.model.to_options(interactive)?;
 
-    let spinner = output::spinner(&format!("loading model {}", args.model.model));
-    let engine = Engine::load(&options);
-    spinner.finish_and_clear();
-    let mut engine = engine?;
-    let adapter = args.model.apply_adapters(&mut engine)?;
+    let (engine, adapter) = args.model.load_engine()?;
     let grammar = Agent::compile_grammar(&engine, &schema, &grammar_options)?;
     let agent = Agent {
         engine,

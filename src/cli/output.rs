@@ -24,6 +24,17 @@ pub fn spinner(message: &str) -> ProgressBar {
     pb
 }
 
+/// A progress bar of `len` steps on stderr (hidden when stderr is not a
+/// terminal), with a message and the time left.
+pub fn progress(len: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// Prints a draft (and its rows when executed) in `format`.
 pub fn print_draft(
     draft: &Draft,

@@ -8,11 +8,8 @@ use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use std::io::IsTerminal;
-
 use super::args::SynthArgs;
-use super::output;
-use crate::agent::{Agent, Engine};
+use crate::agent::Agent;
 use crate::chat::PromptSpec;
 use crate::eval::load_set;
 use crate::generate::SamplingParams;
@@ -125,12 +122,7 @@ fn from_model(
     if seeds.is_empty() {
         bail!("{}: no seed questions", seed_set.display());
     }
-    let options = args.model.to_options(std::io::stderr().is_terminal())?;
-    let spinner = output::spinner(&format!("loading model {}", args.model.model));
-    let engine = Engine::load(&options);
-    spinner.finish_and_clear();
-    let mut engine = engine?;
-    let adapter = args.model.apply_adapters(&mut engine)?;
+    let (engine, adapter) = args.model.load_engine()?;
     let grammar = Agent::compile_grammar(&engine, schema, &GrammarOptions::default())?;
     let agent = Agent {
         engine,

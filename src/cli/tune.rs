@@ -2,17 +2,14 @@
 //! adapter plus `training.json`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::args::{TuneArgs, TuneBackend};
 use super::output;
-use crate::agent::Engine;
 use crate::chat::PromptSpec;
 use crate::eval::{file_sha256, load_set, model_fingerprint};
 use crate::lora::Adapter;
@@ -42,11 +39,7 @@ pub fn tune(args: TuneArgs) -> Result<()> {
     }
     let items = pairs_with_schemas(&args)?;
     let prompt = PromptSpec::load(&args.prompt)?;
-    let options = args.model.to_options(std::io::stderr().is_terminal())?;
-    let spinner = output::spinner(&format!("loading model {}", args.model.model));
-    let engine = Engine::load(&options);
-    spinner.finish_and_clear();
-    let mut engine = engine?;
+    let (mut engine, _) = args.model.load_engine()?;
 
     // Every pair, rendered by the inference prompt code.
     let mut schemas: BTreeMap<PathBuf, Schema> = BTreeMap::new();
@@ -83,7 +76,7 @@ pub fn tune(args: TuneArgs) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
     };
     engine.model.make_dense()?;
-    let bar = progress((train.len() * options.epochs) as u64);
+    let bar = output::progress((train.len() * options.epochs) as u64);
     let started = std::time::Instant::now();
     let outcome = tune::train(
         &mut engine.model,
@@ -187,15 +180,6 @@ fn split(
     let n_val = n_val.min(all.len().saturating_sub(1));
     let train = all.split_off(n_val);
     (train, all)
-}
-
-fn progress(len: u64) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MB.
