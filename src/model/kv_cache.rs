@@ -1,6 +1,8 @@
 //! Keys and values of the positions a sequence has seen, per layer, in
 //! preallocated chunks; [`LayerKv::truncate`] takes positions back (for
-//! backtracking during constrained decoding) without copying.
+//! backtracking during constrained decoding) without copying. A
+//! [`LayerKv::tracked`] one concatenates instead, so that gradients flow
+//! through the cached keys and values (training on a shared prompt).
 
 use candle_core::Tensor;
 
@@ -15,13 +17,58 @@ pub struct LayerKv {
     k: Option<Tensor>,
     v: Option<Tensor>,
     len: usize,
+    /// Concatenate (differentiable) instead of writing in place.
+    tracked: bool,
 }
 
 impl LayerKv {
+    /// An empty cache whose appends concatenate, keeping the autograd
+    /// graph: slower and never truncated, for training.
+    pub fn tracked() -> Self {
+        Self {
+            tracked: true,
+            ..Self::default()
+        }
+    }
+
+    /// A tracked cache (see [`LayerKv::tracked`]) that starts with `k` and
+    /// `v`: to continue from a prompt's keys and values held as leaves.
+    pub fn tracked_from(k: Tensor, v: Tensor) -> Result<Self> {
+        Ok(Self {
+            len: k.dim(2)?,
+            k: Some(k),
+            v: Some(v),
+            tracked: true,
+        })
+    }
+
+    /// The keys and values held, `None` when empty.
+    pub fn tensors(&self) -> Result<Option<(Tensor, Tensor)>> {
+        Ok(match (&self.k, &self.v) {
+            (Some(k), Some(v)) if self.len > 0 => {
+                Some((k.narrow(2, 0, self.len)?, v.narrow(2, 0, self.len)?))
+            }
+            _ => None,
+        })
+    }
+
     /// Appends `k`, `v` (same layout, `seq` positions on dim 2) and returns
     /// all keys and values so far.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let seq = k.dim(2)?;
+        if self.tracked {
+            let (k, v) = match (self.k.take(), self.v.take()) {
+                (Some(old_k), Some(old_v)) => (
+                    Tensor::cat(&[&old_k.narrow(2, 0, self.len)?, k], 2)?,
+                    Tensor::cat(&[&old_v.narrow(2, 0, self.len)?, v], 2)?,
+                ),
+                _ => (k.clone(), v.clone()),
+            };
+            self.len = k.dim(2)?;
+            self.k = Some(k.clone());
+            self.v = Some(v.clone());
+            return Ok((k, v));
+        }
         let needed = self.len + seq;
         let capacity = self.k.as_ref().map(|t| t.dim(2)).transpose()?.unwrap_or(0);
         if needed > capacity {

@@ -49,6 +49,59 @@ impl Cache {
         }
     }
 
+    /// An empty cache for `model` through which gradients flow (see
+    /// [`LayerKv::tracked`]): a prompt run once into it can be cloned and
+    /// continued by several answers, each backpropagating into the prompt.
+    pub fn tracked(model: &Llama) -> Self {
+        Self {
+            layers: (0..model.cfg.num_layers)
+                .map(|_| LayerKv::tracked())
+                .collect(),
+            len: 0,
+        }
+    }
+
+    /// Every layer's keys and values, `(batch, kv_heads, positions,
+    /// head_dim)` each; empty when nothing has been fed.
+    pub fn layer_tensors(&self) -> Result<Vec<(Tensor, Tensor)>> {
+        let mut out = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            match l.tensors()? {
+                Some(kv) => out.push(kv),
+                None => return Ok(Vec::new()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A tracked cache (see [`Cache::tracked`]) for `model` holding
+    /// `layers` (one `(keys, values)` pair per layer, as
+    /// [`Cache::layer_tensors`] gives; none for an empty cache) as its
+    /// first positions.
+    pub fn tracked_from(model: &Llama, layers: Vec<(Tensor, Tensor)>) -> Result<Self> {
+        if layers.is_empty() {
+            return Ok(Self::tracked(model));
+        }
+        if layers.len() != model.cfg.num_layers {
+            return Err(Error::invalid(
+                "cache",
+                format!(
+                    "{} layers of keys and values for a model of {}",
+                    layers.len(),
+                    model.cfg.num_layers
+                ),
+            ));
+        }
+        let len = layers[0].0.dim(2)?;
+        Ok(Self {
+            layers: layers
+                .into_iter()
+                .map(|(k, v)| LayerKv::tracked_from(k, v))
+                .collect::<Result<_>>()?,
+            len,
+        })
+    }
+
     /// Number of positions already in the cache (the next token's position).
     pub fn len(&self) -> usize {
         self.len

@@ -11,6 +11,6 @@ pub mod train;
 pub use adamw::{learning_rate, AdamW, AdamWParams};
 pub use data::{example, TrainExample};
 pub use train::{
-    checkpoint_dir, mean_loss, peft_config, train, EpochLog, Progress, TrainOutcome, TrainState,
-    TuneOptions,
+    checkpoint_dir, mean_loss, peft_config, step_gradients, train, EpochLog, Progress,
+    TrainOutcome, TrainState, TuneOptions,
 };

@@ -17,7 +17,7 @@ use super::adamw::{learning_rate, AdamW, AdamWParams};
 use super::data::TrainExample;
 use crate::error::{Error, Result};
 use crate::lora::{Adapter, LoraDelta, ADAPTER_WEIGHTS_FILE};
-use crate::model::{Llama, Logits};
+use crate::model::{Cache, Llama, Logits};
 
 /// Hyper-parameters of one training run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -234,68 +234,52 @@ pub fn train(
     }
 
     let total_examples = train.len() * options.epochs;
-    let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
-    let mut in_step = 0usize;
     let mut stop = false;
     while state.epoch < options.epochs {
         let order = epoch_order(train.len(), options.seed, state.epoch);
         let mut started = Instant::now();
         while state.next_example < order.len() {
-            let ex = &train[order[state.next_example]];
-            let loss = example_loss(model, ex, slot)?;
-            let value = loss.to_scalar::<f32>()? as f64;
-            let scaled = (loss / options.grad_accum as f64)?;
-            let store = scaled.backward()?;
-            for (g, var) in grads.iter_mut().zip(&vars) {
-                if let Some(new) = store.get(var.as_tensor()) {
-                    *g = Some(match g.take() {
-                        Some(sum) => (sum + new)?,
-                        None => new.clone(),
-                    });
-                }
+            // One optimizer step: its examples run together, so the prompt
+            // they share is computed once (see `answer_losses`).
+            let end = (state.next_example + options.grad_accum).min(order.len());
+            let group: Vec<&TrainExample> = order[state.next_example..end]
+                .iter()
+                .map(|&i| &train[i])
+                .collect();
+            let (values, step_grads) =
+                step_gradients(model, &group, slot, &vars, options.grad_accum as f64)?;
+            let lr = learning_rate(state.steps, total_steps, warmup, options.learning_rate);
+            opt.step(&step_grads, lr)?;
+            state.steps += 1;
+            state.next_example = end;
+            for (ex, value) in group.iter().zip(&values) {
+                state.epoch_loss_sum += value * ex.answer_len as f64;
+                state.epoch_answer_tokens += ex.answer_len;
+                state.epoch_tokens += ex.fed_tokens();
+                state.tokens += ex.fed_tokens();
             }
-            in_step += 1;
-            state.next_example += 1;
-            state.epoch_loss_sum += value * ex.answer_len as f64;
-            state.epoch_answer_tokens += ex.answer_len;
-            state.epoch_tokens += ex.fed_tokens();
-            state.tokens += ex.fed_tokens();
+            let elapsed = started.elapsed().as_secs_f64();
+            started = Instant::now();
+            state.epoch_seconds += elapsed;
+            state.seconds += elapsed;
             let end_of_epoch = state.next_example == order.len();
-            if in_step == options.grad_accum || end_of_epoch {
-                let lr = learning_rate(state.steps, total_steps, warmup, options.learning_rate);
-                let step_grads = grads
-                    .iter_mut()
-                    .zip(&vars)
-                    .map(|(g, v)| {
-                        g.take()
-                            .map(Ok)
-                            .unwrap_or_else(|| v.as_tensor().zeros_like())
-                    })
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                opt.step(&step_grads, lr)?;
-                state.steps += 1;
-                in_step = 0;
-                let elapsed = started.elapsed().as_secs_f64();
-                started = Instant::now();
-                state.epoch_seconds += elapsed;
-                state.seconds += elapsed;
-                let due = options.checkpoint_every > 0
-                    && state.steps.is_multiple_of(options.checkpoint_every);
-                if (due || stop) && !end_of_epoch {
-                    save_checkpoint(&ckpt, &state, &adapter, options, &opt)?;
-                }
-                if stop && !end_of_epoch {
-                    return finish(model, state, &adapter, false);
-                }
+            for done in (end - group.len() + 1)..=end {
+                stop |= !on_progress(Progress {
+                    done: state.epoch * train.len() + done,
+                    total: total_examples,
+                    loss: state.epoch_loss_sum / state.epoch_answer_tokens.max(1) as f64,
+                    tokens_per_s: state.tokens as f64 / state.seconds.max(1e-9),
+                    epoch: state.epoch + 1,
+                });
             }
-            stop |= !on_progress(Progress {
-                done: state.epoch * train.len() + state.next_example,
-                total: total_examples,
-                loss: state.epoch_loss_sum / state.epoch_answer_tokens.max(1) as f64,
-                tokens_per_s: state.tokens as f64
-                    / (state.seconds + started.elapsed().as_secs_f64()).max(1e-9),
-                epoch: state.epoch + 1,
-            });
+            let due = options.checkpoint_every > 0
+                && state.steps.is_multiple_of(options.checkpoint_every);
+            if (due || stop) && !end_of_epoch {
+                save_checkpoint(&ckpt, &state, &adapter, options, &opt)?;
+            }
+            if stop && !end_of_epoch {
+                return finish(model, state, &adapter, false);
+            }
         }
         let val_loss = if val.is_empty() {
             None
@@ -354,25 +338,170 @@ fn cpu_copy(deltas: &BTreeMap<String, LoraDelta>) -> Result<BTreeMap<String, Lor
         .collect()
 }
 
-/// Mean cross-entropy of `ex`'s answer tokens (a graph to backpropagate).
-fn example_loss(model: &Llama, ex: &TrainExample, slot: usize) -> Result<Tensor> {
+/// The answer losses of one optimizer step's `examples`, and the gradient
+/// of their sum, each divided by `divisor`, for every var in `vars` (zeros
+/// where none reaches it).
+///
+/// The prompt the examples share (the schema prompt, when they are over
+/// one database) runs forward once. Each example continues it from the
+/// prompt's keys and values held as leaves and backpropagates on its own,
+/// so that only one example's graph is alive at a time; last, the leaves'
+/// summed gradients go back through the prompt once. The result equals
+/// separate full passes, for a fraction of the work.
+pub fn step_gradients(
+    model: &Llama,
+    examples: &[&TrainExample],
+    slot: usize,
+    vars: &[Var],
+    divisor: f64,
+) -> Result<(Vec<f64>, Vec<Tensor>)> {
+    let shared = shared_prefix(examples);
+    let prompt = prompt_tensors(model, examples, shared, slot)?;
+    let leaves = prompt
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                Var::from_tensor(&k.detach())?,
+                Var::from_tensor(&v.detach())?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
+    let mut leaf_grads: Vec<Option<Tensor>> = vec![None; 2 * leaves.len()];
+    let mut losses = Vec::with_capacity(examples.len());
+    for ex in examples {
+        let kv = leaves
+            .iter()
+            .map(|(k, v)| (k.as_tensor().clone(), v.as_tensor().clone()))
+            .collect();
+        let loss = answer_loss(model, Cache::tracked_from(model, kv)?, ex, shared, slot)?;
+        losses.push(loss.to_scalar::<f32>()? as f64);
+        let store = (loss / divisor)?.backward()?;
+        accumulate(&mut grads, vars.iter().map(|v| store.get(v.as_tensor())))?;
+        accumulate(
+            &mut leaf_grads,
+            leaves
+                .iter()
+                .flat_map(|(k, v)| [store.get(k.as_tensor()), store.get(v.as_tensor())]),
+        )?;
+    }
+    // ⟨K, ∂L/∂K⟩ + ⟨V, ∂L/∂V⟩ summed over layers: its gradient through the
+    // prompt is the prompt's share of the examples' gradient.
+    let mut through_prompt: Option<Tensor> = None;
+    let tensors = prompt.iter().flat_map(|(k, v)| [k, v]);
+    for (t, g) in tensors.zip(&leaf_grads) {
+        if let Some(g) = g {
+            let term = (t * g)?.sum_all()?;
+            through_prompt = Some(match through_prompt {
+                Some(sum) => (sum + term)?,
+                None => term,
+            });
+        }
+    }
+    if let Some(surrogate) = through_prompt {
+        let store = surrogate.backward()?;
+        accumulate(&mut grads, vars.iter().map(|v| store.get(v.as_tensor())))?;
+    }
+    let grads = grads
+        .into_iter()
+        .zip(vars)
+        .map(|(g, v)| g.map(Ok).unwrap_or_else(|| v.as_tensor().zeros_like()))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok((losses, grads))
+}
+
+/// Adds each new gradient into its running sum.
+fn accumulate<'a>(
+    sums: &mut [Option<Tensor>],
+    new: impl Iterator<Item = Option<&'a Tensor>>,
+) -> Result<()> {
+    for (sum, g) in sums.iter_mut().zip(new) {
+        if let Some(g) = g {
+            *sum = Some(match sum.take() {
+                Some(s) => (s + g)?,
+                None => g.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every layer's keys and values of the first `shared` ids of
+/// `examples[0]` (with their graph), or nothing when `shared` is 0.
+fn prompt_tensors(
+    model: &Llama,
+    examples: &[&TrainExample],
+    shared: usize,
+    slot: usize,
+) -> Result<Vec<(Tensor, Tensor)>> {
+    let Some(first) = examples.first().filter(|_| shared > 0) else {
+        return Ok(Vec::new());
+    };
+    let mut cache = Cache::tracked(model);
+    let ids = Tensor::new(&first.ids[..shared], model.device())?.unsqueeze(0)?;
+    model.forward_with(&ids, Some(&mut cache), Logits::Tail(1), Some(slot))?;
+    cache.layer_tensors()
+}
+
+/// Mean cross-entropy of `ex`'s answer tokens, its ids after the first
+/// `shared` fed on top of `cache` (which holds those).
+fn answer_loss(
+    model: &Llama,
+    mut cache: Cache,
+    ex: &TrainExample,
+    shared: usize,
+    slot: usize,
+) -> Result<Tensor> {
+    let device = model.device();
     let n = ex.ids.len();
     let k = ex.answer_len.min(n - 1);
-    let input = Tensor::new(&ex.ids[..n - 1], model.device())?.unsqueeze(0)?;
+    let input = Tensor::new(&ex.ids[shared..n - 1], device)?.unsqueeze(0)?;
     let logits = model
-        .forward_with(&input, None, Logits::Tail(k), Some(slot))?
+        .forward_with(&input, Some(&mut cache), Logits::Tail(k), Some(slot))?
         .squeeze(0)?;
-    let targets = Tensor::new(&ex.ids[n - k..], model.device())?;
+    let targets = Tensor::new(&ex.ids[n - k..], device)?;
     Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
 }
 
-/// Answer-token-weighted mean loss over `examples`, without gradients.
+/// How many leading ids every example shares, leaving each at least its
+/// answer (and one id) to feed after them.
+fn shared_prefix(examples: &[&TrainExample]) -> usize {
+    let Some(first) = examples.first() else {
+        return 0;
+    };
+    examples
+        .iter()
+        .map(|ex| {
+            let n = ex.ids.len();
+            let common = first
+                .ids
+                .iter()
+                .zip(&ex.ids)
+                .take_while(|(a, b)| a == b)
+                .count();
+            common.min(n.saturating_sub(1 + ex.answer_len.max(1)))
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+/// Answer-token-weighted mean loss over `examples`, without gradients
+/// (in groups of 8 whose shared prompt runs once).
 pub fn mean_loss(model: &Llama, examples: &[TrainExample], slot: usize) -> Result<f64> {
     let (mut sum, mut tokens) = (0.0, 0usize);
-    for ex in examples {
-        let loss = example_loss(model, ex, slot)?.detach().to_scalar::<f32>()? as f64;
-        sum += loss * ex.answer_len as f64;
-        tokens += ex.answer_len;
+    for chunk in examples.chunks(8) {
+        let group: Vec<&TrainExample> = chunk.iter().collect();
+        let shared = shared_prefix(&group);
+        let prompt: Vec<(Tensor, Tensor)> = prompt_tensors(model, &group, shared, slot)?
+            .into_iter()
+            .map(|(k, v)| (k.detach(), v.detach()))
+            .collect();
+        for ex in chunk {
+            let cache = Cache::tracked_from(model, prompt.clone())?;
+            let loss = answer_loss(model, cache, ex, shared, slot)?.detach();
+            sum += loss.to_scalar::<f32>()? as f64 * ex.answer_len as f64;
+            tokens += ex.answer_len;
+        }
     }
     Ok(sum / tokens.max(1) as f64)
 }

@@ -189,3 +189,109 @@ fn a_stopped_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one() {
     .unwrap_err();
     assert!(err.to_string().contains("other hyper-parameters"), "{err}");
 }
+
+#[test]
+fn a_prompt_shared_by_a_step_runs_once_with_the_losses_and_gradients_of_separate_passes() {
+    use candle_core::{Tensor, Var};
+    use sqlagent::lora::{AdapterConfig, LoraDelta};
+    use sqlagent::model::Logits;
+    use std::collections::BTreeMap;
+
+    let tmp = common::temp_dir();
+    let mut m = tiny_model(tmp.path());
+    m.set_differentiable(true);
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut random =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-0.3..0.3)).collect() };
+    let (mut vars, mut deltas) = (Vec::new(), BTreeMap::new());
+    for (path, (o, i)) in m.projections(&["q_proj", "v_proj", "down_proj", "lm_head"]) {
+        let a = Var::from_tensor(&Tensor::from_vec(random(4 * i), (4, i), &Device::Cpu).unwrap())
+            .unwrap();
+        let b = Var::from_tensor(&Tensor::from_vec(random(o * 4), (o, 4), &Device::Cpu).unwrap())
+            .unwrap();
+        deltas.insert(
+            path,
+            LoraDelta {
+                a: a.as_tensor().clone(),
+                b: b.as_tensor().clone(),
+                scale: 2.0,
+            },
+        );
+        vars.extend([a, b]);
+    }
+    let config = tune::peft_config(&options(), None).to_string();
+    let adapter = Adapter {
+        name: "t".into(),
+        dir: tmp.path().to_path_buf(),
+        config: AdapterConfig::from_json(&config).unwrap(),
+        deltas,
+    };
+    let slot = m.attach_adapter(&adapter).unwrap();
+
+    // A 12-id "schema prompt" shared by every example, then its own
+    // question (2-4 ids) and a 4-id answer.
+    let mut rng = StdRng::seed_from_u64(10);
+    let prompt: Vec<u32> = (0..12).map(|_| rng.random_range(10..120)).collect();
+    let examples: Vec<TrainExample> = (0..5)
+        .map(|_| {
+            let mut ids = prompt.clone();
+            let tail = rng.random_range(2..5);
+            ids.extend((0..tail).map(|_| rng.random_range(10..120)));
+            ids.extend((0..4).map(|_| rng.random_range(3..10)));
+            TrainExample { ids, answer_len: 4 }
+        })
+        .collect();
+
+    let separate: Vec<Tensor> = examples
+        .iter()
+        .map(|ex| {
+            let n = ex.ids.len();
+            let input = Tensor::new(&ex.ids[..n - 1], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let logits = m
+                .forward_with(&input, None, Logits::Tail(4), Some(slot))
+                .unwrap()
+                .squeeze(0)
+                .unwrap();
+            let targets = Tensor::new(&ex.ids[n - 4..], &Device::Cpu).unwrap();
+            candle_nn::loss::cross_entropy(&logits, &targets).unwrap()
+        })
+        .collect();
+    let refs: Vec<&TrainExample> = examples.iter().collect();
+    let (losses, grads) = tune::step_gradients(&m, &refs, slot, &vars, 1.0).unwrap();
+    assert_eq!(losses.len(), separate.len());
+    for (s, t) in losses.iter().zip(&separate) {
+        let t = t.to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (s - t).abs() < 1e-5,
+            "loss {s} with the shared prompt vs {t}"
+        );
+    }
+    let sum = Tensor::stack(&separate, 0).unwrap().sum_all().unwrap();
+    let by_separate_passes = sum.backward().unwrap();
+    for (v, a) in vars.iter().zip(&grads) {
+        let b = by_separate_passes.get(v.as_tensor()).unwrap();
+        let scale = b
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let diff = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(scale > 0.0, "zero gradient");
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "gradients differ by {diff} (scale {scale})"
+        );
+    }
+}
