@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::args::SynthArgs;
@@ -15,7 +14,7 @@ use crate::eval::load_set;
 use crate::generate::SamplingParams;
 use crate::grammar::GrammarOptions;
 use crate::sql::{Database, ExecLimits};
-use crate::synth::{candidates, model, Filter};
+use crate::synth::{candidates, interleave, model, with_values, Filter};
 
 /// Runs `sqlagent synth`.
 pub fn synth(args: SynthArgs) -> Result<()> {
@@ -58,8 +57,7 @@ pub fn synth(args: SynthArgs) -> Result<()> {
         by_template.insert("model", model_kept.len());
         kept.extend(model_kept);
     }
-    let mut all = candidates(&schema, &mut rng);
-    all.shuffle(&mut rng);
+    let all = interleave(candidates(&with_values(&db, &schema), &mut rng), &mut rng);
     for c in &all {
         if kept.len() == args.count {
             break;

@@ -121,6 +121,25 @@ impl Database {
         Ok(keys.into_iter().map(|(_, fk)| fk).collect())
     }
 
+    /// Up to `limit` distinct non-null values of `column` (quoted, as SQL
+    /// spells it) in `table`, as SQL literals, leaving out blobs and texts
+    /// longer than a sample may be (they could not be written whole).
+    pub fn distinct_values(&self, table: &str, column: &str, limit: usize) -> Result<Vec<String>> {
+        let rows = self.query_all(
+            &format!(
+                "SELECT DISTINCT {column} FROM {table} \
+                 WHERE {column} IS NOT NULL AND typeof({column}) <> 'blob' \
+                 AND length({column}) <= {SAMPLE_MAX_CHARS} LIMIT {limit}"
+            ),
+            &[],
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .map(|v| v.to_sql_literal())
+            .collect())
+    }
+
     fn samples(&self, table: &str, column: &str) -> Result<Vec<String>> {
         let rows = self.query_all(
             &format!(

@@ -4,9 +4,11 @@
 //! pairs whose SQL runs read-only and returns rows, one shape at most a few
 //! times, and nothing overlapping the evaluation set.
 
+mod analyst;
 pub mod filter;
+mod lexicon;
 pub mod model;
 pub mod templates;
 
 pub use filter::{normalized_sql, skeleton, Filter, Rejection};
-pub use templates::{candidates, Candidate};
+pub use templates::{candidates, interleave, with_values, Candidate, VALUES_PER_COLUMN};

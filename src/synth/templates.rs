@@ -19,6 +19,55 @@ pub struct Candidate {
     pub template: &'static str,
 }
 
+/// Values per column that [`with_values`] gives the templates to draw from.
+pub const VALUES_PER_COLUMN: usize = 50;
+
+/// `schema` with each column's samples widened to up to
+/// [`VALUES_PER_COLUMN`] of its distinct values in `db`, so that
+/// questions name many rows, not only the few the prompt shows. Views and
+/// tables whose values cannot be read keep their samples.
+pub fn with_values(db: &crate::sql::Database, schema: &Schema) -> Schema {
+    let mut wide = schema.clone();
+    for t in &mut wide.tables {
+        for c in &mut t.columns {
+            if let Ok(values) = db.distinct_values(&t.quoted, &c.quoted, VALUES_PER_COLUMN) {
+                if values.len() > c.samples.len() {
+                    c.samples = values;
+                }
+            }
+        }
+    }
+    wide
+}
+
+/// `candidates` shuffled within each template, then dealt one template at
+/// a time in turn, so that the first pairs kept cover every kind of
+/// question evenly instead of in proportion to how many candidates each
+/// template happens to give.
+pub fn interleave(candidates: Vec<Candidate>, rng: &mut StdRng) -> Vec<Candidate> {
+    use rand::seq::SliceRandom;
+    let mut by_template: std::collections::BTreeMap<&'static str, Vec<Candidate>> =
+        Default::default();
+    for c in candidates {
+        by_template.entry(c.template).or_default().push(c);
+    }
+    let mut queues: Vec<std::vec::IntoIter<Candidate>> = by_template
+        .into_values()
+        .map(|mut v| {
+            v.shuffle(rng);
+            v.into_iter()
+        })
+        .collect();
+    let mut out = Vec::new();
+    loop {
+        let before = out.len();
+        out.extend(queues.iter_mut().filter_map(Iterator::next));
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
 /// Rounds over the templates: each draws phrasings and values anew.
 pub const ROUNDS: usize = 4;
 
@@ -26,7 +75,7 @@ pub const ROUNDS: usize = 4;
 /// the phrasing of each question, the sample values and the `k` of top-k
 /// questions are drawn from `rng` (equal seeds, equal candidates).
 pub fn candidates(schema: &Schema, rng: &mut StdRng) -> Vec<Candidate> {
-    let mut out = Vec::new();
+    let mut out: Vec<Candidate> = Vec::new();
     for _ in 0..ROUNDS {
         for t in schema
             .tables
@@ -34,6 +83,7 @@ pub fn candidates(schema: &Schema, rng: &mut StdRng) -> Vec<Candidate> {
             .filter(|t| !t.is_view && t.row_count > 0)
         {
             single_table(t, rng, &mut out);
+            super::analyst::questions(t, rng, &mut out);
         }
         for child in &schema.tables {
             for fk in &child.foreign_keys {
@@ -48,17 +98,37 @@ pub fn candidates(schema: &Schema, rng: &mut StdRng) -> Vec<Candidate> {
             }
         }
     }
+    for c in &mut out {
+        c.question = articles(&c.question);
+    }
+    out
+}
+
+/// "a" before a vowel made "an": `a energy` → `an energy`.
+fn articles(question: &str) -> String {
+    let mut out = String::with_capacity(question.len() + 4);
+    let mut words = question.split(' ').peekable();
+    while let Some(w) = words.next() {
+        let next_vowel = words
+            .peek()
+            .and_then(|n| n.chars().next())
+            .is_some_and(|c| "aeioAEIO".contains(c));
+        out.push_str(if w == "a" && next_vowel { "an" } else { w });
+        if words.peek().is_some() {
+            out.push(' ');
+        }
+    }
     out
 }
 
 /// How a name reads in a question: `top genre`, `beats per minute`.
-fn words(name: &str) -> String {
+pub(super) fn words(name: &str) -> String {
     name.replace(['_', '.', '-'], " ").trim().to_lowercase()
 }
 
 /// A plural table name made singular for "each artist", "the album with":
 /// `artists` → `artist`, `categories` → `category`; other words stay.
-fn singular(plural: &str) -> String {
+pub(super) fn singular(plural: &str) -> String {
     if let Some(stem) = plural.strip_suffix("ies") {
         format!("{stem}y")
     } else if plural.ends_with("sses") || plural.ends_with("ches") || plural.ends_with("shes") {
@@ -70,21 +140,21 @@ fn singular(plural: &str) -> String {
     }
 }
 
-fn is_numeric(c: &Column) -> bool {
+pub(super) fn is_numeric(c: &Column) -> bool {
     let t = c.decl_type.to_ascii_uppercase();
     ["INT", "REAL", "FLOA", "DOUB", "NUM", "DEC"]
         .iter()
         .any(|k| t.contains(k))
 }
 
-fn is_key(c: &Column) -> bool {
+pub(super) fn is_key(c: &Column) -> bool {
     let n = c.name.to_ascii_lowercase();
     c.primary_key || n == "id" || n.ends_with("_id") || n.ends_with("id") && n.len() <= 4
 }
 
 /// The column that names a row: one called like a name or title, else the
 /// first text column.
-fn name_column(t: &Table) -> Option<&Column> {
+pub(super) fn name_column(t: &Table) -> Option<&Column> {
     let text = |c: &&Column| !is_numeric(c) && !is_key(c);
     t.columns
         .iter()
@@ -96,11 +166,11 @@ fn name_column(t: &Table) -> Option<&Column> {
         .or_else(|| t.columns.iter().find(text))
 }
 
-fn pick<'a>(rng: &mut StdRng, phrasings: &[&'a str]) -> &'a str {
+pub(super) fn pick<'a>(rng: &mut StdRng, phrasings: &[&'a str]) -> &'a str {
     phrasings.choose(rng).copied().unwrap_or_default()
 }
 
-fn fill(template: &str, pairs: &[(&str, &str)]) -> String {
+pub(super) fn fill(template: &str, pairs: &[(&str, &str)]) -> String {
     let mut s = template.to_string();
     for (k, v) in pairs {
         s = s.replace(&format!("{{{k}}}"), v);
@@ -109,7 +179,7 @@ fn fill(template: &str, pairs: &[(&str, &str)]) -> String {
 }
 
 /// A sample literal as a question shows it: `'Sweden'` → `Sweden`.
-fn shown(literal: &str) -> String {
+pub(super) fn shown(literal: &str) -> String {
     literal
         .strip_prefix('\'')
         .and_then(|s| s.strip_suffix('\''))
@@ -133,6 +203,8 @@ fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
             "How many {t} are there?",
             "Count the {t}.",
             "What is the total number of {t}?",
+            "How many {t} are in the data?",
+            "How many {t} does the table have?",
         ],
     );
     push(
@@ -168,11 +240,16 @@ fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
                     "What is the {w} {c} of the {t}?",
                     "Find the {w} {c} across all {t}.",
                     "Give the {w} {c} over the {t}.",
+                    "What is the {w} {c}?",
+                    "What is the {w} {c} of any {one}?",
                 ],
             );
             push(
                 "aggregate",
-                fill(q, &[("w", word), ("c", &cw), ("t", &tw)]),
+                fill(
+                    q,
+                    &[("w", word), ("c", &cw), ("t", &tw), ("one", &singular(&tw))],
+                ),
                 format!("SELECT {func}({cq}) FROM {tq}"),
             );
         }
@@ -244,7 +321,11 @@ fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
         }
     }
 
-    for c in &text {
+    // Categories to count, filter and group by: text columns, and years.
+    let years = numeric
+        .iter()
+        .filter(|c| super::lexicon::is_year(&words(&c.name)));
+    for c in text.iter().chain(years) {
         let cw = words(&c.name);
         let cq = &c.quoted;
         for v in c
@@ -329,7 +410,7 @@ fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
             fill(q, &[("t", &tw), ("c", &cw)]),
             format!("SELECT {cq}, COUNT(*) FROM {tq} GROUP BY {cq} ORDER BY COUNT(*) DESC LIMIT 1"),
         );
-        for m in &numeric {
+        for m in numeric.iter().filter(|m| m.name != c.name) {
             let mw = words(&m.name);
             for (dir, word) in [("DESC", "highest"), ("ASC", "lowest")] {
                 let with_value = rng.random_bool(0.5);
@@ -468,6 +549,14 @@ fn joins(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn articles_before_vowels() {
+        assert_eq!(
+            articles("Which songs have a energy above a 5? A apple, a unit."),
+            "Which songs have an energy above a 5? A apple, a unit."
+        );
+    }
 
     #[test]
     fn singulars() {

@@ -1214,7 +1214,7 @@ fn synth_keeps_only_pairs_that_run_return_rows_and_stay_clear_of_the_eval_set() 
         .collect();
     let database = sqlagent::sql::Database::open(&db).unwrap();
     let mut shapes = std::collections::HashMap::new();
-    let mut templates = std::collections::HashSet::new();
+    let mut templates = std::collections::HashMap::new();
     for p in &pairs {
         let sql = p["sql"].as_str().unwrap();
         let rows = database
@@ -1226,14 +1226,40 @@ fn synth_keeps_only_pairs_that_run_return_rows_and_stay_clear_of_the_eval_set() 
             "{sql} is a test-set query"
         );
         *shapes.entry(sqlagent::synth::skeleton(sql)).or_insert(0) += 1;
-        templates.insert(p["source"].as_str().unwrap().to_string());
+        *templates
+            .entry(p["source"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
     }
     assert!(shapes.values().all(|&n| n <= 3), "at most 3 per shape");
-    assert!(templates.len() >= 8, "many templates: {templates:?}");
+    assert!(templates.len() >= 25, "many templates: {templates:?}");
+    // Dealt template by template: no kind of question crowds out the rest.
     assert!(
-        templates.iter().any(|t| t.starts_with("template:join")),
-        "joins over foreign keys"
+        templates.values().all(|&n| n <= 7),
+        "templates evenly represented: {templates:?}"
     );
+    for t in [
+        "join_count",
+        "lookup",
+        "superlative",
+        "group_superlative",
+        "distinct_count",
+        "value_count",
+        "year_range_count",
+    ] {
+        assert!(
+            templates.contains_key(&format!("template:{t}")),
+            "{t} in {templates:?}"
+        );
+    }
+    // Lookups name rows beyond the three samples the prompt shows.
+    let shown: Vec<String> = database.schema().unwrap().tables[2].columns[2]
+        .samples
+        .clone();
+    let named_others = pairs.iter().any(|p| {
+        let sql = p["sql"].as_str().unwrap();
+        sql.contains("WHERE title = '") && !shown.iter().any(|v| sql.ends_with(v.as_str()))
+    });
+    assert!(named_others, "values drawn from the whole table");
 
     // The same seed gives the same file; --out is not overwritten silently.
     let again = run(&args);
