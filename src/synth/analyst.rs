@@ -84,6 +84,9 @@ pub fn questions(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
         .collect();
     for c in &others {
         lookups(&s, name, c, rng, out);
+        if !c.not_null {
+            missing(&s, c, rng, out);
+        }
         if is_numeric(c) {
             let cw = words(&c.name);
             let degrees = if is_year(&cw) {
@@ -94,8 +97,12 @@ pub fn questions(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
             if let Some(d) = degrees {
                 superlatives(&s, c, d, rng, out);
             }
+            if !is_year(&cw) {
+                above_average(&s, c, degrees, rng, out);
+            }
             if is_year(&cw) {
                 distinct_count(&s, c, rng, out);
+                group_filters(&s, c, &others, rng, out);
                 for _ in 0..VALUES_PER_FILTER {
                     year_filters(&s, c, rng, out);
                 }
@@ -104,6 +111,7 @@ pub fn questions(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
             }
         } else {
             distinct_count(&s, c, rng, out);
+            group_filters(&s, c, &others, rng, out);
             for _ in 0..VALUES_PER_FILTER {
                 value_filters(&s, c, &others, rng, out);
             }
@@ -523,6 +531,120 @@ fn number_filters(
                 ],
             ),
             format!("SELECT {n}, {} FROM {t} WHERE {cq} > {v}", g.quoted),
+        );
+    }
+}
+
+/// "Which albums have no label?": the rows where a column is NULL (kept
+/// only where there are such rows).
+fn missing(s: &Subject, c: &Column, rng: &mut StdRng, out: &mut Vec<Candidate>) {
+    let q = pick(
+        rng,
+        &[
+            "Which {t} have no {c}?",
+            "Which {t} have no known {c}?",
+            "List the {t} without a {c}.",
+        ],
+    );
+    s.push(
+        out,
+        "missing",
+        &fill(q, &[("c", &called(c, rng))]),
+        format!(
+            "SELECT {} FROM {} WHERE {} IS NULL",
+            s.name, s.quoted, c.quoted
+        ),
+    );
+}
+
+/// "Which songs are more popular than the average song?"
+fn above_average(
+    s: &Subject,
+    c: &Column,
+    degrees: Option<Degrees>,
+    rng: &mut StdRng,
+    out: &mut Vec<Candidate>,
+) {
+    let (t, n, cq) = (s.quoted, s.name, &c.quoted);
+    for (op, word, than) in [
+        (">", "above", degrees.map(|d| d.higher)),
+        ("<", "below", degrees.map(|d| d.lower)),
+    ] {
+        let plain = fill(
+            pick(
+                rng,
+                &[
+                    "Which {t} have a {c} {w} the average?",
+                    "List the {t} whose {c} is {w} average.",
+                ],
+            ),
+            &[("c", &called(c, rng)), ("w", word)],
+        );
+        let q = match than {
+            Some(than) if rand::Rng::random_bool(rng, 0.5) => {
+                fill("Which {t} are {than} the average {one}?", &[("than", than)])
+            }
+            _ => plain,
+        };
+        s.push(
+            out,
+            "above_average",
+            &q,
+            format!("SELECT {n} FROM {t} WHERE {cq} {op} (SELECT AVG({cq}) FROM {t})"),
+        );
+    }
+}
+
+/// Per-category totals and the categories with many rows: "What is the
+/// total streams for each country?", "Which countries have more than 2
+/// artists?"
+fn group_filters(
+    s: &Subject,
+    c: &Column,
+    others: &[&Column],
+    rng: &mut StdRng,
+    out: &mut Vec<Candidate>,
+) {
+    let (t, cq) = (s.quoted, &c.quoted);
+    let cw = called(c, rng);
+    let k = [2usize, 3, 5].choose(rng).copied().unwrap_or(2);
+    let (op, word) = *[(">", "more than"), (">=", "at least")]
+        .choose(rng)
+        .unwrap_or(&(">", "more than"));
+    let q = pick(
+        rng,
+        &[
+            "Which {cs} have {w} {k} {t}?",
+            "List the {cs} with {w} {k} {t}.",
+        ],
+    );
+    s.push(
+        out,
+        "group_having",
+        &fill(
+            q,
+            &[("cs", &plural(&cw)), ("w", word), ("k", &k.to_string())],
+        ),
+        format!("SELECT {cq} FROM {t} GROUP BY {cq} HAVING COUNT(*) {op} {k}"),
+    );
+    let numeric: Vec<&&Column> = others
+        .iter()
+        .filter(|m| is_numeric(m) && m.name != c.name && !is_year(&words(&m.name)))
+        .collect();
+    if let Some(m) = numeric.choose(rng) {
+        let q = pick(
+            rng,
+            &[
+                "What is the total {m} for each {c}?",
+                "For each {c}, what is the total {m}?",
+                "How much {m} is there in total per {c}?",
+            ],
+        );
+        s.push(
+            out,
+            "group_sum",
+            &fill(q, &[("m", &called(m, rng)), ("c", &cw)]),
+            format!("SELECT {cq}, SUM({}) FROM {t} GROUP BY {cq}", m.quoted),
         );
     }
 }

@@ -6,6 +6,7 @@
 
 mod analyst;
 pub mod filter;
+mod joined;
 mod lexicon;
 pub mod model;
 pub mod templates;

@@ -95,6 +95,7 @@ pub fn candidates(schema: &Schema, rng: &mut StdRng) -> Vec<Candidate> {
                     continue;
                 };
                 joins(child, parent, fk, rng, &mut out);
+                super::joined::questions(schema, child, fk, rng, &mut out);
             }
         }
     }

@@ -1,0 +1,304 @@
+//! Template questions over a foreign key beyond the basic three of
+//! [`super::templates`]: counts and aggregates of one parent's children
+//! ("How many tracks does the album X have?", "What is the average
+//! popularity of the tracks of the album X?"), per-parent averages, the
+//! parent with the highest average, children filtered by a category of
+//! their parent, and the same over two keys in a row (tracks → albums →
+//! artists).
+
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+
+use super::lexicon::is_year;
+use super::templates::{fill, is_key, is_numeric, name_column, pick, shown, singular, words};
+use super::Candidate;
+use crate::sql::{quote_ident, Column, ForeignKey, Schema, Table};
+
+/// Values of the parent drawn per round.
+const VALUES_PER_KEY: usize = 2;
+
+/// One foreign key, ready to write: `child JOIN parent ON …`.
+struct Link<'a> {
+    child: &'a Table,
+    parent: &'a Table,
+    /// `child.fk = parent.key`.
+    on: String,
+    /// The parent's key, qualified (what to group by).
+    parent_key: String,
+}
+
+impl<'a> Link<'a> {
+    fn new(schema: &'a Schema, child: &'a Table, fk: &ForeignKey) -> Option<Self> {
+        let parent = schema
+            .tables
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(&fk.table))?;
+        let from = fk.columns.first()?;
+        let to = fk
+            .to_columns
+            .first()
+            .or(parent.primary_key.first())
+            .cloned()
+            .unwrap_or_else(|| "rowid".into());
+        let (cq, pq) = (&child.quoted, &parent.quoted);
+        Some(Self {
+            child,
+            parent,
+            on: format!("{cq}.{} = {pq}.{}", quote_ident(from), quote_ident(&to)),
+            parent_key: format!("{pq}.{}", quote_ident(&to)),
+        })
+    }
+}
+
+fn push(out: &mut Vec<Candidate>, template: &'static str, question: String, sql: String) {
+    out.push(Candidate {
+        question,
+        sql,
+        template,
+    });
+}
+
+/// The measures of a table: numeric columns that are no key and no year.
+fn measures(t: &Table) -> Vec<&Column> {
+    t.columns
+        .iter()
+        .filter(|c| is_numeric(c) && !is_key(c) && !is_year(&words(&c.name)))
+        .collect()
+}
+
+/// Every extra join candidate over `fk` of `child` (and over the keys of
+/// its parent after it), one draw of phrasings and values.
+pub fn questions(
+    schema: &Schema,
+    child: &Table,
+    fk: &ForeignKey,
+    rng: &mut StdRng,
+    out: &mut Vec<Candidate>,
+) {
+    let Some(link) = Link::new(schema, child, fk) else {
+        return;
+    };
+    let Some(pn) = name_column(link.parent) else {
+        return;
+    };
+    let (cq, pq) = (&child.quoted, &link.parent.quoted);
+    let (cw, pw) = (words(&child.name), singular(&words(&link.parent.name)));
+    let from = format!("{cq} JOIN {pq} ON {}", link.on);
+    let pnq = format!("{pq}.{}", pn.quoted);
+    let child_measures = measures(child);
+    for _ in 0..VALUES_PER_KEY {
+        let Some(v) = pn.samples.choose(rng).cloned() else {
+            break;
+        };
+        let fills = [("c", cw.as_str()), ("p", pw.as_str()), ("v", &shown(&v))];
+        let q = pick(
+            rng,
+            &[
+                "How many {c} does the {p} {v} have?",
+                "How many {c} are there for the {p} {v}?",
+            ],
+        );
+        push(
+            out,
+            "join_value_count",
+            fill(q, &fills),
+            format!("SELECT COUNT(*) FROM {from} WHERE {pnq} = {v}"),
+        );
+        if let Some(m) = child_measures.choose(rng) {
+            let (func, word) = *[("AVG", "average"), ("MAX", "highest"), ("SUM", "total")]
+                .choose(rng)
+                .unwrap_or(&("AVG", "average"));
+            let q = pick(
+                rng,
+                &[
+                    "What is the {w} {m} of the {c} of the {p} {v}?",
+                    "For the {p} {v}, what is the {w} {m} of its {c}?",
+                ],
+            );
+            push(
+                out,
+                "join_value_aggregate",
+                fill(
+                    q,
+                    &[
+                        fills[0],
+                        fills[1],
+                        fills[2],
+                        ("w", word),
+                        ("m", &words(&m.name)),
+                    ],
+                ),
+                format!(
+                    "SELECT {func}({cq}.{}) FROM {from} WHERE {pnq} = {v}",
+                    m.quoted
+                ),
+            );
+        }
+    }
+    if let Some(m) = child_measures.choose(rng) {
+        let mw = words(&m.name);
+        let q = pick(
+            rng,
+            &[
+                "What is the average {m} of the {c} of each {p}?",
+                "For each {p}, what is the average {m} of its {c}?",
+            ],
+        );
+        push(
+            out,
+            "join_group_average",
+            fill(q, &[("c", &cw), ("p", &pw), ("m", &mw)]),
+            format!(
+                "SELECT {pnq}, AVG({cq}.{}) FROM {from} GROUP BY {}",
+                m.quoted, link.parent_key
+            ),
+        );
+        for (dir, word) in [("DESC", "highest"), ("ASC", "lowest")] {
+            let q = pick(
+                rng,
+                &[
+                    "Which {p} has the {w} average {m} of its {c}?",
+                    "Which {p}'s {c} have the {w} average {m}?",
+                ],
+            );
+            push(
+                out,
+                "join_group_top",
+                fill(q, &[("c", &cw), ("p", &pw), ("m", &mw), ("w", word)]),
+                format!(
+                    "SELECT {pnq} FROM {from} GROUP BY {} ORDER BY AVG({cq}.{}) {dir} LIMIT 1",
+                    link.parent_key, m.quoted
+                ),
+            );
+        }
+    }
+    // Children by a category of their parent: "tracks on albums from 2020".
+    if let Some(cn) = name_column(child) {
+        let categories: Vec<&Column> = link
+            .parent
+            .columns
+            .iter()
+            .filter(|g| !is_key(g) && g.name != pn.name)
+            .filter(|g| !is_numeric(g) || is_year(&words(&g.name)))
+            .collect();
+        if let Some(g) = categories.choose(rng) {
+            if let Some(v) = g.samples.choose(rng) {
+                let q = pick(
+                    rng,
+                    &[
+                        "List the {cn} of the {c} whose {p} has {g} {v}.",
+                        "Which {c} belong to a {p} with {g} {v}? Give their {cn}.",
+                    ],
+                );
+                push(
+                    out,
+                    "join_parent_filter",
+                    fill(
+                        q,
+                        &[
+                            ("cn", &words(&cn.name)),
+                            ("c", &cw),
+                            ("p", &pw),
+                            ("g", &words(&g.name)),
+                            ("v", &shown(v)),
+                        ],
+                    ),
+                    format!(
+                        "SELECT {cq}.{} FROM {from} WHERE {pq}.{} = {v}",
+                        cn.quoted, g.quoted
+                    ),
+                );
+            }
+        }
+        two_hops(schema, &link, cn, rng, out);
+    }
+}
+
+/// Over two keys in a row, child → parent → grandparent: "List the tracks
+/// by the artist X", "How many tracks does each artist have?"
+fn two_hops(
+    schema: &Schema,
+    first: &Link,
+    cn: &Column,
+    rng: &mut StdRng,
+    out: &mut Vec<Candidate>,
+) {
+    for fk in &first.parent.foreign_keys {
+        let Some(second) = Link::new(schema, first.parent, fk) else {
+            continue;
+        };
+        if second.parent.name == first.child.name {
+            continue;
+        }
+        let Some(gn) = name_column(second.parent) else {
+            continue;
+        };
+        let (cq, gq) = (&first.child.quoted, &second.parent.quoted);
+        let from = format!(
+            "{cq} JOIN {} ON {} JOIN {gq} ON {}",
+            first.parent.quoted, first.on, second.on
+        );
+        let (cw, gw) = (
+            words(&first.child.name),
+            singular(&words(&second.parent.name)),
+        );
+        let gnq = format!("{gq}.{}", gn.quoted);
+        if let Some(v) = gn.samples.choose(rng) {
+            let q = pick(
+                rng,
+                &[
+                    "List the {cn} of the {c} by the {g} {v}.",
+                    "Which {c} does the {g} {v} have? Give their {cn}.",
+                ],
+            );
+            push(
+                out,
+                "join2_filter",
+                fill(
+                    q,
+                    &[
+                        ("cn", &words(&cn.name)),
+                        ("c", &cw),
+                        ("g", &gw),
+                        ("v", &shown(v)),
+                    ],
+                ),
+                format!("SELECT {cq}.{} FROM {from} WHERE {gnq} = {v}", cn.quoted),
+            );
+        }
+        let q = pick(
+            rng,
+            &[
+                "How many {c} does each {g} have?",
+                "For each {g}, count its {c}.",
+            ],
+        );
+        push(
+            out,
+            "join2_count",
+            fill(q, &[("c", &cw), ("g", &gw)]),
+            format!(
+                "SELECT {gnq}, COUNT(*) FROM {from} GROUP BY {}",
+                second.parent_key
+            ),
+        );
+        if let Some(m) = measures(first.child).choose(rng) {
+            let q = pick(
+                rng,
+                &[
+                    "Which {g} has the highest average {m} of its {c}?",
+                    "Which {g} has the {c} with the highest average {m}?",
+                ],
+            );
+            push(
+                out,
+                "join2_top",
+                fill(q, &[("c", &cw), ("g", &gw), ("m", &words(&m.name))]),
+                format!(
+                    "SELECT {gnq} FROM {from} GROUP BY {} ORDER BY AVG({cq}.{}) DESC LIMIT 1",
+                    second.parent_key, m.quoted
+                ),
+            );
+        }
+    }
+}
