@@ -78,6 +78,8 @@ pub fn tune(args: TuneArgs) -> Result<()> {
     engine.model.make_dense()?;
     let bar = output::progress((train.len() * options.epochs) as u64);
     let started = std::time::Instant::now();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last_line = started;
     let outcome = tune::train(
         &mut engine.model,
         &train,
@@ -86,11 +88,18 @@ pub fn tune(args: TuneArgs) -> Result<()> {
         &args.out,
         args.resume,
         &mut |p| {
-            bar.set_position(p.done as u64);
-            bar.set_message(format!(
+            let line = format!(
                 "epoch {} loss {:.3} {:.0} tok/s",
                 p.epoch, p.loss, p.tokens_per_s
-            ));
+            );
+            bar.set_position(p.done as u64);
+            bar.set_message(line.clone());
+            // Without a terminal (a log file, CI) the bar is hidden: a
+            // plain line every half minute instead.
+            if !terminal && (last_line.elapsed().as_secs() >= 30 || p.done == p.total) {
+                eprintln!("tune: {}/{} pairs, {line}", p.done, p.total);
+                last_line = std::time::Instant::now();
+            }
             true
         },
     );
