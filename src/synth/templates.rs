@@ -392,6 +392,9 @@ fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
             &[
                 "Which {c} has the most {t}?",
                 "What is the most common {c} among the {t}?",
+                "Which {c} appears most often?",
+                "What is the most frequent {c}?",
+                "Which {c} occurs most often among the {t}?",
             ],
         );
         push(
@@ -404,6 +407,8 @@ fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
             &[
                 "Which {c} has the most {t}, and how many?",
                 "What is the most common {c} among the {t}, with its count?",
+                "Which {c} appears most often, and how many times?",
+                "What is the most frequent {c} and how many {t} have it?",
             ],
         );
         push(
