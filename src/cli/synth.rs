@@ -49,7 +49,12 @@ pub fn synth(args: SynthArgs) -> Result<()> {
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let tables: Vec<String> = schema.tables.iter().map(|t| t.name.clone()).collect();
-    let mut filter = Filter::new(&tables, &eval, args.max_per_skeleton);
+    let columns: Vec<String> = schema
+        .tables
+        .iter()
+        .flat_map(|t| t.columns.iter().map(|c| c.name.clone()))
+        .collect();
+    let mut filter = Filter::new(&tables, &eval, args.max_per_skeleton).with_columns(&columns);
     let mut kept = Vec::new();
     let mut by_template: BTreeMap<&str, usize> = BTreeMap::new();
     if args.from_model > 0 {

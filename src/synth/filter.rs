@@ -2,7 +2,7 @@
 //! returns rows, it is not one more variant of a query shape already kept
 //! (normalised skeleton), and it does not overlap the evaluation set.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::sql::{Database, ExecLimits, Value};
 
@@ -22,6 +22,10 @@ pub enum Rejection {
     SameSqlAsEval,
     /// Its question is (nearly) an evaluation item's question.
     QuestionLikeEval,
+    /// It returns an evaluation item's rows from the same tables and
+    /// columns: the same query written another way (`GROUP BY 1`, an
+    /// alias), whatever its question.
+    SameResultAsEval,
     /// It reads no table (`SELECT 1`): nothing to learn about the data.
     ConstantQuery,
     /// Its result repeats a column (a looping model's select list).
@@ -40,6 +44,7 @@ impl Rejection {
             Rejection::DuplicateQuestion => "duplicate_question",
             Rejection::SameSqlAsEval => "same_sql_as_eval",
             Rejection::QuestionLikeEval => "question_like_eval",
+            Rejection::SameResultAsEval => "same_result_as_eval",
             Rejection::ConstantQuery => "constant_query",
             Rejection::RepeatedColumns => "repeated_columns",
             Rejection::TooLong => "too_long",
@@ -126,6 +131,21 @@ pub fn skeleton(sql: &str) -> String {
     out
 }
 
+/// Rows as sorted texts: a result compared regardless of row order.
+fn row_texts(rows: &[Vec<Value>]) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(Value::to_sql_literal)
+                .collect::<Vec<_>>()
+                .join("\u{1f}")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// The words of a question, lower-cased, punctuation dropped.
 fn question_words(q: &str) -> HashSet<String> {
     q.split(|c: char| !c.is_alphanumeric())
@@ -146,7 +166,13 @@ fn similarity(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
 /// set to stay away from.
 pub struct Filter {
     tables: Vec<String>,
+    /// Lower-cased words of the database's table and column names.
+    schema_words: HashSet<String>,
     eval_sql: HashSet<String>,
+    /// The evaluation SQL, run on first use: each item's rows and the
+    /// schema names it reads (items that do not run here are left out).
+    eval_sql_text: Vec<String>,
+    eval_results: Option<Vec<(Vec<String>, BTreeSet<String>)>>,
     eval_questions: Vec<HashSet<String>>,
     per_skeleton: HashMap<String, usize>,
     max_per_skeleton: usize,
@@ -163,7 +189,14 @@ impl Filter {
     pub fn new(tables: &[String], eval: &[(String, String)], max_per_skeleton: usize) -> Self {
         Self {
             tables: tables.iter().map(|t| t.to_lowercase()).collect(),
+            schema_words: tables
+                .iter()
+                .flat_map(|t| t.split_whitespace())
+                .map(str::to_lowercase)
+                .collect(),
             eval_sql: eval.iter().map(|(_, s)| normalized_sql(s)).collect(),
+            eval_sql_text: eval.iter().map(|(_, s)| s.clone()).collect(),
+            eval_results: None,
             eval_questions: eval.iter().map(|(q, _)| question_words(q)).collect(),
             per_skeleton: HashMap::new(),
             max_per_skeleton: max_per_skeleton.max(1),
@@ -171,6 +204,29 @@ impl Filter {
             limits: ExecLimits::default(),
             rejected: BTreeMap::new(),
         }
+    }
+
+    /// Also counts `columns` (names of the database's columns) as schema
+    /// names when comparing a pair with the evaluation items: without
+    /// them, only table names are compared.
+    pub fn with_columns(mut self, columns: &[String]) -> Self {
+        self.schema_words.extend(
+            columns
+                .iter()
+                .flat_map(|c| c.split_whitespace())
+                .map(str::to_lowercase),
+        );
+        self
+    }
+
+    /// The schema names `sql` mentions.
+    fn names_read(&self, sql: &str) -> BTreeSet<String> {
+        skeleton(sql)
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+            .flat_map(|w| std::iter::once(w).chain(w.split('.')))
+            .filter(|w| self.schema_words.contains(*w))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Whether to keep `(question, sql)` over `db`; records why not.
@@ -236,6 +292,27 @@ impl Filter {
         {
             return Err(Rejection::RepeatedColumns);
         }
+        if self.eval_results.is_none() {
+            let runs = self
+                .eval_sql_text
+                .iter()
+                .filter_map(|sql| {
+                    let rows = db.execute(sql, &self.limits).ok()?;
+                    Some((row_texts(&rows.rows), self.names_read(sql)))
+                })
+                .collect();
+            self.eval_results = Some(runs);
+        }
+        let rows = row_texts(&result.rows);
+        let names = self.names_read(sql);
+        if self
+            .eval_results
+            .iter()
+            .flatten()
+            .any(|(r, n)| *r == rows && *n == names)
+        {
+            return Err(Rejection::SameResultAsEval);
+        }
         *self.per_skeleton.entry(shape).or_default() += 1;
         self.questions.insert(key);
         Ok(())
@@ -276,11 +353,20 @@ mod tests {
         let tables: Vec<String> = ["artists", "albums", "tracks", "streams"]
             .map(String::from)
             .to_vec();
-        let eval = vec![(
-            "How many artists are from Sweden?".to_string(),
-            "SELECT COUNT(*) FROM artists WHERE country = 'Sweden'".to_string(),
-        )];
-        let mut f = Filter::new(&tables, &eval, 2);
+        let eval = vec![
+            (
+                "How many artists are from Sweden?".to_string(),
+                "SELECT COUNT(*) FROM artists WHERE country = 'Sweden'".to_string(),
+            ),
+            (
+                "Which genre has the most artists?".to_string(),
+                "SELECT genre FROM artists GROUP BY 1 ORDER BY count(*) DESC LIMIT 1".to_string(),
+            ),
+        ];
+        let columns: Vec<String> = ["name", "country", "genre", "title", "label"]
+            .map(String::from)
+            .to_vec();
+        let mut f = Filter::new(&tables, &eval, 2).with_columns(&columns);
         let cases = [
             (
                 "How many albums are there?",
@@ -307,6 +393,16 @@ mod tests {
                 "how many artists are from sweden",
                 "SELECT name FROM artists",
                 Some(Rejection::QuestionLikeEval),
+            ),
+            (
+                "What is the most common genre of the artists?",
+                "SELECT genre FROM artists GROUP BY genre ORDER BY COUNT(*) DESC LIMIT 1",
+                Some(Rejection::SameResultAsEval),
+            ),
+            (
+                "Which genre do the fewest artists play?",
+                "SELECT genre FROM artists GROUP BY genre ORDER BY COUNT(*) ASC LIMIT 1",
+                None,
             ),
             ("What is one?", "SELECT 1", Some(Rejection::ConstantQuery)),
             (
@@ -350,7 +446,7 @@ mod tests {
                 assert!(f.rejected.contains_key(&r), "{q}: expected {}", r.name());
             }
         }
-        assert_eq!(f.rejected.values().sum::<usize>(), cases.len() - 2);
+        assert_eq!(f.rejected.values().sum::<usize>(), cases.len() - 3);
     }
 
     #[test]
