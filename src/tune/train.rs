@@ -104,7 +104,7 @@ pub struct TrainState {
     pub seconds: f64,
 }
 
-/// Progress reported after every example.
+/// Progress reported for every example, once its optimizer step is done.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
     /// Examples done over the whole run.
@@ -139,8 +139,8 @@ pub fn checkpoint_dir(out: &Path) -> PathBuf {
 /// Trains a LoRA adapter on `train` (loss reported on `val` after each
 /// epoch) into `model`, which must be dense (see [`Llama::make_dense`]).
 /// Checkpoints go to `out/checkpoint`; with `resume`, the run continues
-/// from the one there. `on_progress` is called after every example; when
-/// it returns false, the run stops at the end of the optimizer step,
+/// from the one there. `on_progress` is called for every example once its
+/// optimizer step is done; when it returns false, the run stops there,
 /// saving a checkpoint.
 pub fn train(
     model: &mut Llama,
@@ -240,7 +240,7 @@ pub fn train(
         let mut started = Instant::now();
         while state.next_example < order.len() {
             // One optimizer step: its examples run together, so the prompt
-            // they share is computed once (see `answer_losses`).
+            // they share is computed once (see `step_gradients`).
             let end = (state.next_example + options.grad_accum).min(order.len());
             let group: Vec<&TrainExample> = order[state.next_example..end]
                 .iter()
