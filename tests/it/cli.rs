@@ -1341,67 +1341,31 @@ type LaminiSeen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, serde_jso
 /// answers job 42 SCHEDULED; `GET /v1/train/jobs/42` answers TRAINING
 /// MODEL once, then `last` (with a model name when COMPLETED).
 fn fake_lamini(last: &'static str, seen: LaminiSeen) -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut polls = 0;
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            reader.read_line(&mut request_line).unwrap();
-            let (mut length, mut auth) = (0usize, String::new());
-            let mut line = String::new();
-            loop {
-                line.clear();
-                reader.read_line(&mut line).unwrap();
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                let lower = l.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-                if lower.starts_with("authorization:") {
-                    auth = l["authorization:".len()..].trim().to_string();
+    let mut polls = 0;
+    common::serve_json(move |request| {
+        let target = request.target.clone();
+        seen.lock().unwrap().push((
+            target.clone(),
+            request.authorization.clone(),
+            request.body.clone(),
+        ));
+        let reply = match target.as_str() {
+            "POST /v1/train" => r#"{"job_id": 42, "status": "SCHEDULED"}"#.to_string(),
+            "GET /v1/train/jobs/42" => {
+                polls += 1;
+                if polls == 1 {
+                    r#"{"job_id": 42, "status": "TRAINING MODEL", "model_name": null}"#.to_string()
+                } else if last == "COMPLETED" {
+                    r#"{"job_id": 42, "status": "COMPLETED", "model_name": "tuned-abc123"}"#
+                        .to_string()
+                } else {
+                    format!(r#"{{"job_id": 42, "status": "{last}", "model_name": null}}"#)
                 }
             }
-            let mut body = vec![0u8; length];
-            reader.read_exact(&mut body).unwrap();
-            let body: serde_json::Value =
-                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-            let target: String = request_line
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ");
-            seen.lock().unwrap().push((target.clone(), auth, body));
-            let reply = match target.as_str() {
-                "POST /v1/train" => r#"{"job_id": 42, "status": "SCHEDULED"}"#.to_string(),
-                "GET /v1/train/jobs/42" => {
-                    polls += 1;
-                    if polls == 1 {
-                        r#"{"job_id": 42, "status": "TRAINING MODEL", "model_name": null}"#
-                            .to_string()
-                    } else if last == "COMPLETED" {
-                        r#"{"job_id": 42, "status": "COMPLETED", "model_name": "tuned-abc123"}"#
-                            .to_string()
-                    } else {
-                        format!(r#"{{"job_id": 42, "status": "{last}", "model_name": null}}"#)
-                    }
-                }
-                _ => r#"{"error": "no such route"}"#.to_string(),
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                reply.len()
-            );
-        }
-    });
-    url
+            _ => r#"{"error": "no such route"}"#.to_string(),
+        };
+        ("200 OK", reply)
+    })
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: where fixtures live, and a skip
-//! rule that turns into a failure under CI.
+//! Helpers shared by the integration tests: where fixtures live, a skip
+//! rule that turns into a failure under CI, and a stand-in JSON HTTP server.
 
 #![allow(dead_code)]
 
@@ -64,4 +64,69 @@ fn present_or_skip(path: PathBuf, what: &str) -> Option<PathBuf> {
 /// A fresh temporary directory for one test.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("create temp dir")
+}
+
+/// One request a stand-in server received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Method and path: `POST /v1/train`.
+    pub target: String,
+    /// The `Authorization` header's value (empty when absent).
+    pub authorization: String,
+    /// The JSON body (`Null` when empty or not JSON).
+    pub body: serde_json::Value,
+}
+
+/// Serves HTTP/1.1 on 127.0.0.1 from a thread: each request is parsed
+/// into a [`Request`] and answered with the (status line, JSON body)
+/// `respond` returns, e.g. `("200 OK", "{}")`. Returns `http://HOST:PORT`.
+pub fn serve_json(
+    mut respond: impl FnMut(&Request) -> (&'static str, String) + Send + 'static,
+) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let (mut length, mut authorization) = (0usize, String::new());
+            let mut line = String::new();
+            loop {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                let lower = l.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if lower.starts_with("authorization:") {
+                    authorization = l["authorization:".len()..].trim().to_string();
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            let request = Request {
+                target: request_line
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                authorization,
+                body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            };
+            let (status, reply) = respond(&request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    url
 }

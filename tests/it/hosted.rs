@@ -4,8 +4,6 @@
 //! same conversation the local model gets), fails the first request with
 //! 503 to exercise the retry, and refuses a wrong key with 401.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device};
@@ -21,56 +19,25 @@ type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
 
 /// Serves chat completions on 127.0.0.1; returns the base URL.
 fn serve(engine: Arc<Engine>, key: &'static str, seen: Seen) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut length, mut auth) = (0usize, String::new());
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            loop {
-                line.clear();
-                reader.read_line(&mut line).unwrap();
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                let lower = l.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-                if lower.starts_with("authorization:") {
-                    auth = l["authorization:".len()..].trim().to_string();
-                }
-            }
-            let mut body = vec![0u8; length];
-            reader.read_exact(&mut body).unwrap();
-            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            let first = {
-                let mut seen = seen.lock().unwrap();
-                seen.push((auth.clone(), body.clone()));
-                seen.len() == 1
-            };
-            let (status, reply) = if auth != format!("Bearer {key}") {
-                ("401 Unauthorized", r#"{"error":"bad key"}"#.to_string())
-            } else if first {
-                (
-                    "503 Service Unavailable",
-                    r#"{"error":"warming up"}"#.to_string(),
-                )
-            } else {
-                ("200 OK", answer(&engine, &body))
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                reply.len()
-            );
+    let base = common::serve_json(move |request| {
+        let (auth, body) = (&request.authorization, &request.body);
+        let first = {
+            let mut seen = seen.lock().unwrap();
+            seen.push((auth.clone(), body.clone()));
+            seen.len() == 1
+        };
+        if *auth != format!("Bearer {key}") {
+            ("401 Unauthorized", r#"{"error":"bad key"}"#.to_string())
+        } else if first {
+            (
+                "503 Service Unavailable",
+                r#"{"error":"warming up"}"#.to_string(),
+            )
+        } else {
+            ("200 OK", answer(&engine, body))
         }
     });
-    url
+    format!("{base}/v1")
 }
 
 /// Runs the model on the request's conversation.
