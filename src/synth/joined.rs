@@ -1,5 +1,5 @@
-//! Template questions over a foreign key beyond the basic three of
-//! [`super::templates`]: counts and aggregates of one parent's children
+//! Template questions over a foreign key: counts per parent, the parent
+//! with most children, one parent's children, their count and aggregates
 //! ("How many tracks does the album X have?", "What is the average
 //! popularity of the tracks of the album X?"), per-parent averages, the
 //! parent with the highest average, children filtered by a category of
@@ -85,6 +85,67 @@ pub fn questions(
     let (cw, pw) = (words(&child.name), singular(&words(&link.parent.name)));
     let from = format!("{cq} JOIN {pq} ON {}", link.on);
     let pnq = format!("{pq}.{}", pn.quoted);
+    let fills = [
+        ("c", cw.as_str()),
+        ("p", pw.as_str()),
+        ("n", &words(&pn.name)),
+    ];
+    let q = pick(
+        rng,
+        &[
+            "How many {c} does each {p} have? Give the {p} {n}.",
+            "For each {p}, count its {c}, with the {p} {n}.",
+        ],
+    );
+    push(
+        out,
+        "join_count",
+        fill(q, &fills),
+        format!(
+            "SELECT {pnq}, COUNT(*) FROM {from} GROUP BY {}",
+            link.parent_key
+        ),
+    );
+    let q = pick(
+        rng,
+        &[
+            "Which {p} has the most {c}? Give its {n}.",
+            "What is the {n} of the {p} with the most {c}?",
+        ],
+    );
+    push(
+        out,
+        "join_top",
+        fill(q, &fills),
+        format!(
+            "SELECT {pnq} FROM {from} GROUP BY {} ORDER BY COUNT(*) DESC LIMIT 1",
+            link.parent_key
+        ),
+    );
+    // (The child's name first: no sample is drawn for a child without one.)
+    if let Some((cn, v)) = name_column(child).and_then(|cn| Some((cn, pn.samples.choose(rng)?))) {
+        let q = pick(
+            rng,
+            &[
+                "List the {cn} of the {c} of the {p} {v}.",
+                "What are the {cn} of the {c} whose {p} is {v}?",
+            ],
+        );
+        push(
+            out,
+            "join_filter",
+            fill(
+                q,
+                &[
+                    ("cn", &words(&cn.name)),
+                    fills[0],
+                    fills[1],
+                    ("v", &shown(v)),
+                ],
+            ),
+            format!("SELECT {cq}.{} FROM {from} WHERE {pnq} = {v}", cn.quoted),
+        );
+    }
     let child_measures = measures(child);
     for _ in 0..VALUES_PER_KEY {
         let Some(v) = pn.samples.choose(rng).cloned() else {

@@ -87,14 +87,6 @@ pub fn candidates(schema: &Schema, rng: &mut StdRng) -> Vec<Candidate> {
         }
         for child in &schema.tables {
             for fk in &child.foreign_keys {
-                let Some(parent) = schema
-                    .tables
-                    .iter()
-                    .find(|p| p.name.eq_ignore_ascii_case(&fk.table))
-                else {
-                    continue;
-                };
-                joins(child, parent, fk, rng, &mut out);
                 super::joined::questions(schema, child, fk, rng, &mut out);
             }
         }
@@ -463,91 +455,6 @@ fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
                 fill(q, &[("t", &tw), ("c", &cw), ("m", &words(&m.name))]),
                 format!("SELECT {cq}, AVG({}) FROM {tq} GROUP BY {cq}", m.quoted),
             );
-        }
-    }
-}
-
-fn joins(
-    child: &Table,
-    parent: &Table,
-    fk: &crate::sql::ForeignKey,
-    rng: &mut StdRng,
-    out: &mut Vec<Candidate>,
-) {
-    let (Some(from), Some(pn)) = (fk.columns.first(), name_column(parent)) else {
-        return;
-    };
-    let to = fk
-        .to_columns
-        .first()
-        .or(parent.primary_key.first())
-        .cloned()
-        .unwrap_or_else(|| "rowid".into());
-    let q_ident = crate::sql::quote_ident;
-    let (cq, pq) = (&child.quoted, &parent.quoted);
-    let on = format!("{cq}.{} = {pq}.{}", q_ident(from), q_ident(&to));
-    let (cw, pw, pnw) = (
-        words(&child.name),
-        singular(&words(&parent.name)),
-        words(&pn.name),
-    );
-    let q = pick(
-        rng,
-        &[
-            "How many {c} does each {p} have? Give the {p} {n}.",
-            "For each {p}, count its {c}, with the {p} {n}.",
-        ],
-    );
-    out.push(Candidate {
-        question: fill(q, &[("c", &cw), ("p", &pw), ("n", &pnw)]),
-        sql: format!(
-            "SELECT {pq}.{}, COUNT(*) FROM {cq} JOIN {pq} ON {on} GROUP BY {pq}.{}",
-            pn.quoted,
-            q_ident(&to)
-        ),
-        template: "join_count",
-    });
-    let q = pick(
-        rng,
-        &[
-            "Which {p} has the most {c}? Give its {n}.",
-            "What is the {n} of the {p} with the most {c}?",
-        ],
-    );
-    out.push(Candidate {
-        question: fill(q, &[("c", &cw), ("p", &pw), ("n", &pnw)]),
-        sql: format!(
-            "SELECT {pq}.{} FROM {cq} JOIN {pq} ON {on} GROUP BY {pq}.{} ORDER BY COUNT(*) DESC LIMIT 1",
-            pn.quoted,
-            q_ident(&to)
-        ),
-        template: "join_top",
-    });
-    if let Some(cn) = name_column(child) {
-        for v in pn.samples.choose(rng).into_iter() {
-            let q = pick(
-                rng,
-                &[
-                    "List the {cn} of the {c} of the {p} {v}.",
-                    "What are the {cn} of the {c} whose {p} is {v}?",
-                ],
-            );
-            out.push(Candidate {
-                question: fill(
-                    q,
-                    &[
-                        ("cn", &words(&cn.name)),
-                        ("c", &cw),
-                        ("p", &pw),
-                        ("v", &shown(v)),
-                    ],
-                ),
-                sql: format!(
-                    "SELECT {cq}.{} FROM {cq} JOIN {pq} ON {on} WHERE {pq}.{} = {v}",
-                    cn.quoted, pn.quoted
-                ),
-                template: "join_filter",
-            });
         }
     }
 }
