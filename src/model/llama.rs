@@ -41,22 +41,19 @@ pub struct Cache {
 impl Cache {
     /// An empty cache for `model`.
     pub fn new(model: &Llama) -> Self {
-        Self {
-            layers: (0..model.cfg.num_layers)
-                .map(|_| LayerKv::default())
-                .collect(),
-            len: 0,
-        }
+        Self::with_layers(model, LayerKv::default)
     }
 
     /// An empty cache for `model` through which gradients flow (see
     /// [`LayerKv::tracked`]): a prompt run once into it can be cloned and
     /// continued by several answers, each backpropagating into the prompt.
     pub fn tracked(model: &Llama) -> Self {
+        Self::with_layers(model, LayerKv::tracked)
+    }
+
+    fn with_layers(model: &Llama, layer: fn() -> LayerKv) -> Self {
         Self {
-            layers: (0..model.cfg.num_layers)
-                .map(|_| LayerKv::tracked())
-                .collect(),
+            layers: (0..model.cfg.num_layers).map(|_| layer()).collect(),
             len: 0,
         }
     }

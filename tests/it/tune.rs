@@ -33,6 +33,16 @@ fn examples(n: usize, seed: u64) -> Vec<TrainExample> {
         .collect()
 }
 
+/// The largest absolute entry of `t`.
+fn max_abs(t: &candle_core::Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn options() -> TuneOptions {
     TuneOptions {
         rank: 4,
@@ -83,14 +93,7 @@ fn training_lowers_the_answer_loss_and_is_reproducible() {
     .unwrap();
     for (k, d) in &first.deltas {
         let e = &again.deltas[k];
-        let diff = (&d.a - &e.a)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs(&(&d.a - &e.a).unwrap());
         assert!(diff < 1e-6, "{k}: runs differ by {diff}");
     }
 
@@ -158,14 +161,7 @@ fn a_stopped_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one() {
     assert_eq!(resumed.state.steps, full.state.steps);
     for (k, d) in &full.deltas {
         let e = &resumed.deltas[k];
-        let diff = (&d.b - &e.b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs(&(&d.b - &e.b).unwrap());
         assert!(diff < 1e-5, "{k}: resumed run differs by {diff}");
     }
     let (a, b) = (
@@ -273,21 +269,7 @@ fn a_prompt_shared_by_a_step_runs_once_with_the_losses_and_gradients_of_separate
     let by_separate_passes = sum.backward().unwrap();
     for (v, a) in vars.iter().zip(&grads) {
         let b = by_separate_passes.get(v.as_tensor()).unwrap();
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let diff = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let (scale, diff) = (max_abs(b), max_abs(&(a - b).unwrap()));
         assert!(scale > 0.0, "zero gradient");
         assert!(
             diff <= 1e-4 * scale.max(1.0),
