@@ -159,6 +159,35 @@ pub enum Error {
         reserved: usize,
     },
 
+    /// The caller stopped the generation before it finished.
+    #[error("the generation was cancelled")]
+    Cancelled,
+
+    /// The model's reply holds no SQL query.
+    #[error("the model's reply contains no SQL query (reply: {reply:?})")]
+    NoQuery {
+        /// The start of the reply.
+        reply: String,
+    },
+
+    /// The model did not finish a query within its token budget.
+    #[error(
+        "the model did not finish a query within {max_tokens} tokens (raise the token budget)"
+    )]
+    OutOfTokens {
+        /// The budget that ran out.
+        max_tokens: usize,
+    },
+
+    /// A request named an adapter the engine has not loaded.
+    #[error("no adapter named {name:?} (loaded: {loaded})")]
+    UnknownAdapter {
+        /// The name asked for.
+        name: String,
+        /// The names loaded, comma-separated (or `none`).
+        loaded: String,
+    },
+
     /// An argument or input value is invalid.
     #[error("invalid {field}: {message}")]
     Invalid {

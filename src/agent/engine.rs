@@ -8,8 +8,13 @@ use candle_core::{DType, Device};
 
 use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
-use crate::generate::{KeptCache, LlamaSession};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::prompt_cache::{PromptCache, DEFAULT_PROMPT_CACHES};
+use super::DatabaseHandle;
 use crate::grammar::GrammarFactory;
+use crate::grammar::GrammarOptions;
 use crate::lora::{Adapter, ADAPTER_WEIGHTS_FILE};
 use crate::model::{self, GgufFile, GgufOptions, Llama};
 use crate::tokenizer::{SpecialTokens, Tokenizer};
@@ -41,7 +46,7 @@ impl ModelSource {
         }
         Err(Error::model(
             path,
-            "no such file or directory (--model takes a .gguf file, a Hugging Face model directory, or a hub repo id such as meta-llama/Meta-Llama-3-8B-Instruct)",
+            "no such file or directory (a model is a .gguf file, a Hugging Face model directory, or a hub repo id such as meta-llama/Meta-Llama-3-8B-Instruct)",
         ))
     }
 }
@@ -85,15 +90,16 @@ pub struct ModelInfo {
     pub load_ms: f64,
 }
 
-/// A loaded model with its tokenizer, chat template and stop tokens.
+/// A loaded model with its tokenizer, chat template and stop tokens:
+/// immutable once loaded (adapters are attached before it is shared) and
+/// `Send + Sync`, so one `Arc<Engine>` answers requests on many threads.
 pub struct Engine {
     /// The grammar factory for this tokenizer, built on first use.
     grammar_factory: std::sync::OnceLock<GrammarFactory>,
-    /// The KV cache of the last generation, for the next prompt that starts
-    /// the same way (`None` while a generation holds it, or when off).
-    kept: std::sync::Mutex<Option<KeptCache>>,
-    /// Whether generations keep their cache for the next one.
-    keep_cache: std::sync::atomic::AtomicBool,
+    /// KV caches of recent generations, for prompts that start the same way.
+    prompt_cache: PromptCache,
+    /// Databases opened for answering, by path and grammar.
+    databases: Mutex<HashMap<(PathBuf, GrammarOptions), Arc<DatabaseHandle>>>,
     /// Adapters attached or merged, in the order they were loaded.
     adapters: Vec<AdapterInfo>,
     /// The network.
@@ -146,7 +152,7 @@ impl Engine {
         let (model, changes) = gguf.into_model(&options.device, options.gguf)?;
         let requantized = summarize_requantization(&changes);
         if let Some(r) = &requantized {
-            tracing::info!("re-quantized {r} at load (Q4_1 has no fast CPU kernel; --requantize never keeps it)");
+            tracing::info!("re-quantized {r} at load (Q4_1 has no fast CPU kernel)");
         }
         let parts = Parts {
             model,
@@ -235,7 +241,7 @@ impl Engine {
         self.model.merge_adapter(&adapter)?;
         self.adapters.push(AdapterInfo::new(&adapter, None)?);
         // Keys and values computed before the merge no longer hold.
-        *self.lock_kept() = None;
+        self.prompt_cache.clear();
         self.info.weight_type = weight_type(&self.model);
         Ok(())
     }
@@ -243,7 +249,7 @@ impl Engine {
     fn check_new_adapter(&self, name: &str, dir: &Path) -> Result<()> {
         if self.adapters.iter().any(|a| a.name == name) {
             return Err(Error::invalid(
-                "--adapter",
+                "adapter",
                 format!(
                     "two adapters are named {name:?} (the second at {})",
                     dir.display()
@@ -264,60 +270,75 @@ impl Engine {
         match found {
             Some(AdapterInfo { slot: Some(s), .. }) => Ok(*s),
             Some(_) => Err(Error::invalid(
-                "--use",
+                "adapter",
                 format!("adapter {name:?} is merged into the weights: it is always on"),
             )),
-            None => Err(Error::invalid(
-                "--use",
-                format!(
-                    "no adapter named {name:?} (loaded: {})",
-                    if self.adapters.is_empty() {
-                        "none".to_string()
-                    } else {
-                        self.adapters
-                            .iter()
-                            .map(|a| a.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                ),
-            )),
+            None => Err(Error::UnknownAdapter {
+                name: name.to_string(),
+                loaded: if self.adapters.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.adapters
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            }),
         }
     }
 
-    /// A generation session with the adapter in slot `adapter` (`None`: the
-    /// base model): it starts from the cache the last one kept (when made
-    /// with the same adapter), so the prompt's start that matches it is not
-    /// fed again. Hand it back with [`Engine::keep`].
-    pub fn session(&self, adapter: Option<usize>) -> LlamaSession<'_> {
-        match self.lock_kept().take() {
-            Some(kept) => LlamaSession::from_kept(&self.model, adapter, kept),
-            None => LlamaSession::with_adapter(&self.model, adapter),
-        }
+    /// The slot a request naming `adapter` runs with (`None`: the model as
+    /// loaded).
+    pub fn adapter_slot_for(&self, adapter: Option<&str>) -> Result<Option<usize>> {
+        adapter.map(|name| self.adapter_slot(name)).transpose()
     }
 
-    /// Keeps `session`'s cache for the next [`Engine::session`] (unless
-    /// keeping is off).
-    pub fn keep(&self, session: LlamaSession<'_>) {
-        if self.keep_cache.load(std::sync::atomic::Ordering::Relaxed) {
-            *self.lock_kept() = Some(session.keep());
-        }
+    /// The adapter behind answers that name `adapter`: that attached one,
+    /// or one merged into the weights.
+    pub fn answering_adapter(&self, adapter: Option<&str>) -> Result<Option<AdapterInfo>> {
+        let slot = self.adapter_slot_for(adapter)?;
+        Ok(self
+            .adapters
+            .iter()
+            .find(|a| a.slot.is_none() || (slot.is_some() && a.slot == slot))
+            .cloned())
     }
 
-    /// Turns keeping the cache between generations on (the default) or
-    /// off (every prompt is then fed whole, e.g. to measure prefill).
+    /// The KV caches kept between generations.
+    pub fn prompt_cache(&self) -> &PromptCache {
+        &self.prompt_cache
+    }
+
+    /// Turns keeping caches between generations on (the default) or off
+    /// (every prompt is then fed whole, e.g. to measure prefill).
     pub fn set_keep_cache(&self, on: bool) {
-        self.keep_cache
-            .store(on, std::sync::atomic::Ordering::Relaxed);
-        if !on {
-            *self.lock_kept() = None;
-        }
+        self.prompt_cache
+            .set_capacity(if on { DEFAULT_PROMPT_CACHES } else { 0 });
     }
 
-    fn lock_kept(&self) -> std::sync::MutexGuard<'_, Option<KeptCache>> {
-        // A panic elsewhere while holding it leaves nothing inconsistent:
-        // the cache is only ever replaced whole.
-        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    /// The database at `path` with its schema and the grammar `options`
+    /// ask for: opened and compiled on first use, then shared.
+    pub fn database(&self, path: &Path, options: &GrammarOptions) -> Result<Arc<DatabaseHandle>> {
+        let key = (
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            *options,
+        );
+        if let Some(found) = self.lock_databases().get(&key) {
+            return Ok(Arc::clone(found));
+        }
+        // Compiled outside the lock: a grammar takes a while, and other
+        // databases need not wait for it.
+        let handle = Arc::new(DatabaseHandle::open(self, path, options)?);
+        Ok(Arc::clone(
+            self.lock_databases().entry(key).or_insert(handle),
+        ))
+    }
+
+    fn lock_databases(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(PathBuf, GrammarOptions), Arc<DatabaseHandle>>> {
+        self.databases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Ids that end generation.
@@ -385,8 +406,8 @@ impl Parts {
         check_vocab(&self.model, &self.tokenizer, path)?;
         Ok(Engine {
             grammar_factory: std::sync::OnceLock::new(),
-            kept: std::sync::Mutex::new(None),
-            keep_cache: std::sync::atomic::AtomicBool::new(true),
+            prompt_cache: PromptCache::new(DEFAULT_PROMPT_CACHES),
+            databases: Mutex::new(HashMap::new()),
             adapters: Vec::new(),
             info: ModelInfo {
                 path: path.to_path_buf(),

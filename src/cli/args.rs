@@ -179,8 +179,8 @@ impl ModelArgs {
     }
 
     /// Loads the model (a spinner on a terminal meanwhile) and its
-    /// adapters; returns the engine and the slot of the adapter that answers.
-    pub fn load_engine(&self) -> crate::Result<(crate::agent::Engine, Option<usize>)> {
+    /// adapters; returns the engine and the name of the adapter that answers.
+    pub fn load_engine(&self) -> crate::Result<(crate::agent::Engine, Option<String>)> {
         use std::io::IsTerminal;
         let options = self.to_options(std::io::stderr().is_terminal())?;
         let spinner = super::output::spinner(&format!("loading model {}", self.model));
@@ -192,11 +192,12 @@ impl ModelArgs {
     }
 
     /// Loads the adapters into `engine` (attached, or merged with
-    /// `--merge-adapter`) and returns the slot of the one that answers.
+    /// `--merge-adapter`) and returns the name of the one that answers
+    /// (`None`: the base model, or the merged adapter).
     pub fn apply_adapters(
         &self,
         engine: &mut crate::agent::Engine,
-    ) -> crate::Result<Option<usize>> {
+    ) -> crate::Result<Option<String>> {
         let specs = self.adapter_specs()?;
         if self.merge_adapter {
             let (name, dir) = &specs[0];
@@ -212,10 +213,10 @@ impl ModelArgs {
         for (name, dir) in &specs {
             engine.attach_adapter(name, dir)?;
         }
-        match (&self.use_adapter, specs.as_slice()) {
-            (Some(name), _) => engine.adapter_slot(name).map(Some),
-            (None, []) => Ok(None),
-            (None, [(name, _)]) => engine.adapter_slot(name).map(Some),
+        let chosen = match (&self.use_adapter, specs.as_slice()) {
+            (Some(name), _) => name,
+            (None, []) => return Ok(None),
+            (None, [(name, _)]) => name,
             (None, _) => Err(crate::Error::invalid(
                 "--use",
                 format!(
@@ -227,8 +228,16 @@ impl ModelArgs {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            )),
-        }
+            ))?,
+        };
+        engine.adapter_slot(chosen).map_err(|e| match e {
+            crate::Error::UnknownAdapter { name, loaded } => crate::Error::invalid(
+                "--use",
+                format!("no adapter named {name:?} (loaded: {loaded})"),
+            ),
+            other => other,
+        })?;
+        Ok(Some(chosen.clone()))
     }
 }
 
@@ -326,6 +335,10 @@ pub struct AskArgs {
     /// Print the SQL without running it.
     #[arg(long)]
     pub no_execute: bool,
+    /// Further attempts after a query that fails to run, each shown the
+    /// failed query and SQLite's error.
+    #[arg(long, default_value_t = 0)]
+    pub retries: usize,
     /// Model options.
     #[command(flatten)]
     pub model: ModelArgs,

@@ -9,11 +9,11 @@ use serde_json::json;
 
 use super::args::{BenchArgs, Format};
 use super::output;
-use crate::agent::Agent;
+use crate::agent::{AskOptions, Listener};
 use crate::chat::PromptSpec;
 use crate::eval::load_set;
 use crate::grammar::{percentile, MaskTimings};
-use crate::sql::{build_demo_db, Database, ExecLimits};
+use crate::sql::build_demo_db;
 
 /// Timings of one answered question.
 struct Run {
@@ -42,27 +42,23 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             p
         }
     };
-    let db = Database::open(&db_path)?;
-    let schema = db.schema()?;
     let prompt = PromptSpec::load(&args.prompt)?;
     let (engine, adapter) = args.model.load_engine()?;
     // Every question's prompt is fed whole, so prefill speed means the same
     // for each.
     engine.set_keep_cache(false);
-    let grammar = Agent::compile_grammar(&engine, &schema, &grammar_options)?;
-    let agent = Agent {
-        engine,
-        prompt,
+    let db = engine.database(&db_path, &grammar_options)?;
+    let options = AskOptions {
         sampling,
-        limits: ExecLimits::default(),
-        grammar,
         adapter,
+        execute: false,
+        ..AskOptions::new(prompt)
     };
 
     let mut runs = Vec::new();
     for item in items.iter().take(args.questions) {
         let spinner = output::spinner(&format!("answering {:?}", item.question));
-        let draft = agent.draft(&db, &schema, &item.question, &mut |_| {});
+        let draft = engine.draft(&db, &item.question, &[], &options, &mut Listener::default());
         spinner.finish_and_clear();
         let draft = draft?;
         runs.push(Run {
@@ -75,10 +71,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             forced: draft.grammar.forced_tokens,
         });
     }
-    let masks = match &agent.grammar {
+    let masks = match db.grammar() {
         Some(g) => {
             let sqls: Vec<String> = items.iter().map(|i| i.sql.clone()).collect();
-            Some(MaskTimings::replay(g, &agent.engine.tokenizer, &sqls)?)
+            Some(MaskTimings::replay(g, &engine.tokenizer, &sqls)?)
         }
         None => None,
     };
@@ -116,7 +112,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "check_us": {"median": percentile(&m.check_us, 0.5), "p99": percentile(&m.check_us, 0.99)},
         })
     });
-    let info = &agent.engine.info;
+    let info = &engine.info;
     let threads = candle_core::utils::get_num_threads();
     match args.format {
         Format::Json => outln!(
@@ -125,7 +121,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 "model": info.path,
                 "weight_type": info.weight_type,
                 "requantized": info.requantized,
-                "device": format!("{:?}", agent.engine.model.device()),
+                "device": format!("{:?}", engine.model.device()),
                 "threads": threads,
                 "load_ms": info.load_ms,
                 "grammar": grammar_options.mode,
@@ -139,7 +135,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 "full_masks": runs.iter().map(|r| r.masks).sum::<usize>(),
                 "forced_tokens": runs.iter().map(|r| r.forced).sum::<usize>(),
                 "mask_replay": mask_json,
-                "vocabulary": agent.engine.tokenizer.vocab_size(),
+                "vocabulary": engine.tokenizer.vocab_size(),
             }))?
         ),
         Format::Text => {
@@ -151,7 +147,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                     .as_deref()
                     .map(|r| format!(", re-quantized {r}"))
                     .unwrap_or_default(),
-                agent.engine.model.device(),
+                engine.model.device(),
                 info.load_ms
             );
             outln!(
@@ -179,7 +175,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                     m.tokens(),
                     m.queries,
                     m.rejected,
-                    agent.engine.tokenizer.vocab_size()
+                    engine.tokenizer.vocab_size()
                 );
             }
         }

@@ -3,31 +3,20 @@
 //! With `--out`, every graded item is appended to `items.jsonl` as soon as
 //! it is done, so an interrupted run loses nothing and `--resume` goes on.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
 use super::args::{CompareArgs, EvalArgs, EvalCommand, Format, SetFormat};
 use super::output;
-use crate::agent::Agent;
+use crate::agent::{AskOptions, DatabaseHandle, LocalWriter, SqlWriter};
 use crate::chat::PromptSpec;
 use crate::eval::{
-    compare_runs, evaluate_item, file_sha256, is_spider_format, load_set, load_spider,
-    model_fingerprint, subset, BrokenItem, EvalConfig, HostedWriter, ItemContext, Outcome, Report,
-    SetItem, SqlWriter,
+    compare_runs, file_sha256, is_spider_format, load_set, load_spider, model_fingerprint,
+    run_plan, subset, EvalConfig, EvalPlan, HostedWriter, Report, RunDir, SetItem,
 };
-use crate::grammar::CompiledGrammar;
 use crate::hosted::{HostedClient, HostedOptions};
-use crate::sql::{Database, Schema};
-
-/// What writes the SQL.
-enum Writer {
-    Local(Box<Agent>),
-    Hosted(Box<HostedWriter>),
-}
 
 /// The hosted writer for `--hosted URL --hosted-model NAME`, and the name.
 fn hosted_writer(
@@ -63,13 +52,6 @@ fn hosted_writer(
     ))
 }
 
-/// One database of the set, opened once, with its grammar.
-struct Db {
-    db: Database,
-    schema: Schema,
-    grammar: Option<CompiledGrammar>,
-}
-
 pub fn eval(args: EvalArgs) -> Result<()> {
     if let Some(EvalCommand::Compare(c)) = &args.command {
         return compare(c);
@@ -82,10 +64,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     if args.limit == Some(0) {
         return Err(crate::Error::invalid("--limit", "must be at least 1").into());
     }
-    let chosen = subset(items.len(), args.limit, args.sample_seed);
     // Every chosen item needs a database.
-    let mut db_paths: Vec<PathBuf> = Vec::new();
-    for &i in &chosen {
+    let mut chosen = Vec::new();
+    for i in subset(items.len(), args.limit, args.sample_seed) {
         let path = match (&items[i].db, &args.db) {
             (Some(p), _) => p.clone(),
             (None, Some(p)) => p.clone(),
@@ -96,12 +77,18 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 items[i].question
             ),
         };
-        db_paths.push(path);
+        chosen.push((i, path));
     }
 
     let prompt = PromptSpec::load(&args.prompt)?;
+    let mut options = AskOptions {
+        sampling,
+        limits,
+        retries: args.retries,
+        ..AskOptions::new(prompt.clone())
+    };
     // The local model, or a hosted one.
-    let (mut writer, model, fingerprint, grammar_name) = match &args.hosted {
+    let (engine, hosted, model, fingerprint, grammar_name) = match &args.hosted {
         Some(url) => {
             if !args.model.adapters.is_empty() {
                 bail!("--adapter applies to the local model, not to --hosted ones");
@@ -109,7 +96,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             let hosted = hosted_writer(&args, url, &prompt, &sampling)?;
             let model = format!("{} @ {}", hosted.1, hosted.0.client.endpoint());
             (
-                Writer::Hosted(Box::new(hosted.0)),
+                None,
+                Some(hosted.0),
                 model,
                 String::new(),
                 "none (hosted)".to_string(),
@@ -118,33 +106,29 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         None => {
             let (engine, adapter) = args.model.load_engine()?;
             let fingerprint = model_fingerprint(&engine.info.path)?;
-            let agent = Agent {
-                engine,
-                prompt: prompt.clone(),
-                sampling,
-                limits: limits.clone(),
-                grammar: None,
-                adapter,
-            };
+            options.adapter = adapter;
             (
-                Writer::Local(Box::new(agent)),
+                Some(engine),
+                None,
                 args.model.model.clone(),
                 fingerprint,
                 grammar_options.mode.to_string(),
             )
         }
     };
-    let adapters = match &writer {
-        Writer::Local(agent) => agent
-            .engine
-            .adapters()
-            .iter()
-            .map(|a| match a.slot {
-                Some(slot) if Some(slot) == agent.adapter => format!("{} [answers]", a.describe()),
-                _ => a.describe(),
-            })
-            .collect(),
-        Writer::Hosted(_) => Vec::new(),
+    let adapters = match &engine {
+        Some(engine) => {
+            let answering = engine.answering_adapter(options.adapter.as_deref())?;
+            engine
+                .adapters()
+                .iter()
+                .map(|a| match (a.slot, &answering) {
+                    (Some(_), Some(b)) if b.name == a.name => format!("{} [answers]", a.describe()),
+                    _ => a.describe(),
+                })
+                .collect()
+        }
+        None => Vec::new(),
     };
     let config = EvalConfig {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -165,95 +149,85 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     };
 
     // Items already done (--resume), and where new ones go.
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut sink = None;
-    if let Some(dir) = &args.out {
-        let (done, file) = open_run_dir(dir, &config, args.resume)?;
-        outcomes = done;
-        sink = Some(file);
-    }
-    let done: HashSet<usize> = outcomes.iter().map(Outcome::index).collect();
-
-    // A database that cannot be opened makes its items broken (Spider's
-    // wta_1 ships without data), not the whole run fail.
-    let mut dbs: BTreeMap<PathBuf, std::result::Result<Db, String>> = BTreeMap::new();
-    let todo: Vec<(usize, &PathBuf)> = chosen
-        .iter()
-        .copied()
-        .zip(&db_paths)
-        .filter(|(i, _)| !done.contains(i))
-        .collect();
-    let bar = output::progress(todo.len() as u64);
-    for (i, path) in todo {
-        if !dbs.contains_key(path) {
-            let local = match &writer {
-                Writer::Local(agent) => Some(agent.as_ref()),
-                Writer::Hosted(_) => None,
+    let (done, mut sink) = match &args.out {
+        Some(dir) => {
+            let (done, run_dir) = RunDir::open(dir, &config, args.resume).map_err(flag_names)?;
+            (done, Some(run_dir))
+        }
+        None => (Vec::new(), None),
+    };
+    let plan = EvalPlan {
+        config,
+        items: &items,
+        chosen,
+        options: options.clone(),
+    };
+    let local;
+    let (writer, open_db): (&dyn SqlWriter, Box<OpenDb<'_>>) = match (&engine, &hosted) {
+        (Some(engine), _) => {
+            local = LocalWriter {
+                engine,
+                options: &options,
             };
-            let opened = open_db(local, path, &grammar_options)?;
-            dbs.insert(path.clone(), opened);
+            (
+                &local,
+                Box::new(|path: &Path| engine.database(path, &grammar_options)),
+            )
         }
-        let outcome = match dbs.get_mut(path).expect("inserted above") {
-            Err(message) => Outcome::Broken(BrokenItem {
-                index: i,
-                question: items[i].question.clone(),
-                gold_sql: items[i].sql.clone(),
-                error: message.clone(),
-            }),
-            Ok(entry) => {
-                // The local agent takes the grammar of this item's database.
-                if let Writer::Local(agent) = &mut writer {
-                    agent.grammar = entry.grammar.take();
-                }
-                let sql_writer: &dyn SqlWriter = match &writer {
-                    Writer::Local(agent) => agent.as_ref(),
-                    Writer::Hosted(h) => h.as_ref(),
-                };
-                let cx = ItemContext {
-                    writer: sql_writer,
-                    limits: &limits,
-                    db: &entry.db,
-                    db_path: path,
-                    schema: &entry.schema,
-                    retries: args.retries,
-                };
-                let outcome = evaluate_item(&cx, i, &items[i])?;
-                if let Writer::Local(agent) = &mut writer {
-                    entry.grammar = agent.grammar.take();
-                }
-                outcome
-            }
-        };
-        if let Some(file) = sink.as_mut() {
-            writeln!(file, "{}", serde_json::to_string(&outcome)?)
-                .and_then(|()| file.flush())
-                .context("writing items.jsonl")?;
-        }
-        outcomes.push(outcome);
-        let report = Report::new(config.clone(), &outcomes);
-        bar.set_message(format!(
-            "valid {:.0}%  correct {:.0}%",
-            report.summary.valid_sql_pct, report.summary.execution_accuracy_pct
-        ));
-        bar.inc(1);
-    }
+        (None, Some(h)) => (
+            h,
+            Box::new(|path: &Path| DatabaseHandle::without_grammar(path).map(Arc::new)),
+        ),
+        (None, None) => unreachable!("a local or a hosted writer"),
+    };
+    let todo = plan.chosen.len().saturating_sub(done.len());
+    let bar = output::progress(todo as u64);
+    let report = run_plan(
+        writer,
+        &*open_db,
+        &plan,
+        done,
+        sink.as_mut(),
+        &mut |report| {
+            bar.set_message(format!(
+                "valid {:.0}%  correct {:.0}%",
+                report.summary.valid_sql_pct, report.summary.execution_accuracy_pct
+            ));
+            bar.inc(1);
+        },
+    )?;
     bar.finish_and_clear();
-
-    let report = Report::new(config, &outcomes);
-    if let Some(dir) = &args.out {
-        write(dir, "report.json", &serde_json::to_string_pretty(&report)?)?;
-        write(dir, "report.md", &report.markdown())?;
-        write(
-            dir,
-            "report.svg",
-            &crate::eval::chart::summary_svg(&report)?,
-        )?;
+    if let Some(sink) = &sink {
+        sink.write_reports(&report)?;
     }
     match args.format {
         Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => outln!("{}", report.markdown().trim_end()),
     }
     Ok(())
+}
+
+/// Opens an item's database for the writer.
+type OpenDb<'a> = dyn Fn(&Path) -> crate::Result<Arc<DatabaseHandle>> + 'a;
+
+/// A run-directory error in the words of this command's flags.
+fn flag_names(e: crate::Error) -> anyhow::Error {
+    match e {
+        crate::Error::Invalid { field, message } if field == "resume" => {
+            anyhow::anyhow!(
+                "--resume: {}",
+                message.replace("start another run directory", "use another --out")
+            )
+        }
+        crate::Error::Invalid { field, message } if field == "run directory" => anyhow::anyhow!(
+            "{}",
+            message.replace(
+                "resume it, or use another directory",
+                "pass --resume to continue it, or use another --out"
+            )
+        ),
+        other => other.into(),
+    }
 }
 
 /// The set, in the format asked for (or guessed).
@@ -328,110 +302,4 @@ fn compare(args: &CompareArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Opens an item's database and compiles its grammar; a database that
-/// cannot be opened or has no tables is `Err(reason)`. Grammar errors
-/// stop the run.
-fn open_db(
-    agent: Option<&Agent>,
-    path: &Path,
-    options: &crate::grammar::GrammarOptions,
-) -> Result<std::result::Result<Db, String>> {
-    let opened = Database::open(path).and_then(|db| {
-        let schema = db.schema()?;
-        Ok((db, schema))
-    });
-    let (db, schema) = match opened {
-        Ok(pair) => pair,
-        Err(e) => return Ok(Err(e.to_string())),
-    };
-    if schema.tables.is_empty() {
-        return Ok(Err(format!("database {} has no tables", path.display())));
-    }
-    let grammar = match agent {
-        Some(agent) => Agent::compile_grammar(&agent.engine, &schema, options)?,
-        None => None,
-    };
-    Ok(Ok(Db {
-        db,
-        schema,
-        grammar,
-    }))
-}
-
-/// Prepares `dir` for a run: writes `config.json`, or with `resume` reads
-/// the outcomes already in `items.jsonl` (the config must be the same).
-/// Returns those outcomes and `items.jsonl` open for appending.
-fn open_run_dir(
-    dir: &Path,
-    config: &EvalConfig,
-    resume: bool,
-) -> Result<(Vec<Outcome>, std::fs::File)> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let config_path = dir.join("config.json");
-    let items_path = dir.join("items.jsonl");
-    let mut done = Vec::new();
-    if resume {
-        let text = std::fs::read_to_string(&config_path)
-            .with_context(|| format!("--resume: reading {}", config_path.display()))?;
-        let old: EvalConfig = serde_json::from_str(&text)
-            .with_context(|| format!("--resume: {} is not a run config", config_path.display()))?;
-        let (old_v, new_v) = (serde_json::to_value(&old)?, serde_json::to_value(config)?);
-        if let (Some(o), Some(n)) = (old_v.as_object(), new_v.as_object()) {
-            for (key, value) in n {
-                if o.get(key) != Some(value) {
-                    bail!(
-                        "--resume: {} was run with {key} = {}, now {value}; use another --out",
-                        dir.display(),
-                        o.get(key).cloned().unwrap_or_default()
-                    );
-                }
-            }
-        }
-        if items_path.exists() {
-            let text = std::fs::read_to_string(&items_path)
-                .with_context(|| format!("reading {}", items_path.display()))?;
-            // A last line without its newline was cut short by a crash: drop
-            // it (that item runs again); complete lines are never rewritten.
-            let complete = match text.rfind('\n') {
-                Some(p) => p + 1,
-                None => 0,
-            };
-            if complete < text.len() {
-                OpenOptions::new()
-                    .write(true)
-                    .open(&items_path)
-                    .and_then(|f| f.set_len(complete as u64))
-                    .with_context(|| format!("truncating {}", items_path.display()))?;
-            }
-            for (n, line) in text[..complete].lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let o: Outcome = serde_json::from_str(line)
-                    .with_context(|| format!("{}:{}", items_path.display(), n + 1))?;
-                done.push(o);
-            }
-        }
-    } else {
-        if items_path.exists() {
-            bail!(
-                "{} already holds a run; pass --resume to continue it, or use another --out",
-                dir.display()
-            );
-        }
-        write(dir, "config.json", &serde_json::to_string_pretty(config)?)?;
-    }
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&items_path)
-        .with_context(|| format!("opening {}", items_path.display()))?;
-    Ok((done, file))
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
-    let path = dir.join(name);
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }

@@ -22,7 +22,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result};
 
-use crate::agent::Agent;
+use crate::agent::{AskOptions, Listener};
 use crate::chat::PromptSpec;
 use crate::sql::{self, Database, ImportOptions};
 use args::{AskArgs, Cli, Command, DemoDbArgs, Format, GrammarArgs, ImportArgs, SchemaArgs};
@@ -43,6 +43,16 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn ask(args: AskArgs) -> Result<()> {
+    let options = AskOptions {
+        prompt: PromptSpec::load(&args.prompt)?,
+        sampling: args.sampling.to_params()?,
+        limits: args.exec.to_limits()?,
+        adapter: None,
+        retries: args.retries,
+        execute: !args.no_execute,
+    };
+    let grammar_options = args.grammar.to_options()?;
+    // The question and the database before the model: mistakes fail at once.
     if args.question.trim().is_empty() {
         return Err(crate::Error::invalid(
             "question",
@@ -50,33 +60,13 @@ fn ask(args: AskArgs) -> Result<()> {
         )
         .into());
     }
-    let sampling = args.sampling.to_params()?;
-    let grammar_options = args.grammar.to_options()?;
-    let limits = args.exec.to_limits()?;
-    let db = Database::open(&args.db)?;
-    let schema = db.schema()?;
-    if schema.tables.is_empty() {
-        return Err(crate::Error::Database {
-            path: args.db.clone(),
-            message: "has no tables; there is nothing to ask about".into(),
-        }
-        .into());
-    }
-    let prompt = PromptSpec::load(&args.prompt)?;
-    let interactive = std::io::stderr().is_terminal();
-
+    Database::open(&args.db)?.schema_with_tables()?;
     let (engine, adapter) = args.model.load_engine()?;
-    let grammar = Agent::compile_grammar(&engine, &schema, &grammar_options)?;
-    let agent = Agent {
-        engine,
-        prompt,
-        sampling,
-        limits,
-        grammar,
-        adapter,
-    };
+    let options = AskOptions { adapter, ..options };
+    let db = engine.database(&args.db, &grammar_options)?;
 
     // Stream the reply to a terminal's stderr as it is produced.
+    let interactive = std::io::stderr().is_terminal();
     let mut stderr = std::io::stderr();
     let mut on_text = |piece: &str| {
         if interactive {
@@ -84,53 +74,22 @@ fn ask(args: AskArgs) -> Result<()> {
             let _ = stderr.flush();
         }
     };
-    let draft = agent.draft(&db, &schema, &args.question, &mut on_text)?;
+    let mut listener = Listener {
+        on_text: Some(&mut on_text),
+        cancel: None,
+    };
+    let answer = engine.ask(&db, &args.question, &options, &mut listener)?;
     if interactive {
         eprintln!();
     }
-    if draft.sql.is_empty()
-        && agent.grammar.is_some()
-        && draft.stop == crate::generate::StopReason::MaxTokens
-    {
-        anyhow::bail!(
-            "the model did not finish a query within {} tokens (raise --max-tokens)",
-            agent.sampling.max_tokens
-        );
-    }
-    if draft.sql.is_empty() {
-        anyhow::bail!(
-            "the model's reply contains no SQL query (reply: {:?})",
-            draft.reply.chars().take(200).collect::<String>()
-        );
-    }
-    if args.no_execute {
-        return output::print_draft(
-            &draft,
-            &agent.engine.info,
-            agent.adapter_info(),
-            None,
-            args.format,
-        );
-    }
-    let start = std::time::Instant::now();
-    let result = db.execute(&draft.sql, &agent.limits);
-    let mut draft = draft;
-    draft.timings.execute_ms = start.elapsed().as_secs_f64() * 1000.0;
-    match result {
-        Ok(rows) => output::print_draft(
-            &draft,
-            &agent.engine.info,
-            agent.adapter_info(),
-            Some(&rows),
-            args.format,
+    output::print_answer(&answer, &engine.info, args.format)?;
+    match answer.error() {
+        None => Ok(()),
+        Some(crate::Error::OutOfTokens { max_tokens }) => anyhow::bail!(
+            "the model did not finish a query within {max_tokens} tokens (raise --max-tokens)"
         ),
-        Err(e) => {
-            // Show what the model wrote before the error.
-            if args.format == Format::Text {
-                outln!("{}", draft.sql);
-            }
-            Err(anyhow::Error::new(e).context("the generated SQL failed"))
-        }
+        Some(e @ crate::Error::NoQuery { .. }) => anyhow::bail!("{e}"),
+        Some(e) => anyhow::bail!("the generated SQL failed: {e}"),
     }
 }
 

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::args::Format;
-use crate::agent::{AdapterInfo, Draft, ModelInfo};
+use crate::agent::{AdapterInfo, Answer, Draft, ModelInfo};
 use crate::sql::{QueryResult, Value};
 
 /// A spinner on stderr; invisible when stderr is not a terminal.
@@ -35,6 +35,64 @@ pub fn progress(len: u64) -> ProgressBar {
     bar
 }
 
+/// Prints an answer in `format`: its final SQL and rows; in JSON also
+/// every attempt and, when it failed, the error (so a program reading
+/// stdout learns why).
+pub fn print_answer(answer: &Answer, model: &ModelInfo, format: Format) -> Result<()> {
+    let draft = answer.draft();
+    let error = answer.error().map(|e| e.to_string());
+    match format {
+        Format::Json => {
+            let mut obj = draft_json(draft, model, answer.adapter.as_ref(), answer.rows());
+            if answer.attempts.len() > 1 {
+                obj["attempts"] = json!(answer
+                    .attempts
+                    .iter()
+                    .map(|a| json!({
+                        "sql": a.draft.sql,
+                        "error": a.execution_error().map(|e| e.to_string()),
+                    }))
+                    .collect::<Vec<_>>());
+            }
+            if let Some(e) = error {
+                obj["error"] = json!(e);
+            }
+            outln!("{}", serde_json::to_string(&obj)?);
+            Ok(())
+        }
+        Format::Text => {
+            if answer.rows().is_none() && draft.sql.is_empty() {
+                return Ok(());
+            }
+            print_draft(draft, model, answer.adapter.as_ref(), answer.rows(), format)
+        }
+    }
+}
+
+fn draft_json(
+    draft: &Draft,
+    model: &ModelInfo,
+    adapter: Option<&AdapterInfo>,
+    rows: Option<&QueryResult>,
+) -> serde_json::Value {
+    let mut obj = json!({
+        "question": draft.question,
+        "sql": draft.sql,
+        "reply": draft.reply,
+        "stop": draft.stop,
+        "model": model,
+        "adapter": adapter,
+        "timings": draft.timings,
+        "grammar": draft.grammar,
+    });
+    if let Some(r) = rows {
+        obj["columns"] = json!(r.columns);
+        obj["rows"] = json!(r.rows);
+        obj["truncated"] = json!(r.truncated);
+    }
+    obj
+}
+
 /// Prints a draft (and its rows when executed) in `format`.
 pub fn print_draft(
     draft: &Draft,
@@ -45,21 +103,7 @@ pub fn print_draft(
 ) -> Result<()> {
     match format {
         Format::Json => {
-            let mut obj = json!({
-                "question": draft.question,
-                "sql": draft.sql,
-                "reply": draft.reply,
-                "stop": draft.stop,
-                "model": model,
-                "adapter": adapter,
-                "timings": draft.timings,
-                "grammar": draft.grammar,
-            });
-            if let Some(r) = rows {
-                obj["columns"] = json!(r.columns);
-                obj["rows"] = json!(r.rows);
-                obj["truncated"] = json!(r.truncated);
-            }
+            let obj = draft_json(draft, model, adapter, rows);
             outln!("{}", serde_json::to_string(&obj)?);
         }
         Format::Text => {

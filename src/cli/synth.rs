@@ -8,12 +8,11 @@ use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
 
 use super::args::SynthArgs;
-use crate::agent::Agent;
+use crate::agent::AskOptions;
 use crate::chat::PromptSpec;
 use crate::eval::load_set;
-use crate::generate::SamplingParams;
 use crate::grammar::GrammarOptions;
-use crate::sql::{Database, ExecLimits};
+use crate::sql::Database;
 use crate::synth::{candidates, interleave, model, with_values, Filter};
 
 /// Runs `sqlagent synth`.
@@ -126,14 +125,11 @@ fn from_model(
         bail!("{}: no seed questions", seed_set.display());
     }
     let (engine, adapter) = args.model.load_engine()?;
-    let grammar = Agent::compile_grammar(&engine, schema, &GrammarOptions::default())?;
-    let agent = Agent {
-        engine,
-        prompt: PromptSpec::load(&args.prompt)?,
-        sampling: SamplingParams::default(),
-        limits: ExecLimits::default(),
-        grammar,
+    let handle = engine.database(db.path(), &GrammarOptions::default())?;
+    let options = AskOptions {
         adapter,
+        execute: false,
+        ..AskOptions::new(PromptSpec::load(&args.prompt)?)
     };
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(args.from_model as u64),
@@ -145,11 +141,13 @@ fn from_model(
         if kept.len() == args.from_model {
             break;
         }
-        let Some(question) = model::new_question(&agent, schema, &seeds, rng)? else {
+        let Some(question) =
+            model::new_question(&engine, options.adapter.as_deref(), schema, &seeds, rng)?
+        else {
             no_question += 1;
             continue;
         };
-        let sql = model::answer(&agent, db, schema, &question)?;
+        let sql = model::answer(&engine, &handle, &options, &question)?;
         if !sql.is_empty() && filter.keep(db, &question, &sql) {
             kept.push(serde_json::json!({"question": question, "sql": sql, "source": "model"}));
             bar.inc(1);

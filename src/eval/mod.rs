@@ -5,14 +5,16 @@ pub mod chart;
 pub mod compare;
 pub mod report;
 pub mod run;
+pub mod runner;
 pub mod set;
 
 pub use compare::{compare_runs, mcnemar_exact, PairComparison};
 pub use report::{EvalConfig, Report, Summary, TagSummary};
 pub use run::{
     evaluate_item, BrokenItem, Category, FirstAttempt, HostedWriter, ItemContext, ItemResult,
-    Outcome, SqlWriter, Written,
+    Outcome,
 };
+pub use runner::{run_plan, EvalPlan, RunDir};
 pub use set::{is_spider_format, load_set, load_spider, SetItem};
 
 use std::io::{Read, Seek, SeekFrom};

@@ -2,15 +2,17 @@
 //! question, run that, and grade it (valid SQL, execution match, an error
 //! category).
 
-use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use super::set::SetItem;
-use crate::agent::Agent;
+use crate::agent::{
+    answer, AskOptions, Attempt, DatabaseHandle, Draft, Execution, Listener, SqlWriter, Timings,
+};
 use crate::error::Error;
-use crate::sql::{orders_rows, results_match, Database, QueryResult, Schema};
+use crate::generate::StopReason;
+use crate::sql::{orders_rows, results_match, QueryResult};
 
 /// Why an item was not answered correctly (or `Correct`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -70,6 +72,7 @@ impl Category {
     pub fn of_error(e: &Error) -> Category {
         match e {
             Error::Timeout { .. } => Category::Timeout,
+            Error::NoQuery { .. } | Error::OutOfTokens { .. } => Category::Syntax,
             Error::Query { message, .. } => {
                 if message.contains("no such table") {
                     Category::NoSuchTable
@@ -178,53 +181,6 @@ pub struct FirstAttempt {
     pub category: Category,
 }
 
-/// SQL written for a question, with what it cost.
-#[derive(Debug, Clone, Default)]
-pub struct Written {
-    /// The query (empty when the reply held none).
-    pub sql: String,
-    /// The model's whole reply.
-    pub reply: String,
-    /// Tokens generated.
-    pub generated_tokens: usize,
-    /// Time spent generating (milliseconds).
-    pub decode_ms: f64,
-    /// Tokens fed while decoding (local models; generated tokens otherwise).
-    pub decode_steps: usize,
-}
-
-/// Writes SQL for a question: the local agent, or a hosted model.
-pub trait SqlWriter {
-    /// SQL for `question` over `db`, after the `failures` (query, error)
-    /// of earlier attempts.
-    fn write_sql(
-        &self,
-        db: &Database,
-        schema: &Schema,
-        question: &str,
-        failures: &[(String, String)],
-    ) -> crate::Result<Written>;
-}
-
-impl SqlWriter for Agent {
-    fn write_sql(
-        &self,
-        db: &Database,
-        schema: &Schema,
-        question: &str,
-        failures: &[(String, String)],
-    ) -> crate::Result<Written> {
-        let draft = self.draft_after(db, schema, question, failures, &mut |_| {})?;
-        Ok(Written {
-            sql: draft.sql,
-            reply: draft.reply,
-            generated_tokens: draft.timings.generated_tokens,
-            decode_ms: draft.timings.decode_ms,
-            decode_steps: draft.timings.decode_steps,
-        })
-    }
-}
-
 /// A hosted model answering with the same prompt as the local one.
 pub struct HostedWriter {
     /// The endpoint.
@@ -236,23 +192,29 @@ pub struct HostedWriter {
 impl SqlWriter for HostedWriter {
     fn write_sql(
         &self,
-        _db: &Database,
-        schema: &Schema,
+        db: &DatabaseHandle,
         question: &str,
         failures: &[(String, String)],
-    ) -> crate::Result<Written> {
-        let mut messages = self.prompt.messages(schema, question)?;
+        _listener: &mut Listener<'_>,
+    ) -> crate::Result<Draft> {
+        let mut messages = self.prompt.messages(db.schema(), question)?;
         for (sql, error) in failures {
             messages.extend(self.prompt.retry_messages(sql, error)?);
         }
         let reply = self.client.chat(&messages)?;
         let tokens = reply.completion_tokens.unwrap_or(0);
-        Ok(Written {
+        Ok(Draft {
+            question: question.trim().to_string(),
             sql: crate::sql::extract_sql(&reply.text).unwrap_or_default(),
             reply: reply.text,
-            generated_tokens: tokens,
-            decode_ms: reply.latency_ms,
-            decode_steps: tokens,
+            stop: StopReason::EndToken,
+            timings: Timings {
+                generated_tokens: tokens,
+                decode_ms: reply.latency_ms,
+                decode_steps: tokens,
+                ..Timings::default()
+            },
+            grammar: Default::default(),
         })
     }
 }
@@ -261,23 +223,18 @@ impl SqlWriter for HostedWriter {
 pub struct ItemContext<'a> {
     /// What writes the SQL.
     pub writer: &'a dyn SqlWriter,
-    /// Limits for running the gold and the generated queries.
-    pub limits: &'a crate::sql::ExecLimits,
-    /// The database, opened read-only.
-    pub db: &'a Database,
-    /// Its path, for the report.
-    pub db_path: &'a Path,
-    /// Its schema.
-    pub schema: &'a Schema,
-    /// Further attempts after a query SQLite rejects, each shown the
-    /// failed query and the error.
-    pub retries: usize,
+    /// The database with its schema (and grammar, for the local model).
+    pub db: &'a DatabaseHandle,
+    /// Limits for running the gold and the generated queries, and the
+    /// further attempts after a query SQLite rejects (each shown the failed
+    /// query and the error).
+    pub options: &'a AskOptions,
 }
 
 /// Evaluates `item` (number `index`). Errors only when no item can work
 /// (a hosted endpoint refused the API key); other failures are graded.
 pub fn evaluate_item(cx: &ItemContext<'_>, index: usize, item: &SetItem) -> crate::Result<Outcome> {
-    let gold = match cx.db.execute(&item.sql, cx.limits) {
+    let gold = match cx.db.execute(&item.sql, &cx.options.limits) {
         Ok(rows) => rows,
         Err(e) => {
             return Ok(Outcome::Broken(BrokenItem {
@@ -292,7 +249,7 @@ pub fn evaluate_item(cx: &ItemContext<'_>, index: usize, item: &SetItem) -> crat
     let mut result = ItemResult {
         index,
         question: item.question.clone(),
-        db: cx.db_path.display().to_string(),
+        db: cx.db.path().display().to_string(),
         gold_sql: item.sql.clone(),
         sql: String::new(),
         reply: String::new(),
@@ -305,70 +262,78 @@ pub fn evaluate_item(cx: &ItemContext<'_>, index: usize, item: &SetItem) -> crat
         decode_ms: 0.0,
         decode_steps: 0,
         tags: item.tags.clone(),
-        attempts: 0,
+        attempts: 1,
         first_attempt: None,
     };
-    let mut failures: Vec<(String, String)> = Vec::new();
-    for attempt in 0..=cx.retries {
-        result.attempts = attempt + 1;
-        result.sql.clear();
-        result.reply.clear();
-        result.error = None;
-        result.valid_sql = false;
-        result.execution_match = false;
-        result.category = Category::GenerationError;
-        match cx
-            .writer
-            .write_sql(cx.db, cx.schema, &item.question, &failures)
-        {
-            Err(e @ Error::HostedAuth { .. }) => return Err(e),
-            Err(e) => result.error = Some(e.to_string()),
-            Ok(written) => {
-                result.sql = written.sql;
-                result.reply = written.reply;
-                result.generated_tokens += written.generated_tokens;
-                result.decode_ms += written.decode_ms;
-                result.decode_steps += written.decode_steps;
-                grade(cx, &gold, item, &mut result);
+    let options = AskOptions {
+        execute: true,
+        ..cx.options.clone()
+    };
+    match answer(
+        cx.writer,
+        cx.db,
+        &item.question,
+        &options,
+        &mut Listener::default(),
+    ) {
+        Err(e @ Error::HostedAuth { .. }) => return Err(e),
+        Err(e) => {
+            result.error = Some(e.to_string());
+            result.first_attempt = Some(FirstAttempt {
+                valid_sql: false,
+                execution_match: false,
+                category: Category::GenerationError,
+            });
+        }
+        Ok(answer) => {
+            for attempt in &answer.attempts {
+                if !matches!(attempt.execution, Execution::NotWritten(_)) {
+                    result.generated_tokens += attempt.draft.timings.generated_tokens;
+                    result.decode_ms += attempt.draft.timings.decode_ms;
+                    result.decode_steps += attempt.draft.timings.decode_steps;
+                }
+                grade(&gold, item, attempt, &mut result);
+                let first = FirstAttempt {
+                    valid_sql: result.valid_sql,
+                    execution_match: result.execution_match,
+                    category: result.category,
+                };
+                result.first_attempt.get_or_insert(first);
             }
+            result.attempts = answer.attempts.len();
         }
-        let first = FirstAttempt {
-            valid_sql: result.valid_sql,
-            execution_match: result.execution_match,
-            category: result.category,
-        };
-        result.first_attempt.get_or_insert(first);
-        // Only a query SQLite rejects (or no query) is worth another try;
-        // an engine error would repeat.
-        if result.valid_sql || result.category == Category::GenerationError {
-            break;
-        }
-        let shown = if result.sql.is_empty() {
-            "(no query)".to_string()
-        } else {
-            result.sql.clone()
-        };
-        failures.push((shown, result.error.clone().unwrap_or_default()));
     }
     result.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     Ok(Outcome::Graded(result))
 }
 
-/// Runs the drafted `result.sql` and grades it against `gold`.
-fn grade(cx: &ItemContext<'_>, gold: &QueryResult, item: &SetItem, result: &mut ItemResult) {
-    if result.sql.is_empty() {
-        result.category = Category::Syntax;
-        result.error = Some("the reply holds no SQL query".into());
-        return;
-    }
-    match cx.db.execute(&result.sql, cx.limits) {
-        Err(e) => {
-            result.category = Category::of_error(&e);
+/// Grades one attempt against `gold` into `result`.
+fn grade(gold: &QueryResult, item: &SetItem, attempt: &Attempt, result: &mut ItemResult) {
+    result.sql = attempt.draft.sql.clone();
+    result.reply = attempt.draft.reply.clone();
+    result.valid_sql = false;
+    result.execution_match = false;
+    result.error = None;
+    match &attempt.execution {
+        Execution::Skipped => unreachable!("evaluation runs every query"),
+        Execution::NotWritten(e) => {
+            result.sql.clear();
+            result.reply.clear();
+            result.category = Category::GenerationError;
             result.error = Some(e.to_string());
         }
-        Ok(rows) => {
+        Execution::Failed(e) => {
+            result.category = Category::of_error(e);
+            result.error = Some(match e {
+                Error::NoQuery { .. } | Error::OutOfTokens { .. } => {
+                    "the reply holds no SQL query".to_string()
+                }
+                other => other.to_string(),
+            });
+        }
+        Execution::Rows(rows) => {
             result.valid_sql = true;
-            result.execution_match = results_match(gold, &rows, orders_rows(&item.sql));
+            result.execution_match = results_match(gold, rows, orders_rows(&item.sql));
             result.category = if result.execution_match {
                 Category::Correct
             } else if rows.rows.is_empty() && !gold.rows.is_empty() {

@@ -2,9 +2,10 @@
 //! from KV-cached forward passes until an end token or the token budget,
 //! streaming text as it is produced.
 
-mod repair;
+mod cancel;
 mod sampling;
 
+pub use cancel::CancelFlag;
 pub use sampling::{Sampler, SamplingParams};
 
 use std::collections::{HashMap, HashSet};
@@ -56,6 +57,18 @@ pub struct KeptCache {
     cache: Cache,
     ids: Vec<u32>,
     adapter: Option<usize>,
+}
+
+impl KeptCache {
+    /// The ids whose keys and values it holds.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// The adapter slot it was computed with (`None`: the base model).
+    pub fn adapter(&self) -> Option<usize> {
+        self.adapter
+    }
 }
 
 /// A [`Llama`] (with one of its attached adapters, or none) and the KV
@@ -147,8 +160,24 @@ impl TokenModel for LlamaSession<'_> {
     }
 }
 
-/// A check of finished text: `Err(message)` says what is wrong.
-pub type TextCheck<'a> = &'a dyn Fn(&str) -> std::result::Result<(), String>;
+/// What a check of finished text found (see [`GenerateRequest::check`]).
+/// The decode loop knows nothing of what is checked (SQL, JSON, …): only
+/// whether the text stands, and where to back up to when it does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The text stands.
+    Pass,
+    /// It fails because of what starts at this byte of the text: back up
+    /// there and choose differently.
+    Blame(usize),
+    /// It fails only because it ended too early: more text can fix it.
+    Incomplete,
+    /// It fails, and nothing in particular is to blame.
+    Fail,
+}
+
+/// A check of finished text, plugged in by the caller.
+pub type TextCheck<'a> = &'a dyn Fn(&str) -> Verdict;
 
 /// What to generate from.
 pub struct GenerateRequest<'a> {
@@ -162,9 +191,11 @@ pub struct GenerateRequest<'a> {
     pub constraint: Option<&'a mut Constraint>,
     /// A check of the finished text beyond the grammar (e.g. SQLite's
     /// `prepare`: names in scope, function arities). On failure, decoding
-    /// backs up to the name the error points at and chooses differently.
-    /// Used only with a constraint.
+    /// backs up to what the verdict blames and chooses differently. Used
+    /// only with a constraint.
     pub check: Option<TextCheck<'a>>,
+    /// Set by the caller to stop the generation ([`Error::Cancelled`]).
+    pub cancel: Option<&'a CancelFlag>,
 }
 
 /// Back-ups to a failing name before falling back to the longest prefix
@@ -271,6 +302,7 @@ pub fn generate_with(
         sampling,
         constraint,
         check,
+        cancel,
     } = request;
     let max_tokens = sampling.max_tokens;
     let context = model.context_length();
@@ -320,6 +352,9 @@ pub fn generate_with(
 
     while d.tokens.len() < budget && steps < step_limit {
         steps += 1;
+        if cancel.is_some_and(CancelFlag::is_cancelled) {
+            return Err(Error::Cancelled);
+        }
         let _span = tracing::trace_span!("decode_step").entered();
         let picked = d.pick(&logits)?;
         if prefill_ms.is_none() {
@@ -541,15 +576,16 @@ impl Decoder<'_, '_> {
             return Ok(Repair::Pass);
         };
         let text = self.tokenizer.decode(&self.tokens, true)?;
-        let Err(message) = check(&text) else {
+        let verdict = check(&text);
+        if verdict == Verdict::Pass {
             return Ok(Repair::Pass);
-        };
-        tracing::debug!(%message, sql = %text, "finished query failed the check");
+        }
+        tracing::debug!(?verdict, sql = %text, "finished text failed the check");
         if self.stats.repairs < MAX_REPAIRS {
             self.stats.repairs += 1;
-            if repair::needs_more(&text, &message) {
-                // Names without a FROM clause: finish with one (the pieces
-                // name every table) if that passes, else let the model go on.
+            if verdict == Verdict::Incomplete {
+                // Finish from here with completion pieces if that passes,
+                // else let the model go on.
                 let culprit = std::cell::Cell::new(None);
                 let stopped = self.constraint.as_ref().is_some_and(|c| c.is_stopped());
                 if !stopped && self.complete_from_here(&culprit)? {
@@ -557,11 +593,11 @@ impl Decoder<'_, '_> {
                 }
                 return Ok(Repair::KeepGoing);
             }
-            if let Some(at) = repair::culprit(&message).and_then(|n| repair::locate(&text, &n)) {
+            if let Verdict::Blame(at) = verdict {
                 return Ok(Repair::BackUp(self.token_at_byte(at)?));
             }
         }
-        // No name to blame, or repairs exhausted: keep as much as passes.
+        // Nothing to blame, or repairs exhausted: keep as much as passes.
         self.salvage()?;
         Ok(Repair::Pass)
     }
@@ -663,20 +699,15 @@ impl Decoder<'_, '_> {
                 return true;
             };
             match check(&text) {
-                Ok(()) => true,
-                Err(message) => {
-                    // Without a FROM clause the fix is at the end, not at
-                    // the name.
-                    if let Some(at) = repair::culprit(&message)
-                        .filter(|_| !repair::needs_more(&text, &message))
-                        .and_then(|n| repair::locate(&text, &n))
-                    {
-                        if at < prefix_len {
-                            culprit.set(Some(culprit.get().map_or(at, |c: usize| c.max(at))));
-                        }
+                Verdict::Pass => true,
+                Verdict::Blame(at) => {
+                    if at < prefix_len {
+                        culprit.set(Some(culprit.get().map_or(at, |c: usize| c.max(at))));
                     }
                     false
                 }
+                // What is missing comes at the end, not at a name.
+                Verdict::Incomplete | Verdict::Fail => false,
             }
         };
         let t = Instant::now();

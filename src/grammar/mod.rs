@@ -19,7 +19,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// How much the grammar constrains what the model writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GrammarMode {
     /// SQLite SELECT syntax with table and column names from the database.
@@ -60,7 +60,7 @@ impl fmt::Display for GrammarMode {
 pub const DEFAULT_MAX_STRING_LEN: usize = 200;
 
 /// Options of the generated grammar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GrammarOptions {
     /// Schema-aware, generic, or none.
     pub mode: GrammarMode,

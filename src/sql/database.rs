@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
+use super::check::CheckFailure;
 use super::guard::{Denied, Guard};
 use super::lex;
 use super::value::{QueryResult, Value};
@@ -83,6 +84,19 @@ impl Database {
         })
     }
 
+    /// Its schema, refused when it has no tables (there is nothing to ask
+    /// about).
+    pub fn schema_with_tables(&self) -> Result<super::Schema> {
+        let schema = self.schema()?;
+        if schema.tables.is_empty() {
+            return Err(Error::Database {
+                path: self.path.clone(),
+                message: "has no tables; there is nothing to ask about".into(),
+            });
+        }
+        Ok(schema)
+    }
+
     /// The file this database was opened from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -116,13 +130,16 @@ impl Database {
 
     /// Checks that `sql` is one read-only statement SQLite can prepare
     /// against this database (syntax, names in scope, function arities),
-    /// without running it. Errors as [`Database::execute`]. Stricter than
-    /// running: a double-quoted name must name something (SQLite would
-    /// otherwise read `"genre"` as the string `'genre'` when no column has
-    /// that name, a silent wrong answer), so `"x"` fails as `no such
-    /// column: x`.
-    pub fn check(&self, sql: &str) -> Result<()> {
-        let statement = one_statement(sql)?;
+    /// without running it. A failure says what SQLite blamed and where
+    /// ([`CheckFailure`]). Stricter than running: a double-quoted name must
+    /// name something (SQLite would otherwise read `"genre"` as the string
+    /// `'genre'` when no column has that name, a silent wrong answer), so
+    /// `"x"` fails as `no such column: x`.
+    pub fn check(&self, sql: &str) -> std::result::Result<(), CheckFailure> {
+        let statement = match one_statement(sql) {
+            Ok(s) => s,
+            Err(e) => return Err(CheckFailure::not_read_only(query_message(e))),
+        };
         let dqs = DbConfig::SQLITE_DBCONFIG_DQS_DML;
         let before = self.conn.db_config(dqs).ok();
         let _ = self.conn.set_db_config(dqs, false);
@@ -132,11 +149,10 @@ impl Database {
         }
         match prepared {
             Ok(_) => Ok(()),
-            Err(Failure::Denied(action)) => Err(Error::NotReadOnly(action)),
-            Err(Failure::Sqlite(message)) => Err(Error::Query {
-                sql: sql.to_string(),
-                message,
-            }),
+            Err(Failure::Denied(action)) => Err(CheckFailure::not_read_only(
+                Error::NotReadOnly(action).to_string(),
+            )),
+            Err(Failure::Sqlite(message)) => Err(CheckFailure::from_message(sql, &message)),
         }
     }
 
@@ -322,4 +338,12 @@ fn one_statement(sql: &str) -> Result<&str> {
         return Err(query_err("empty statement"));
     }
     Ok(statement)
+}
+
+/// The message of an error from [`one_statement`].
+fn query_message(e: Error) -> String {
+    match e {
+        Error::Query { message, .. } => message,
+        other => other.to_string(),
+    }
 }

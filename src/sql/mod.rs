@@ -14,6 +14,7 @@
 //! functions that write ([`import_csv`], [`build_demo_db`]) write only the
 //! output file they are given.
 
+mod check;
 mod compare;
 mod database;
 mod demo;
@@ -26,6 +27,7 @@ mod lex;
 mod schema;
 mod value;
 
+pub use check::{locate, CheckFailure, Problem};
 pub use compare::{orders_rows, results_match, same_value, REL_TOLERANCE};
 pub use database::{Database, ExecLimits};
 pub use demo::{build_demo_db, DemoReport, DEMO_SQL};

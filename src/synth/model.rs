@@ -7,11 +7,11 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 
-use crate::agent::Agent;
+use crate::agent::{AskOptions, DatabaseHandle, Engine, Listener};
 use crate::chat::Message;
 use crate::error::Result;
 use crate::generate::{self, GenerateRequest, SamplingParams};
-use crate::sql::{Database, Schema};
+use crate::sql::Schema;
 
 /// Seed questions shown per request.
 pub const SHOTS: usize = 3;
@@ -23,7 +23,8 @@ pub const QUESTION_TOKENS: usize = 48;
 /// questions drawn from `seeds`; `None` when the reply holds no usable
 /// question (empty, or not ending like one).
 pub fn new_question(
-    agent: &Agent,
+    engine: &Engine,
+    adapter: Option<&str>,
     schema: &Schema,
     seeds: &[String],
     rng: &mut StdRng,
@@ -40,10 +41,10 @@ pub fn new_question(
         messages.push(Message::assistant(q.trim()));
     }
     messages.push(Message::user("Write one new question."));
-    let engine = &agent.engine;
     let text = engine.template.render(&messages, true)?;
     let ids = engine.tokenizer.encode(&text)?;
-    let mut session = engine.session(agent.adapter);
+    let slot = engine.adapter_slot_for(adapter)?;
+    let mut session = engine.prompt_cache().checkout(&engine.model, slot, &ids);
     let generation = generate::generate_with(
         &mut session,
         &engine.tokenizer,
@@ -58,10 +59,11 @@ pub fn new_question(
             },
             constraint: None,
             check: None,
+            cancel: None,
         },
         &mut |_| {},
     );
-    engine.keep(session);
+    engine.prompt_cache().checkin(session);
     let reply = generation?.text;
     let line = reply
         .lines()
@@ -76,7 +78,14 @@ pub fn new_question(
 }
 
 /// The model's SQL for `question` over `db`, as `ask` writes it (under the
-/// agent's grammar); empty when it wrote none.
-pub fn answer(agent: &Agent, db: &Database, schema: &Schema, question: &str) -> Result<String> {
-    Ok(agent.draft(db, schema, question, &mut |_| {})?.sql)
+/// database's grammar); empty when it wrote none.
+pub fn answer(
+    engine: &Engine,
+    db: &DatabaseHandle,
+    options: &AskOptions,
+    question: &str,
+) -> Result<String> {
+    Ok(engine
+        .draft(db, question, &[], options, &mut Listener::default())?
+        .sql)
 }

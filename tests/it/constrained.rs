@@ -3,12 +3,14 @@
 //! and the SQLite check must still turn that into a query that prepares.
 
 use candle_core::{DType, Device};
-use sqlagent::agent::{Agent, Engine, ModelOptions, ModelSource};
+use std::sync::Arc;
+
+use sqlagent::agent::{AskOptions, DatabaseHandle, Engine, Listener, ModelOptions, ModelSource};
 use sqlagent::chat::PromptSpec;
 use sqlagent::generate::SamplingParams;
 use sqlagent::grammar::{GrammarMode, GrammarOptions};
 use sqlagent::model::GgufOptions;
-use sqlagent::sql::{build_demo_db, Database, ExecLimits};
+use sqlagent::sql::{build_demo_db, Database};
 
 use crate::common;
 use crate::tiny::tiny_llama3_dir;
@@ -27,7 +29,14 @@ fn test_set() -> Vec<(String, String)> {
         .collect()
 }
 
-fn agent(source: ModelSource, db: &Database, mode: GrammarMode, max_tokens: usize) -> Agent {
+/// The engine for `source`, the database handle for `db` under `mode`, and
+/// greedy options with `max_tokens`.
+fn setup(
+    source: ModelSource,
+    db: &std::path::Path,
+    mode: GrammarMode,
+    max_tokens: usize,
+) -> (Engine, Arc<DatabaseHandle>, AskOptions) {
     let engine = Engine::load(&ModelOptions {
         source,
         dtype: DType::F32,
@@ -38,23 +47,29 @@ fn agent(source: ModelSource, db: &Database, mode: GrammarMode, max_tokens: usiz
         progress: false,
     })
     .unwrap();
-    let schema = db.schema().unwrap();
     let options = GrammarOptions {
         mode,
         ..GrammarOptions::default()
     };
-    let grammar = Agent::compile_grammar(&engine, &schema, &options).unwrap();
-    Agent {
-        engine,
-        prompt: PromptSpec::builtin_default().unwrap(),
+    let handle = engine.database(db, &options).unwrap();
+    let ask = AskOptions {
         sampling: SamplingParams {
             max_tokens,
             ..SamplingParams::default()
         },
-        limits: ExecLimits::default(),
-        grammar,
-        adapter: None,
-    }
+        execute: false,
+        ..AskOptions::new(PromptSpec::builtin_default().unwrap())
+    };
+    (engine, handle, ask)
+}
+
+fn draft(
+    (engine, db, options): &(Engine, Arc<DatabaseHandle>, AskOptions),
+    question: &str,
+) -> sqlagent::agent::Draft {
+    engine
+        .draft(db, question, &[], options, &mut Listener::default())
+        .unwrap()
 }
 
 #[test]
@@ -66,12 +81,16 @@ fn random_weight_model_writes_preparable_sql_for_every_question() {
     let db_path = tmp.path().join("music.db");
     build_demo_db(&db_path).unwrap();
     let db = Database::open(&db_path).unwrap();
-    let schema = db.schema().unwrap();
-    let a = agent(ModelSource::HfDir(model_dir), &db, GrammarMode::Schema, 96);
+    let a = setup(
+        ModelSource::HfDir(model_dir),
+        &db_path,
+        GrammarMode::Schema,
+        96,
+    );
     let mut failures = Vec::new();
     let mut repairs = 0;
     for (question, _) in test_set() {
-        let draft = a.draft(&db, &schema, &question, &mut |_| {}).unwrap();
+        let draft = draft(&a, &question);
         repairs += draft.grammar.repairs;
         if std::env::var("SQLAGENT_DEBUG_CONSTRAINED").is_ok() {
             eprintln!(
@@ -105,13 +124,12 @@ fn smollm2_under_the_schema_grammar_writes_sql_that_sqlite_accepts() {
     let db_path = tmp.path().join("music.db");
     build_demo_db(&db_path).unwrap();
     let db = Database::open(&db_path).unwrap();
-    let schema = db.schema().unwrap();
-    let a = agent(ModelSource::Gguf(gguf), &db, GrammarMode::Schema, 128);
+    let a = setup(ModelSource::Gguf(gguf), &db_path, GrammarMode::Schema, 128);
     let mut failures = Vec::new();
     // Every fourth question keeps the test under a minute; README shows the
     // command that checks all of them.
     for (question, _) in test_set().into_iter().step_by(4) {
-        let draft = a.draft(&db, &schema, &question, &mut |_| {}).unwrap();
+        let draft = draft(&a, &question);
         if draft.sql.is_empty() || db.check(&draft.sql).is_err() {
             failures.push(format!("{question:?} -> {:?}", draft.sql));
         }

@@ -56,6 +56,7 @@ fn run(
             sampling,
             constraint: None,
             check: None,
+            cancel: None,
         },
         &mut |piece| streamed.push_str(piece),
     )
@@ -155,6 +156,7 @@ fn a_prompt_that_does_not_fit_says_by_how_much() {
             sampling: params,
             constraint: None,
             check: None,
+            cancel: None,
         },
         &mut |_| {},
     )
@@ -181,6 +183,7 @@ fn run_in(
             },
             constraint: None,
             check: None,
+            cancel: None,
         },
         &mut |_| {},
     )
@@ -199,31 +202,44 @@ fn a_kept_cache_skips_the_shared_prompt_start_and_changes_no_answer() {
         .count();
     assert!(shared > 5, "the prompts share their system part");
 
-    let fresh = run_in(&e, &mut e.session(None), &second);
+    let fresh = run_in(
+        &e,
+        &mut e.prompt_cache().checkout(&e.model, None, &second),
+        &second,
+    );
     assert_eq!(fresh.reused_prompt_tokens, 0, "nothing kept yet");
 
-    let mut session = e.session(None);
+    let mut session = e.prompt_cache().checkout(&e.model, None, &first);
     run_in(&e, &mut session, &first);
-    e.keep(session);
-    let mut session = e.session(None);
+    e.prompt_cache().checkin(session);
+    let mut session = e.prompt_cache().checkout(&e.model, None, &second);
     let reused = run_in(&e, &mut session, &second);
     assert_eq!(reused.reused_prompt_tokens, shared);
     assert_eq!(reused.text, fresh.text);
     assert_eq!(reused.tokens, fresh.tokens);
 
     // The same prompt again: all but its last token come from the cache.
-    e.keep(session);
-    let again = run_in(&e, &mut e.session(None), &second);
+    e.prompt_cache().checkin(session);
+    let again = run_in(
+        &e,
+        &mut e.prompt_cache().checkout(&e.model, None, &second),
+        &second,
+    );
     assert_eq!(again.reused_prompt_tokens, second.len() - 1);
     assert_eq!(again.tokens, fresh.tokens);
 
     // With keeping off, nothing is reused.
     e.set_keep_cache(false);
-    let mut session = e.session(None);
+    let mut session = e.prompt_cache().checkout(&e.model, None, &first);
     run_in(&e, &mut session, &first);
-    e.keep(session);
+    e.prompt_cache().checkin(session);
     assert_eq!(
-        run_in(&e, &mut e.session(None), &first).reused_prompt_tokens,
+        run_in(
+            &e,
+            &mut e.prompt_cache().checkout(&e.model, None, &first),
+            &first
+        )
+        .reused_prompt_tokens,
         0
     );
 }
@@ -246,13 +262,15 @@ fn a_kept_cache_is_not_reused_under_another_adapter() {
     sqlagent::lora::Adapter::save(tmp.path(), &config, &deltas).unwrap();
     let slot = e.attach_adapter("zero", tmp.path()).unwrap();
     let ids = prompt_ids(&e, "How many songs are in the songs table?");
-    let mut session = e.session(None);
+    let cache = e.prompt_cache();
+    let mut session = cache.checkout(&e.model, None, &ids);
     run_in(&e, &mut session, &ids);
-    e.keep(session);
-    let mut session = e.session(Some(slot));
+    cache.checkin(session);
+    let mut session = cache.checkout(&e.model, Some(slot), &ids);
     assert_eq!(run_in(&e, &mut session, &ids).reused_prompt_tokens, 0);
-    e.keep(session);
-    let mut session = e.session(Some(slot));
+    cache.checkin(session);
+    assert_eq!(cache.len(), 2, "one entry for each adapter");
+    let mut session = cache.checkout(&e.model, Some(slot), &ids);
     assert_eq!(
         run_in(&e, &mut session, &ids).reused_prompt_tokens,
         ids.len() - 1

@@ -58,6 +58,7 @@ fn answer(engine: &Engine, body: &serde_json::Value) -> String {
             },
             constraint: None,
             check: None,
+            cancel: None,
         },
         &mut |_| {},
     )

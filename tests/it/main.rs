@@ -2,6 +2,7 @@
 
 mod common;
 
+mod agent;
 mod chat;
 mod cli;
 mod constrained;

@@ -4,7 +4,7 @@
 //! the choice before it is taken back too, instead of failing the request.
 
 use candle_core::{Device, Tensor};
-use sqlagent::generate::{generate_with, GenerateRequest, SamplingParams, TokenModel};
+use sqlagent::generate::{generate_with, GenerateRequest, SamplingParams, TokenModel, Verdict};
 use sqlagent::grammar::GrammarFactory;
 use sqlagent::tokenizer::{SpecialTokens, Tokenizer};
 use sqlagent::Result;
@@ -65,11 +65,9 @@ fn a_position_whose_every_choice_is_banned_backs_up_to_the_choice_before() {
         preferred: vec![id(" t"), id(" x"), id("SELECT"), id(" a"), id(" FROM")],
         fed: 0,
     };
-    let check = |text: &str| -> std::result::Result<(), String> {
-        match text.contains(" x") {
-            true => Err("no such column: x".into()),
-            false => Ok(()),
-        }
+    let check = |text: &str| match text.rfind(" x") {
+        Some(at) => Verdict::Blame(at + 1),
+        None => Verdict::Pass,
     };
     let prompt = tokenizer.encode("SQL:").unwrap();
     let mut constraint = grammar.constraint();
@@ -82,6 +80,7 @@ fn a_position_whose_every_choice_is_banned_backs_up_to_the_choice_before() {
             sampling: SamplingParams::default(),
             constraint: Some(&mut constraint),
             check: Some(&check),
+            cancel: None,
         },
         &mut |_| {},
     )

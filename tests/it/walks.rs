@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use sqlagent::agent::{sql_verdict, DatabaseHandle};
 use sqlagent::generate::{generate_with, GenerateRequest, SamplingParams, TokenModel};
 use sqlagent::grammar::{lark::lark_grammar, CompiledGrammar, GrammarFactory, GrammarOptions};
 use sqlagent::model::GgufFile;
@@ -125,10 +126,8 @@ fn walk(vocabulary: Option<Vocabulary>, db: Db) {
         .unwrap()
         .with_schema(&schema)
         .unwrap();
-    let check = |text: &str| -> std::result::Result<(), String> {
-        let sql = constrained_sql(text);
-        db.check(&sql).map_err(|e| e.to_string())
-    };
+    let handle = DatabaseHandle::without_grammar(&path).unwrap();
+    let check = |text: &str| sql_verdict(&handle, text);
     // Any prompt: the uniform model ignores it.
     let prompt = v.tokenizer.encode("SQL:").unwrap();
     let mut failures = Vec::new();
@@ -154,6 +153,7 @@ fn walk(vocabulary: Option<Vocabulary>, db: Db) {
                 },
                 constraint: Some(&mut constraint),
                 check: Some(&check),
+                cancel: None,
             },
             &mut |_| {},
         )

@@ -1,0 +1,129 @@
+//! A database as the engine answers about it: the read-only file, its
+//! schema and the grammar compiled from that schema, bound together so
+//! that they cannot disagree. Built once per database and shared.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::error::Result;
+use crate::grammar::{self, CompiledGrammar, GrammarOptions};
+use crate::sql::{CheckFailure, Database, ExecLimits, QueryResult, Schema};
+
+use super::Engine;
+
+/// Connections kept open for reuse once requests give them back.
+const IDLE_CONNECTIONS: usize = 8;
+
+/// One database, its schema and its grammar (`Send + Sync`: requests on
+/// several threads share it). SQLite connections cannot be shared between
+/// threads, so each use takes one of its own (opened read-only like the
+/// first, kept for reuse).
+pub struct DatabaseHandle {
+    path: PathBuf,
+    schema: Schema,
+    grammar: Option<CompiledGrammar>,
+    options: GrammarOptions,
+    idle: Mutex<Vec<Database>>,
+}
+
+impl std::fmt::Debug for DatabaseHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseHandle")
+            .field("path", &self.path)
+            .field("tables", &self.schema.tables.len())
+            .field("grammar", &self.options.mode)
+            .finish()
+    }
+}
+
+impl DatabaseHandle {
+    /// Opens `path` read-only, reads its schema and compiles the grammar
+    /// `options` ask for with `engine`'s tokenizer. A database without
+    /// tables is refused: there is nothing to ask about.
+    pub fn open(engine: &Engine, path: &Path, options: &GrammarOptions) -> Result<Self> {
+        let db = Database::open(path)?;
+        let schema = db.schema_with_tables()?;
+        let grammar = match grammar::lark::lark_grammar(&schema, options) {
+            None => None,
+            Some(lark) => Some(
+                engine
+                    .grammar_factory()?
+                    .compile(&lark)?
+                    .with_schema(&schema)?,
+            ),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            schema,
+            grammar,
+            options: *options,
+            idle: Mutex::new(vec![db]),
+        })
+    }
+
+    /// Opens `path` read-only with no grammar (for hosted models, which
+    /// decode on their own side).
+    pub fn without_grammar(path: &Path) -> Result<Self> {
+        let db = Database::open(path)?;
+        let schema = db.schema_with_tables()?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            schema,
+            grammar: None,
+            options: GrammarOptions {
+                mode: grammar::GrammarMode::None,
+                ..GrammarOptions::default()
+            },
+            idle: Mutex::new(vec![db]),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its schema, as introspected when it was opened.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The grammar answers about it follow (`None`: unconstrained).
+    pub fn grammar(&self) -> Option<&CompiledGrammar> {
+        self.grammar.as_ref()
+    }
+
+    /// The options the grammar was compiled with.
+    pub fn grammar_options(&self) -> &GrammarOptions {
+        &self.options
+    }
+
+    /// Runs `f` on a read-only connection of this database's own.
+    pub fn with_connection<R>(&self, f: impl FnOnce(&Database) -> R) -> Result<R> {
+        let taken = self.lock().pop();
+        let db = match taken {
+            Some(db) => db,
+            None => Database::open(&self.path)?,
+        };
+        let result = f(&db);
+        let mut idle = self.lock();
+        if idle.len() < IDLE_CONNECTIONS {
+            idle.push(db);
+        }
+        Ok(result)
+    }
+
+    /// Runs `sql` read-only under `limits` ([`Database::execute`]).
+    pub fn execute(&self, sql: &str, limits: &ExecLimits) -> Result<QueryResult> {
+        self.with_connection(|db| db.execute(sql, limits))?
+    }
+
+    /// Checks that `sql` prepares against this database ([`Database::check`]).
+    pub fn check(&self, sql: &str) -> Result<std::result::Result<(), CheckFailure>> {
+        self.with_connection(|db| db.check(sql))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Database>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

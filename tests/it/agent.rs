@@ -1,0 +1,267 @@
+//! Integration tests: the use case on one shared engine. Requests on
+//! several threads, databases and adapters; the reflection retry; a
+//! cancelled generation; the prompt cache across interleaved databases.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+use sqlagent::agent::{
+    answer, AskOptions, DatabaseHandle, Draft, Engine, Execution, Listener, ModelOptions,
+    ModelSource, SqlWriter, Timings,
+};
+use sqlagent::chat::PromptSpec;
+use sqlagent::generate::{CancelFlag, StopReason};
+use sqlagent::grammar::GrammarOptions;
+use sqlagent::model::GgufOptions;
+use sqlagent::sql::build_demo_db;
+use sqlagent::Error;
+
+use crate::common;
+
+#[test]
+fn the_engine_and_a_database_handle_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Engine>();
+    shared::<DatabaseHandle>();
+    shared::<Arc<Engine>>();
+}
+
+fn engine() -> Option<Arc<Engine>> {
+    let path = common::smollm2_gguf()?;
+    let engine = Engine::load(&ModelOptions {
+        source: ModelSource::Gguf(path),
+        dtype: DType::F32,
+        device: Device::Cpu,
+        gguf: GgufOptions::default(),
+        revision: None,
+        hf_token: None,
+        progress: false,
+    })
+    .unwrap();
+    Some(Arc::new(engine))
+}
+
+fn options(max_tokens: usize) -> AskOptions {
+    let mut o = AskOptions::new(PromptSpec::builtin_default().unwrap());
+    o.sampling.max_tokens = max_tokens;
+    o
+}
+
+/// A second database with other tables than the demo one.
+fn shop_db(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("shop.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, price REAL);
+         INSERT INTO products VALUES (1, 'lamp', 20.5), (2, 'desk', 120.0), (3, 'chair', 45.0);",
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn concurrent_requests_on_two_databases_answer_as_each_alone() {
+    let Some(engine) = engine() else { return };
+    let tmp = common::temp_dir();
+    let music = tmp.path().join("music.db");
+    build_demo_db(&music).unwrap();
+    let shop = shop_db(tmp.path());
+    let grammar = GrammarOptions::default();
+    let requests = [
+        (music.clone(), "How many artists are there?"),
+        (shop.clone(), "What is the most expensive product?"),
+        (music.clone(), "List the names of all artists."),
+        (shop.clone(), "How many products are there?"),
+    ];
+    let o = options(48);
+    // Each request alone, with nothing kept from any other.
+    let mut alone = Vec::new();
+    for (path, question) in &requests {
+        engine.prompt_cache().clear();
+        let db = engine.database(path, &grammar).unwrap();
+        let a = engine
+            .ask(&db, question, &o, &mut Listener::default())
+            .unwrap();
+        alone.push(a.draft().sql.clone());
+    }
+    // The same handle comes back for the same database.
+    assert!(Arc::ptr_eq(
+        &engine.database(&music, &grammar).unwrap(),
+        &engine.database(&music, &grammar).unwrap()
+    ));
+    // All at once, on threads sharing the engine and its caches.
+    let together: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = requests
+            .iter()
+            .map(|(path, question)| {
+                let (engine, o, grammar) = (&engine, &o, &grammar);
+                s.spawn(move || {
+                    let db = engine.database(path, grammar).unwrap();
+                    let a = engine
+                        .ask(&db, question, o, &mut Listener::default())
+                        .unwrap();
+                    a.draft().sql.clone()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(together, alone);
+}
+
+#[test]
+fn interleaved_databases_each_keep_their_prompt_prefix() {
+    let Some(engine) = engine() else { return };
+    let tmp = common::temp_dir();
+    let music = tmp.path().join("music.db");
+    build_demo_db(&music).unwrap();
+    let shop = shop_db(tmp.path());
+    let grammar = GrammarOptions::default();
+    let (m, s) = (
+        engine.database(&music, &grammar).unwrap(),
+        engine.database(&shop, &grammar).unwrap(),
+    );
+    let o = options(24);
+    let ask = |db: &DatabaseHandle, q: &str| {
+        engine
+            .ask(db, q, &o, &mut Listener::default())
+            .unwrap()
+            .draft()
+            .timings
+            .clone()
+    };
+    let first = ask(&m, "How many artists are there?");
+    assert_eq!(first.reused_prompt_tokens, 0);
+    ask(&s, "How many products are there?");
+    // Back to the first database: its schema prefix is still kept.
+    let again = ask(&m, "How many tracks are there?");
+    assert!(
+        again.reused_prompt_tokens * 10 > again.prompt_tokens * 8,
+        "reused {} of {}",
+        again.reused_prompt_tokens,
+        again.prompt_tokens
+    );
+    assert_eq!(engine.prompt_cache().len(), 2, "one entry per database");
+}
+
+#[test]
+fn a_cancelled_generation_stops_with_its_error() {
+    let Some(engine) = engine() else { return };
+    let tmp = common::temp_dir();
+    let music = tmp.path().join("music.db");
+    build_demo_db(&music).unwrap();
+    let db = engine.database(&music, &GrammarOptions::default()).unwrap();
+    let cancel = CancelFlag::new();
+    cancel.cancel();
+    let mut listener = Listener {
+        on_text: None,
+        cancel: Some(&cancel),
+    };
+    let err = engine
+        .ask(
+            &db,
+            "How many artists are there?",
+            &options(48),
+            &mut listener,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Cancelled), "{err}");
+}
+
+/// Writes the queries it is given in turn, and records what it was told.
+struct Scripted {
+    queries: Vec<&'static str>,
+    told: std::sync::Mutex<Vec<Vec<(String, String)>>>,
+}
+
+impl SqlWriter for Scripted {
+    fn write_sql(
+        &self,
+        _db: &DatabaseHandle,
+        question: &str,
+        failures: &[(String, String)],
+        _listener: &mut Listener<'_>,
+    ) -> sqlagent::Result<Draft> {
+        let mut told = self.told.lock().unwrap();
+        let sql = self.queries[told.len()].to_string();
+        told.push(failures.to_vec());
+        Ok(Draft {
+            question: question.to_string(),
+            reply: sql.clone(),
+            sql,
+            stop: StopReason::EndToken,
+            timings: Timings::default(),
+            grammar: Default::default(),
+        })
+    }
+}
+
+#[test]
+fn a_failed_query_is_shown_to_the_writer_with_sqlite_s_error_and_retried() {
+    let tmp = common::temp_dir();
+    let music = tmp.path().join("music.db");
+    build_demo_db(&music).unwrap();
+    let db = DatabaseHandle::without_grammar(&music).unwrap();
+    let writer = Scripted {
+        queries: vec!["SELECT nme FROM artists", "SELECT COUNT(*) FROM artists"],
+        told: Default::default(),
+    };
+    let mut o = options(48);
+    o.retries = 2;
+    let a = answer(
+        &writer,
+        &db,
+        "How many artists?",
+        &o,
+        &mut Listener::default(),
+    )
+    .unwrap();
+    assert_eq!(a.attempts.len(), 2, "stops at the first that runs");
+    assert!(matches!(a.attempts[0].execution, Execution::Failed(_)));
+    let told = writer.told.lock().unwrap();
+    assert_eq!(told[0], vec![]);
+    assert_eq!(told[1][0].0, "SELECT nme FROM artists");
+    assert!(
+        told[1][0].1.contains("no such column: nme"),
+        "{:?}",
+        told[1]
+    );
+    assert_eq!(a.rows().unwrap().rows.len(), 1);
+
+    // Without retries the failure is the answer.
+    o.retries = 0;
+    let writer = Scripted {
+        queries: vec!["SELECT nme FROM artists"],
+        told: Default::default(),
+    };
+    let a = answer(
+        &writer,
+        &db,
+        "How many artists?",
+        &o,
+        &mut Listener::default(),
+    )
+    .unwrap();
+    assert_eq!(a.attempts.len(), 1);
+    let err = a.into_result().unwrap_err();
+    assert!(err.to_string().contains("no such column: nme"), "{err}");
+
+    // An empty reply is no query, not an empty statement.
+    let writer = Scripted {
+        queries: vec![""],
+        told: Default::default(),
+    };
+    let a = answer(
+        &writer,
+        &db,
+        "How many artists?",
+        &o,
+        &mut Listener::default(),
+    )
+    .unwrap();
+    assert!(
+        matches!(a.error(), Some(Error::NoQuery { .. })),
+        "{:?}",
+        a.error()
+    );
+}
