@@ -63,7 +63,7 @@ impl HostedClient {
         let base = options.url.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::invalid(
-                "--hosted",
+                "endpoint",
                 format!("{:?} is not an http(s) URL", options.url),
             ));
         }
@@ -229,7 +229,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            e.contains("--hosted") && e.contains("not an http(s) URL"),
+            e.contains("endpoint") && e.contains("not an http(s) URL"),
             "{e}"
         );
     }

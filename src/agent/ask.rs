@@ -270,7 +270,8 @@ fn feedback(e: &Error) -> String {
 /// Runs a draft's SQL (or says why there is none to run).
 fn run(db: &DatabaseHandle, mut draft: Draft, options: &AskOptions) -> Attempt {
     if draft.sql.is_empty() {
-        let e = if draft.stop == StopReason::MaxTokens {
+        // Under a grammar the reply is the query: it ran out of tokens.
+        let e = if draft.stop == StopReason::MaxTokens && db.grammar().is_some() {
             Error::OutOfTokens {
                 max_tokens: options.sampling.max_tokens,
             }

@@ -121,6 +121,20 @@ fn import(args: ImportArgs) -> Result<()> {
         db: args.db.clone(),
         table: args.table.clone(),
         replace: args.replace,
+    })
+    .map_err(|e| match e {
+        crate::Error::Database { path, message } if message.contains("already exists") => {
+            crate::Error::Database {
+                path,
+                message: message
+                    .replace(
+                        "(replace it, or choose another table name)",
+                        "; pass --replace to replace it",
+                    )
+                    .replace(" ;", ";"),
+            }
+        }
+        other => other,
     })?;
     let columns: Vec<String> = report
         .columns

@@ -156,10 +156,10 @@ fn hub_error(repo: &str, e: ApiError, has_token: bool) -> Error {
         Some(401 | 403) => format!(
             "access denied ({e}): the repo is gated; accept its license at https://huggingface.co/{repo} and set HF_TOKEN (in the environment or a .env file)"
         ),
-        Some(404) => format!("not found ({e}): check the repo id, or pass a local directory or .gguf file to --model"),
+        Some(404) => format!("not found ({e}): check the repo id, or name a local model directory or .gguf file instead"),
         Some(_) => format!("download failed: {e}"),
         None => format!(
-            "cannot reach the Hugging Face hub ({e}). Offline? Copy the model directory (config.json, tokenizer.json, *.safetensors) or a .gguf file to this machine and pass it with --model"
+            "cannot reach the Hugging Face hub ({e}). Offline? Copy the model directory (config.json, tokenizer.json, *.safetensors) or a .gguf file to this machine and name it as the model"
         ),
     };
     Error::Hub {

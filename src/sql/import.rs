@@ -236,7 +236,7 @@ fn write_table(opts: &ImportOptions, header: &[String], affinities: &[Affinity])
     match kind.as_deref() {
         Some(_) if !opts.replace => {
             return Err(db_err(format!(
-                "table `{}` already exists; pass --replace to replace it",
+                "table `{}` already exists (replace it, or choose another table name)",
                 opts.table
             )))
         }
