@@ -52,7 +52,7 @@ impl PromptCache {
 
     /// A session for `prompt` with `adapter`: it starts from the kept cache
     /// of that adapter that shares the longest start with `prompt` (at
-    /// least half of what the entry holds), which
+    /// least a quarter of what the entry holds), which
     /// is taken out while the session runs (two generations never share
     /// one); from an empty cache when none shares anything.
     pub fn checkout<'m>(
@@ -70,7 +70,7 @@ impl PromptCache {
             // An entry that shares only a little (the chat template's
             // header, with another database's prompt) is left for its own
             // prompt: reusing it would save a few tokens and lose the rest.
-            .filter(|&(i, shared)| shared > 0 && shared * 2 >= entries[i].ids().len())
+            .filter(|&(i, shared)| shared > 0 && shared * 4 >= entries[i].ids().len())
             .max_by_key(|&(_, shared)| shared);
         match best {
             Some((i, _)) => LlamaSession::from_kept(model, adapter, entries.remove(i)),
