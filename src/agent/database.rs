@@ -41,28 +41,12 @@ impl DatabaseHandle {
     /// `options` ask for with `engine`'s tokenizer. A database without
     /// tables is refused: there is nothing to ask about.
     pub fn open(engine: &Engine, path: &Path, options: &GrammarOptions) -> Result<Self> {
-        let db = Database::open(path)?;
-        let schema = db.schema_with_tables()?;
-        let grammar = match grammar::lark::lark_grammar(&schema, options) {
-            None => None,
-            Some(lark) => Some(
-                engine
-                    .grammar_factory()?
-                    .compile(&lark)?
-                    .with_schema(&schema)?,
-            ),
-        };
-        Ok(Self {
-            path: path.to_path_buf(),
-            schema,
-            grammar,
-            options: *options,
-            idle: Mutex::new(vec![db]),
-        })
+        Self::without_grammar(path)?.with_grammar(engine, options)
     }
 
     /// Opens `path` read-only with no grammar (for hosted models, which
-    /// decode on their own side).
+    /// decode on their own side, or to check a database before the model
+    /// loads; see [`DatabaseHandle::with_grammar`]).
     pub fn without_grammar(path: &Path) -> Result<Self> {
         let db = Database::open(path)?;
         let schema = db.schema_with_tables()?;
@@ -76,6 +60,22 @@ impl DatabaseHandle {
             },
             idle: Mutex::new(vec![db]),
         })
+    }
+
+    /// This database with the grammar `options` ask for, compiled from
+    /// the schema already read with `engine`'s tokenizer.
+    pub fn with_grammar(mut self, engine: &Engine, options: &GrammarOptions) -> Result<Self> {
+        self.grammar = match grammar::lark::lark_grammar(&self.schema, options) {
+            None => None,
+            Some(lark) => Some(
+                engine
+                    .grammar_factory()?
+                    .compile(&lark)?
+                    .with_schema(&self.schema)?,
+            ),
+        };
+        self.options = *options;
+        Ok(self)
     }
 
     /// The database file.

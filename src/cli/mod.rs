@@ -22,7 +22,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result};
 
-use crate::agent::{AskOptions, Listener};
+use crate::agent::{AskOptions, DatabaseHandle, Listener};
 use crate::chat::PromptSpec;
 use crate::sql::{self, Database, ImportOptions};
 use args::{AskArgs, Cli, Command, DemoDbArgs, Format, GrammarArgs, ImportArgs, SchemaArgs};
@@ -60,10 +60,10 @@ fn ask(args: AskArgs) -> Result<()> {
         )
         .into());
     }
-    Database::open(&args.db)?.schema_with_tables()?;
+    let db = DatabaseHandle::without_grammar(&args.db)?;
     let (engine, adapter) = args.model.load_engine()?;
     let options = AskOptions { adapter, ..options };
-    let db = engine.database(&args.db, &grammar_options)?;
+    let db = db.with_grammar(&engine, &grammar_options)?;
 
     // Stream the reply to a terminal's stderr as it is produced.
     let interactive = std::io::stderr().is_terminal();
@@ -123,15 +123,10 @@ fn import(args: ImportArgs) -> Result<()> {
         replace: args.replace,
     })
     .map_err(|e| match e {
-        crate::Error::Database { path, message } if message.contains("already exists") => {
+        crate::Error::Database { path, message } if message.ends_with("already exists") => {
             crate::Error::Database {
                 path,
-                message: message
-                    .replace(
-                        "(replace it, or choose another table name)",
-                        "; pass --replace to replace it",
-                    )
-                    .replace(" ;", ";"),
+                message: format!("{message}; pass --replace to replace it"),
             }
         }
         other => other,

@@ -235,10 +235,7 @@ fn write_table(opts: &ImportOptions, header: &[String], affinities: &[Affinity])
     let table = quote_ident(&opts.table);
     match kind.as_deref() {
         Some(_) if !opts.replace => {
-            return Err(db_err(format!(
-                "table `{}` already exists (replace it, or choose another table name)",
-                opts.table
-            )))
+            return Err(db_err(format!("table `{}` already exists", opts.table)))
         }
         Some("view") => tx
             .execute_batch(&format!("DROP VIEW {table}"))

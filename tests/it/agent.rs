@@ -4,15 +4,12 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device};
 use sqlagent::agent::{
-    answer, AskOptions, DatabaseHandle, Draft, Engine, Execution, Listener, ModelOptions,
-    ModelSource, SqlWriter, Timings,
+    answer, AskOptions, DatabaseHandle, Draft, Engine, Execution, Listener, SqlWriter, Timings,
 };
 use sqlagent::chat::PromptSpec;
 use sqlagent::generate::{CancelFlag, StopReason};
 use sqlagent::grammar::GrammarOptions;
-use sqlagent::model::GgufOptions;
 use sqlagent::sql::build_demo_db;
 use sqlagent::Error;
 
@@ -27,18 +24,7 @@ fn the_engine_and_a_database_handle_can_be_shared_between_threads() {
 }
 
 fn engine() -> Option<Arc<Engine>> {
-    let path = common::smollm2_gguf()?;
-    let engine = Engine::load(&ModelOptions {
-        source: ModelSource::Gguf(path),
-        dtype: DType::F32,
-        device: Device::Cpu,
-        gguf: GgufOptions::default(),
-        revision: None,
-        hf_token: None,
-        progress: false,
-    })
-    .unwrap();
-    Some(Arc::new(engine))
+    common::smollm2_engine().map(Arc::new)
 }
 
 fn options(max_tokens: usize) -> AskOptions {
@@ -200,29 +186,43 @@ impl SqlWriter for Scripted {
     }
 }
 
+/// `answer` with a writer that writes `queries` in turn; the answer and
+/// the failures the writer was shown before each attempt.
+fn scripted(
+    db: &DatabaseHandle,
+    queries: Vec<&'static str>,
+    retries: usize,
+) -> (sqlagent::agent::Answer, Vec<Vec<(String, String)>>) {
+    let writer = Scripted {
+        queries,
+        told: Default::default(),
+    };
+    let mut o = options(48);
+    o.retries = retries;
+    let a = answer(
+        &writer,
+        db,
+        "How many artists?",
+        &o,
+        &mut Listener::default(),
+    )
+    .unwrap();
+    (a, writer.told.into_inner().unwrap())
+}
+
 #[test]
 fn a_failed_query_is_shown_to_the_writer_with_sqlite_s_error_and_retried() {
     let tmp = common::temp_dir();
     let music = tmp.path().join("music.db");
     build_demo_db(&music).unwrap();
     let db = DatabaseHandle::without_grammar(&music).unwrap();
-    let writer = Scripted {
-        queries: vec!["SELECT nme FROM artists", "SELECT COUNT(*) FROM artists"],
-        told: Default::default(),
-    };
-    let mut o = options(48);
-    o.retries = 2;
-    let a = answer(
-        &writer,
+    let (a, told) = scripted(
         &db,
-        "How many artists?",
-        &o,
-        &mut Listener::default(),
-    )
-    .unwrap();
+        vec!["SELECT nme FROM artists", "SELECT COUNT(*) FROM artists"],
+        2,
+    );
     assert_eq!(a.attempts.len(), 2, "stops at the first that runs");
     assert!(matches!(a.attempts[0].execution, Execution::Failed(_)));
-    let told = writer.told.lock().unwrap();
     assert_eq!(told[0], vec![]);
     assert_eq!(told[1][0].0, "SELECT nme FROM artists");
     assert!(
@@ -233,36 +233,13 @@ fn a_failed_query_is_shown_to_the_writer_with_sqlite_s_error_and_retried() {
     assert_eq!(a.rows().unwrap().rows.len(), 1);
 
     // Without retries the failure is the answer.
-    o.retries = 0;
-    let writer = Scripted {
-        queries: vec!["SELECT nme FROM artists"],
-        told: Default::default(),
-    };
-    let a = answer(
-        &writer,
-        &db,
-        "How many artists?",
-        &o,
-        &mut Listener::default(),
-    )
-    .unwrap();
+    let (a, _) = scripted(&db, vec!["SELECT nme FROM artists"], 0);
     assert_eq!(a.attempts.len(), 1);
     let err = a.into_result().unwrap_err();
     assert!(err.to_string().contains("no such column: nme"), "{err}");
 
     // An empty reply is no query, not an empty statement.
-    let writer = Scripted {
-        queries: vec![""],
-        told: Default::default(),
-    };
-    let a = answer(
-        &writer,
-        &db,
-        "How many artists?",
-        &o,
-        &mut Listener::default(),
-    )
-    .unwrap();
+    let (a, _) = scripted(&db, vec![""], 0);
     assert!(
         matches!(a.error(), Some(Error::NoQuery { .. })),
         "{:?}",

@@ -42,6 +42,27 @@ pub fn smollm2_gguf() -> Option<PathBuf> {
     )
 }
 
+/// The SmolLM2 GGUF loaded on the CPU with default options, if fetched.
+pub fn smollm2_engine() -> Option<sqlagent::agent::Engine> {
+    Some(load_engine(sqlagent::agent::ModelSource::Gguf(
+        smollm2_gguf()?,
+    )))
+}
+
+/// The model at `source`, loaded on the CPU in f32 with default options.
+pub fn load_engine(source: sqlagent::agent::ModelSource) -> sqlagent::agent::Engine {
+    sqlagent::agent::Engine::load(&sqlagent::agent::ModelOptions {
+        source,
+        dtype: candle_core::DType::F32,
+        device: candle_core::Device::Cpu,
+        gguf: sqlagent::model::GgufOptions::default(),
+        revision: None,
+        hf_token: None,
+        progress: false,
+    })
+    .unwrap()
+}
+
 /// The real Llama 3 tokenizer directory (tokenizer.json + tokenizer_config.json), if fetched.
 pub fn llama3_tokenizer_dir() -> Option<PathBuf> {
     present_or_skip(

@@ -2,14 +2,12 @@
 //! loop. A random-weight model writes whatever its logits say; the grammar
 //! and the SQLite check must still turn that into a query that prepares.
 
-use candle_core::{DType, Device};
 use std::sync::Arc;
 
-use sqlagent::agent::{AskOptions, DatabaseHandle, Engine, Listener, ModelOptions, ModelSource};
+use sqlagent::agent::{AskOptions, DatabaseHandle, Engine, Listener, ModelSource};
 use sqlagent::chat::PromptSpec;
 use sqlagent::generate::SamplingParams;
 use sqlagent::grammar::{GrammarMode, GrammarOptions};
-use sqlagent::model::GgufOptions;
 use sqlagent::sql::{build_demo_db, Database};
 
 use crate::common;
@@ -37,16 +35,7 @@ fn setup(
     mode: GrammarMode,
     max_tokens: usize,
 ) -> (Engine, Arc<DatabaseHandle>, AskOptions) {
-    let engine = Engine::load(&ModelOptions {
-        source,
-        dtype: DType::F32,
-        device: Device::Cpu,
-        gguf: GgufOptions::default(),
-        revision: None,
-        hf_token: None,
-        progress: false,
-    })
-    .unwrap();
+    let engine = common::load_engine(source);
     let options = GrammarOptions {
         mode,
         ..GrammarOptions::default()

@@ -2,28 +2,15 @@
 //! seeded sampling, context limit).
 
 use candle_core::{DType, Device};
-use sqlagent::agent::{Engine, ModelOptions, ModelSource};
+use sqlagent::agent::Engine;
 use sqlagent::chat::Message;
 use sqlagent::generate::{generate, generate_with, GenerateRequest, SamplingParams, StopReason};
-use sqlagent::model::GgufOptions;
 use sqlagent::Error;
 
 use crate::common;
 
 fn engine() -> Option<Engine> {
-    let path = common::smollm2_gguf()?;
-    Some(
-        Engine::load(&ModelOptions {
-            source: ModelSource::Gguf(path),
-            dtype: DType::F32,
-            device: Device::Cpu,
-            gguf: GgufOptions::default(),
-            revision: None,
-            hf_token: None,
-            progress: false,
-        })
-        .unwrap(),
-    )
+    common::smollm2_engine()
 }
 
 fn prompt_ids(e: &Engine, question: &str) -> Vec<u32> {

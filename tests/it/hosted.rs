@@ -6,11 +6,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device};
-use sqlagent::agent::{Engine, ModelOptions, ModelSource};
+use sqlagent::agent::{Engine, ModelSource};
 use sqlagent::chat::Message;
 use sqlagent::generate::{generate, GenerateRequest, SamplingParams};
-use sqlagent::model::GgufOptions;
 
 use crate::common;
 
@@ -75,18 +73,7 @@ fn eval_hosted_sends_the_same_prompt_retries_and_reports_like_a_local_run() {
     let Some(gguf) = common::smollm2_gguf() else {
         return;
     };
-    let engine = Arc::new(
-        Engine::load(&ModelOptions {
-            source: ModelSource::Gguf(gguf),
-            dtype: DType::F32,
-            device: Device::Cpu,
-            gguf: GgufOptions::default(),
-            revision: None,
-            hf_token: None,
-            progress: false,
-        })
-        .unwrap(),
-    );
+    let engine = Arc::new(common::load_engine(ModelSource::Gguf(gguf)));
     let seen: Seen = Arc::default();
     let url = serve(engine.clone(), "test-key", seen.clone());
     let tmp = common::temp_dir();
