@@ -135,6 +135,15 @@ pub enum Error {
         kind: crate::lora::AdapterError,
     },
 
+    /// The server could not start or stopped on an error.
+    #[error("serving on {address}: {message}")]
+    Serve {
+        /// The address it was to listen on.
+        address: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// A model could not be fetched from the Hugging Face hub.
     #[error("hub repo {repo}: {message}")]
     Hub {

@@ -17,6 +17,7 @@ pub mod grammar;
 pub mod hosted;
 pub mod lora;
 pub mod model;
+pub mod server;
 pub mod sql;
 pub mod synth;
 pub mod tokenizer;

@@ -378,6 +378,7 @@ impl Engine {
                 constraint: constraint.as_mut(),
                 check: Some(&check),
                 cancel: listener.cancel,
+                stop_text: &[],
             },
             on_text,
         );

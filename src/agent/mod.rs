@@ -2,10 +2,12 @@
 //! immutable and `Send + Sync`, shared as `Arc<Engine>`), a
 //! [`DatabaseHandle`] per database (the file, its schema and its compiled
 //! grammar, built once), plain [`AskOptions`] per request, and
-//! [`Engine::ask`]: question → SQL → rows. The CLI, the evaluation harness
+//! [`Engine::ask`]: question → SQL → rows ([`Engine::complete`] for raw
+//! text). The CLI, the evaluation harness
 //! and the server all call these.
 
 mod ask;
+mod complete;
 mod database;
 mod engine;
 mod prompt_cache;
@@ -14,6 +16,7 @@ pub use ask::{
     answer, sql_verdict, Answer, AskOptions, Attempt, Draft, Execution, Listener, LocalWriter,
     SqlWriter,
 };
+pub use complete::{Completion, CompletionRequest};
 pub use database::DatabaseHandle;
 pub use engine::{AdapterInfo, Engine, ModelInfo, ModelOptions, ModelSource};
 pub use prompt_cache::{PromptCache, DEFAULT_PROMPT_CACHES};

@@ -51,6 +51,8 @@ pub enum Command {
     Tune(TuneArgs),
     /// Generate question/SQL training pairs for a database, verified by running them.
     Synth(SynthArgs),
+    /// Serve the model over HTTP: OpenAI-compatible chat and completions, /v1/sql, metrics.
+    Serve(ServeArgs),
 }
 
 /// Output format.
@@ -346,6 +348,68 @@ pub struct AskArgs {
     #[command(flatten)]
     pub grammar: GrammarFlags,
     /// Sampling options.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Execution limits.
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// `sqlagent serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A database to serve, as NAME=FILE (or FILE, named after its file
+    /// stem); repeat to serve several. Opened read-only.
+    #[arg(long = "db", value_name = "[NAME=]FILE", required = true)]
+    pub databases: Vec<String>,
+    /// Address to listen on (loopback unless you mean otherwise).
+    #[arg(long, env = "SQLAGENT_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: any free one, printed at start).
+    #[arg(long, env = "SQLAGENT_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Generation workers (default: half the cores, 1 to 4).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Requests that may wait for a worker; beyond, the server answers 429.
+    #[arg(long, default_value_t = 16)]
+    pub queue: usize,
+    /// The environment variable holding the API key every /v1/* and
+    /// /metrics request must send as "Authorization: Bearer <key>".
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+    /// The name clients use for the base model (default: the model file's
+    /// stem, or the repo id).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Longest question, in characters.
+    #[arg(long, default_value_t = 4000)]
+    pub max_question_chars: usize,
+    /// Most tokens one request may ask for.
+    #[arg(long, default_value_t = 1024)]
+    pub max_request_tokens: usize,
+    /// Wall time limit of one request, queue included, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub request_timeout_s: u64,
+    /// Seconds a shutdown waits for requests in flight before cancelling them.
+    #[arg(long, default_value_t = 10)]
+    pub shutdown_grace_s: u64,
+    /// Prompt: a name under prompts/ or a directory.
+    #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
+    pub prompt: String,
+    /// Further attempts after a query that fails to run (chat and /v1/sql).
+    #[arg(long, default_value_t = 0)]
+    pub retries: usize,
+    /// Model options (--adapter NAME=DIR serves the adapter as model NAME).
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Grammar options.
+    #[command(flatten)]
+    pub grammar: GrammarFlags,
+    /// Sampling defaults (a request may override them).
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Execution limits.

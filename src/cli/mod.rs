@@ -15,6 +15,7 @@ pub mod args;
 mod bench;
 mod eval;
 mod output;
+mod serve;
 mod synth;
 mod tune;
 
@@ -29,7 +30,7 @@ use args::{AskArgs, Cli, Command, DemoDbArgs, Format, GrammarArgs, ImportArgs, S
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let result = match cli.command {
         Command::Ask(a) => ask(a),
         Command::Schema(a) => schema(a),
         Command::Import(a) => import(a),
@@ -39,7 +40,44 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::eval(a),
         Command::Tune(a) => tune::tune(a),
         Command::Synth(a) => synth::synth(a),
+        Command::Serve(a) => serve::serve(a),
+    };
+    result.map_err(name_the_flag)
+}
+
+/// A library error that a flag fixes, with that flag named (library
+/// messages say what to do in their own words, never with flag names).
+fn name_the_flag(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<crate::Error>() {
+        Ok(crate::Error::Hub { repo, message }) if message.starts_with("cannot reach") => {
+            anyhow::anyhow!(
+                "{}; pass a local model directory or .gguf file with --model",
+                crate::Error::Hub { repo, message }
+            )
+        }
+        Ok(crate::Error::Invalid { field, message }) => match flag_of(&field) {
+            Some(flag) => anyhow::anyhow!("invalid {flag}: {message}"),
+            None => crate::Error::Invalid { field, message }.into(),
+        },
+        Ok(other) => other.into(),
+        Err(e) => e,
     }
+}
+
+/// The flag that sets a library field, where one does.
+fn flag_of(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "resume" | "checkpoint" => "--resume",
+        "db" => "--db",
+        "training pairs" => "--train",
+        "validation fraction" => "--val-fraction",
+        "warm-up share" => "--warmup",
+        "maximum length" => "--max-len",
+        "targets" => "--targets",
+        "tune options" => "--rank/--epochs/--grad-accum",
+        "Lamini URL" => "--lamini-url",
+        _ => return None,
+    })
 }
 
 fn ask(args: AskArgs) -> Result<()> {

@@ -39,8 +39,9 @@ pub trait TokenModel {
     /// Tokens fed so far.
     fn fed(&self) -> usize;
     /// Before a new generation: keeps the longest start of `prompt` that is
-    /// already fed (never all of it, since the last prompt token must be
-    /// fed for its logits), forgets the rest, and returns how many tokens
+    /// already fed (never its last [`PROMPT_REFEED`] tokens, so that the
+    /// last prompt token's logits are computed as without a cache), forgets
+    /// the rest, and returns how many tokens
     /// were kept. By default nothing is kept.
     fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
         let _ = prompt;
@@ -154,11 +155,18 @@ impl TokenModel for LlamaSession<'_> {
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count()
-            .min(prompt.len().saturating_sub(1));
+            .min(prompt.len().saturating_sub(PROMPT_REFEED));
         self.truncate(shared);
         shared
     }
 }
+
+/// Prompt tokens fed again even when a kept cache holds them: the last
+/// prompt position's logits then come from the same kernels as a prefill
+/// without the cache (few rows take the quantized path, many the dense
+/// one; see [`crate::model::DENSE_PREFILL_MIN_ROWS`]), so keeping a
+/// cache changes no answer.
+pub const PROMPT_REFEED: usize = crate::model::DENSE_PREFILL_MIN_ROWS;
 
 /// What a check of finished text found (see [`GenerateRequest::check`]).
 /// The decode loop knows nothing of what is checked (SQL, JSON, …): only
@@ -196,6 +204,10 @@ pub struct GenerateRequest<'a> {
     pub check: Option<TextCheck<'a>>,
     /// Set by the caller to stop the generation ([`Error::Cancelled`]).
     pub cancel: Option<&'a CancelFlag>,
+    /// Text that ends free-text generation, itself left out of the output
+    /// and never streamed ([`StopReason::StopText`]). Ignored under a
+    /// constraint: the grammar decides where its text ends.
+    pub stop_text: &'a [String],
 }
 
 /// Back-ups to a failing name before falling back to the longest prefix
@@ -218,6 +230,8 @@ pub enum StopReason {
     EndToken,
     /// The token budget ran out.
     MaxTokens,
+    /// One of the request's stop texts was generated.
+    StopText,
 }
 
 /// The result of one generation.
@@ -303,7 +317,9 @@ pub fn generate_with(
         constraint,
         check,
         cancel,
+        stop_text,
     } = request;
+    let stop_text: &[String] = if constraint.is_some() { &[] } else { stop_text };
     let max_tokens = sampling.max_tokens;
     let context = model.context_length();
     if prompt.is_empty() {
@@ -339,6 +355,9 @@ pub fn generate_with(
     let decode_start = Instant::now();
     let mut stream = StreamDecoder::with_skip_special(tokenizer, true);
     let mut streamed = String::new();
+    // Bytes of `streamed` passed to `on_text` (the rest could be the start
+    // of a stop text).
+    let mut emitted = 0usize;
     let mut stop = StopReason::MaxTokens;
     // Every step, including ones later taken back, counts toward this bound.
     let mut steps = 0usize;
@@ -350,7 +369,7 @@ pub fn generate_with(
         max_tokens
     };
 
-    while d.tokens.len() < budget && steps < step_limit {
+    'decode: while d.tokens.len() < budget && steps < step_limit {
         steps += 1;
         if cancel.is_some_and(CancelFlag::is_cancelled) {
             return Err(Error::Cancelled);
@@ -393,8 +412,21 @@ pub fn generate_with(
         let step = d.commit(next, budget)?;
         for &id in &step {
             if let Some(piece) = stream.push(id)? {
-                on_text(&piece);
+                let from = streamed.len();
                 streamed.push_str(&piece);
+                if let Some(cut) = find_stop_text(&streamed, stop_text, from) {
+                    streamed.truncate(cut);
+                    if cut > emitted {
+                        on_text(&streamed[emitted..]);
+                    }
+                    stop = StopReason::StopText;
+                    break 'decode;
+                }
+                let upto = streamed.len() - held_back(&streamed, stop_text);
+                if upto > emitted {
+                    on_text(&streamed[emitted..upto]);
+                    emitted = upto;
+                }
             }
         }
         if d.constraint.as_deref().is_some_and(Constraint::is_stopped) {
@@ -410,9 +442,13 @@ pub fn generate_with(
         }
         logits = d.forward(&step)?;
     }
-    if let Some(piece) = stream.finish()? {
-        on_text(&piece);
-        streamed.push_str(&piece);
+    if stop != StopReason::StopText {
+        if let Some(piece) = stream.finish()? {
+            streamed.push_str(&piece);
+        }
+        if streamed.len() > emitted {
+            on_text(&streamed[emitted..]);
+        }
     }
     if d.constraint.is_some() && stop == StopReason::MaxTokens {
         d.salvage()?;
@@ -435,6 +471,39 @@ pub fn generate_with(
         decode_steps: d.decode_steps,
         grammar: d.stats,
     })
+}
+
+/// Where the first stop text in `text` starts, looking only at matches that
+/// end after byte `new_from` (earlier ones were looked for already).
+fn find_stop_text(text: &str, stops: &[String], new_from: usize) -> Option<usize> {
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| {
+            let mut start = new_from.saturating_sub(s.len() - 1);
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            text[start..].find(s.as_str()).map(|at| start + at)
+        })
+        .min()
+}
+
+/// How many bytes at the end of `text` could be the start of a stop text
+/// (held back from streaming until the next piece decides).
+fn held_back(text: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .map(|s| {
+            (1..s.len().min(text.len() + 1))
+                .rev()
+                .find(|&n| {
+                    text.is_char_boundary(text.len() - n) && s.starts_with(&text[text.len() - n..])
+                })
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// After the grammar has stopped: check the text; stop, or back up.

@@ -60,6 +60,7 @@ pub fn new_question(
             constraint: None,
             check: None,
             cancel: None,
+            stop_text: &[],
         },
         &mut |_| {},
     );

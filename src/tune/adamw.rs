@@ -101,7 +101,7 @@ impl AdamW {
     /// Reads what [`AdamW::save`] wrote; the variables must be the same
     /// list with the same shapes.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let bad = |m: String| Error::invalid("--resume", format!("{}: {m}", path.display()));
+        let bad = |m: String| Error::invalid("checkpoint", format!("{}: {m}", path.display()));
         let map = candle_core::safetensors::load(path, self.vars[0].device())?;
         for i in 0..self.vars.len() {
             let (Some(m), Some(v)) = (map.get(&format!("m.{i}")), map.get(&format!("v.{i}")))

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::job::{schemas_of, Pair};
+use crate::chat::{ChatTemplate, PromptSpec};
 use crate::error::{Error, Result};
 
 /// Lamini's API base.
@@ -22,6 +24,26 @@ pub struct LaminiPair {
     pub input: String,
     /// The answer as the assistant writes it.
     pub output: String,
+}
+
+/// The pairs as Lamini takes them: each rendered with `prompt` and the
+/// Llama 3 chat template (the models Lamini tunes), the SQL as the reply.
+pub fn render_pairs(pairs: &[Pair], prompt: &PromptSpec) -> Result<Vec<LaminiPair>> {
+    let template = ChatTemplate::llama3();
+    let schemas = schemas_of(pairs)?;
+    pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (item, db))| {
+            let messages = prompt
+                .messages(&schemas[db], &item.question)
+                .map_err(|e| Error::invalid("training pairs", format!("pair {}: {e}", i + 1)))?;
+            Ok(LaminiPair {
+                input: template.render(&messages, true)?,
+                output: prompt.assistant_reply(&item.sql),
+            })
+        })
+        .collect()
 }
 
 /// A job's state as Lamini reports it.
@@ -77,7 +99,7 @@ impl LaminiClient {
         let base = base.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::invalid(
-                "--lamini-url",
+                "Lamini URL",
                 format!("{base:?} is not an http(s) URL"),
             ));
         }

@@ -1,15 +1,17 @@
 //! LoRA tuning on the local machine with candle's autograd: examples built
 //! by the inference prompt code ([`data`]), the training loop with
-//! checkpoints ([`train`]), and AdamW with saveable state; or as a job on
+//! checkpoints ([`train`]), one whole run with its record ([`job`]), and AdamW with saveable state; or as a job on
 //! the hosted Lamini platform ([`lamini`]).
 
 mod adamw;
 pub mod data;
+pub mod job;
 pub mod lamini;
 pub mod train;
 
 pub use adamw::{learning_rate, AdamW, AdamWParams};
 pub use data::{example, TrainExample};
+pub use job::{pairs_with_databases, peak_rss_mb, schemas_of, LocalTune, Pair, TuneReport};
 pub use train::{
     checkpoint_dir, mean_loss, peft_config, step_gradients, train, EpochLog, Progress,
     TrainOutcome, TrainState, TuneOptions,

@@ -1,7 +1,7 @@
 //! The LoRA training loop: trainable factors as candle `Var`s attached to a
 //! frozen, dense base; loss on the answer tokens only; AdamW with warm-up
 //! and cosine decay; gradient accumulation; validation loss per epoch;
-//! checkpoints that `--resume` continues from exactly.
+//! checkpoints that a resumed run continues from exactly.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -152,19 +152,19 @@ pub fn train(
     on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<TrainOutcome> {
     if train.is_empty() {
-        return Err(Error::invalid("--train", "no training examples"));
+        return Err(Error::invalid("training pairs", "no training examples"));
     }
     if options.rank == 0 || options.epochs == 0 || options.grad_accum == 0 {
         return Err(Error::invalid(
-            "tune",
-            "--rank, --epochs and --grad-accum must be at least 1",
+            "tune options",
+            "rank, epochs and examples per step must be at least 1",
         ));
     }
     let names: Vec<&str> = options.targets.iter().map(String::as_str).collect();
     let modules = model.projections(&names);
     if modules.is_empty() {
         return Err(Error::invalid(
-            "--targets",
+            "targets",
             format!("names no projection of this model: {}", names.join(", ")),
         ));
     }
@@ -585,7 +585,7 @@ fn load_checkpoint(
     vars: &[Var],
     opt: &mut AdamW,
 ) -> Result<TrainState> {
-    let bad = |m: String| Error::invalid("--resume", format!("{}: {m}", dir.display()));
+    let bad = |m: String| Error::invalid("checkpoint", format!("{}: {m}", dir.display()));
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path)
         .map_err(|_| bad("no checkpoint to resume from (state.json is missing)".into()))?;

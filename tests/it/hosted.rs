@@ -57,6 +57,7 @@ fn answer(engine: &Engine, body: &serde_json::Value) -> String {
             constraint: None,
             check: None,
             cancel: None,
+            stop_text: &[],
         },
         &mut |_| {},
     )

@@ -81,6 +81,7 @@ fn a_position_whose_every_choice_is_banned_backs_up_to_the_choice_before() {
             constraint: Some(&mut constraint),
             check: Some(&check),
             cancel: None,
+            stop_text: &[],
         },
         &mut |_| {},
     )

@@ -154,6 +154,7 @@ fn walk(vocabulary: Option<Vocabulary>, db: Db) {
                 constraint: Some(&mut constraint),
                 check: Some(&check),
                 cancel: None,
+                stop_text: &[],
             },
             &mut |_| {},
         )
