@@ -18,9 +18,10 @@ use crate::grammar::Constraint;
 use crate::model::{Cache, Llama, Logits};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
-/// Prompt tokens fed per forward pass during prefill. Bounds the attention
-/// score matrix (heads × chunk × context) for long prompts.
-pub const PREFILL_CHUNK: usize = 512;
+/// Prompt tokens fed per forward pass during prefill, in chunks that start
+/// at multiples of it. Bounds the attention score matrix (heads × chunk ×
+/// context) for long prompts, and is the unit a kept cache is reused in.
+pub const PREFILL_CHUNK: usize = 128;
 
 /// Default budget of generated tokens: enough for any SQL query we expect.
 pub const DEFAULT_MAX_TOKENS: usize = 256;
@@ -39,9 +40,8 @@ pub trait TokenModel {
     /// Tokens fed so far.
     fn fed(&self) -> usize;
     /// Before a new generation: keeps the longest start of `prompt` that is
-    /// already fed (never its last [`PROMPT_REFEED`] tokens, so that the
-    /// last prompt token's logits are computed as without a cache), forgets
-    /// the rest, and returns how many tokens
+    /// already fed, in whole [`PREFILL_CHUNK`]s and never all of it (the
+    /// last prompt token must be fed for its logits), forgets the rest, and returns how many tokens
     /// were kept. By default nothing is kept.
     fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
         let _ = prompt;
@@ -155,18 +155,15 @@ impl TokenModel for LlamaSession<'_> {
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count()
-            .min(prompt.len().saturating_sub(PROMPT_REFEED));
+            .min(prompt.len().saturating_sub(1));
+        // Whole prefill chunks only: the rest is then fed in the very
+        // chunks a prefill without the cache feeds (same rows, same
+        // kernels), so keeping a cache changes no answer.
+        let shared = shared / PREFILL_CHUNK * PREFILL_CHUNK;
         self.truncate(shared);
         shared
     }
 }
-
-/// Prompt tokens fed again even when a kept cache holds them: the last
-/// prompt position's logits then come from the same kernels as a prefill
-/// without the cache (few rows take the quantized path, many the dense
-/// one; see [`crate::model::DENSE_PREFILL_MIN_ROWS`]), so keeping a
-/// cache changes no answer.
-pub const PROMPT_REFEED: usize = crate::model::DENSE_PREFILL_MIN_ROWS;
 
 /// What a check of finished text found (see [`GenerateRequest::check`]).
 /// The decode loop knows nothing of what is checked (SQL, JSON, …): only
@@ -567,9 +564,16 @@ impl Decoder<'_, '_> {
 
     fn prefill(&mut self) -> Result<Tensor> {
         let mut logits = None;
-        for chunk in self.prompt[self.reused..].chunks(PREFILL_CHUNK) {
+        // Chunks end at multiples of PREFILL_CHUNK counted from the start of
+        // the prompt, wherever the reused part ends: every position is then
+        // computed in the same chunk shape as without a kept cache.
+        let mut start = self.reused;
+        while start < self.prompt.len() {
+            let end = ((start / PREFILL_CHUNK + 1) * PREFILL_CHUNK).min(self.prompt.len());
+            let chunk = &self.prompt[start..end];
             let _span = tracing::debug_span!("prefill", tokens = chunk.len()).entered();
             logits = Some(self.forward(chunk)?);
+            start = end;
         }
         logits.ok_or_else(|| Error::invalid("prompt", "the prompt has no tokens"))
     }

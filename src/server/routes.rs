@@ -42,7 +42,8 @@ pub fn parse_body<T: DeserializeOwned>(
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if matches!(path.as_str(), "." | "?" | "") {
+        let syntax = !matches!(inner.classify(), serde_json::error::Category::Data);
+        if syntax || matches!(path.as_str(), "." | "?" | "") {
             ApiError::malformed(format!("the body is not a valid request: {inner}"))
         } else {
             ApiError::invalid(&path, format!("{path}: {inner}"))

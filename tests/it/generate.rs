@@ -5,7 +5,7 @@ use candle_core::{DType, Device};
 use sqlagent::agent::Engine;
 use sqlagent::chat::Message;
 use sqlagent::generate::{
-    generate, generate_with, GenerateRequest, SamplingParams, StopReason, PROMPT_REFEED,
+    generate, generate_with, GenerateRequest, SamplingParams, StopReason, PREFILL_CHUNK,
 };
 use sqlagent::Error;
 
@@ -182,17 +182,41 @@ fn run_in(
     .unwrap()
 }
 
+/// What a kept cache reuses of `shared` tokens: whole prefill chunks.
+fn kept(shared: usize) -> usize {
+    shared / PREFILL_CHUNK * PREFILL_CHUNK
+}
+
+/// A prompt with a schema long enough to span several prefill chunks.
+fn long_prompt_ids(e: &Engine, question: &str) -> Vec<u32> {
+    let columns: Vec<String> = (0..40)
+        .map(|i| format!("  column_{i} INTEGER -- e.g. {i}, {}, {}", i * 7, i * 13))
+        .collect();
+    let system = format!(
+        "Answer with one SQLite query over this schema.\nCREATE TABLE songs (\n{}\n);",
+        columns.join(",\n")
+    );
+    let text = e
+        .template
+        .render(&[Message::system(&system), Message::user(question)], true)
+        .unwrap();
+    e.tokenizer.encode(&text).unwrap()
+}
+
 #[test]
 fn a_kept_cache_skips_the_shared_prompt_start_and_changes_no_answer() {
     let Some(e) = engine() else { return };
-    let first = prompt_ids(&e, "How many songs are in the songs table?");
-    let second = prompt_ids(&e, "List the titles of songs longer than 300 seconds.");
+    let first = long_prompt_ids(&e, "How many songs are in the songs table?");
+    let second = long_prompt_ids(&e, "List the titles of songs longer than 300 seconds.");
     let shared = first
         .iter()
         .zip(&second)
         .take_while(|(a, b)| a == b)
         .count();
-    assert!(shared > 5, "the prompts share their system part");
+    assert!(
+        shared > 2 * PREFILL_CHUNK,
+        "the prompts share their system part"
+    );
 
     let fresh = run_in(
         &e,
@@ -206,10 +230,7 @@ fn a_kept_cache_skips_the_shared_prompt_start_and_changes_no_answer() {
     e.prompt_cache().checkin(session);
     let mut session = e.prompt_cache().checkout(&e.model, None, &second);
     let reused = run_in(&e, &mut session, &second);
-    assert_eq!(
-        reused.reused_prompt_tokens,
-        shared.min(second.len() - PROMPT_REFEED)
-    );
+    assert_eq!(reused.reused_prompt_tokens, kept(shared));
     assert_eq!(reused.text, fresh.text);
     assert_eq!(reused.tokens, fresh.tokens);
 
@@ -221,7 +242,7 @@ fn a_kept_cache_skips_the_shared_prompt_start_and_changes_no_answer() {
         &mut e.prompt_cache().checkout(&e.model, None, &second),
         &second,
     );
-    assert_eq!(again.reused_prompt_tokens, second.len() - PROMPT_REFEED);
+    assert_eq!(again.reused_prompt_tokens, kept(second.len() - 1));
     assert_eq!(again.tokens, fresh.tokens);
 
     // With keeping off, nothing is reused.
@@ -257,7 +278,7 @@ fn a_kept_cache_is_not_reused_under_another_adapter() {
     let config = serde_json::json!({"r": 2, "lora_alpha": 2});
     sqlagent::lora::Adapter::save(tmp.path(), &config, &deltas).unwrap();
     let slot = e.attach_adapter("zero", tmp.path()).unwrap();
-    let ids = prompt_ids(&e, "How many songs are in the songs table?");
+    let ids = long_prompt_ids(&e, "How many songs are in the songs table?");
     let cache = e.prompt_cache();
     let mut session = cache.checkout(&e.model, None, &ids);
     run_in(&e, &mut session, &ids);
@@ -269,6 +290,6 @@ fn a_kept_cache_is_not_reused_under_another_adapter() {
     let mut session = cache.checkout(&e.model, Some(slot), &ids);
     assert_eq!(
         run_in(&e, &mut session, &ids).reused_prompt_tokens,
-        ids.len() - PROMPT_REFEED
+        kept(ids.len() - 1)
     );
 }

@@ -13,6 +13,7 @@ mod hosted;
 mod lora;
 mod model;
 mod repair;
+mod server;
 mod sql;
 mod tiny;
 mod tokenizer;
