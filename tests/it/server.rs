@@ -778,3 +778,61 @@ fn serve_refuses_a_key_variable_that_is_not_set_and_a_missing_database() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("none.gguf"), "{stderr}");
 }
+
+#[test]
+fn the_official_openai_python_client_talks_to_the_server() {
+    // scripts/test installs the client into a venv and names its python.
+    let python = match std::env::var("SQLAGENT_TEST_PYTHON") {
+        Ok(p) if p != "skip" && !p.is_empty() => p,
+        _ => {
+            eprintln!("SKIP: SQLAGENT_TEST_PYTHON names no python with the openai package (scripts/test sets it)");
+            return;
+        }
+    };
+    let Some(model) = common::smollm2_gguf() else {
+        return;
+    };
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let mut args = vec![
+        "--db".to_string(),
+        db.display().to_string(),
+        "--model-name".into(),
+        "smol".into(),
+        "--api-key-env".into(),
+        "TEST_SERVE_KEY".into(),
+    ];
+    args.extend(model_args(&model));
+    let server = Server::start(&strs(&args), &[("TEST_SERVE_KEY", KEY)]);
+    let question = "List the names of all artists from Sweden.";
+    let out = Command::new(&python)
+        .arg(common::root().join("tests/clients/openai_client.py"))
+        .args([&server.url("/v1"), KEY, "smol", question])
+        .output()
+        .expect("run the OpenAI client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Plain HTTP for /v1/sql: the same SQL the client got.
+    let sql = post(&server, "/v1/sql", &json!({"question": question}));
+    assert_eq!(sql.status, 200, "{}", sql.body);
+    assert_eq!(seen["models"], json!(["smol"]));
+    assert_eq!(seen["plain"], sql.body["sql"], "{seen}");
+    assert_eq!(seen["streamed"], seen["plain"], "{seen}");
+    assert!(seen["plain_finish"] == "stop" || seen["plain_finish"] == "length");
+    assert_eq!(seen["streamed_finish"], seen["plain_finish"]);
+    assert_eq!(seen["streamed_usage"], seen["plain_usage"]);
+    assert!(!seen["completion"].as_str().unwrap().contains('.'));
+    assert_eq!(
+        seen["not_found"],
+        json!({"status": 404, "code": "model_not_found"})
+    );
+    assert_eq!(
+        seen["unauthorized"],
+        json!({"status": 401, "code": "invalid_api_key"})
+    );
+    assert!(sql.body["rows"].is_array());
+}
