@@ -810,3 +810,33 @@ impl Decoder<'_, '_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stops(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_stop_text_is_found_where_it_starts_even_across_pieces() {
+        let s = stops(&["\n\n", "END"]);
+        assert_eq!(find_stop_text("abc\n", &s, 3), None);
+        // The second newline arrives in a new piece starting at byte 4.
+        assert_eq!(find_stop_text("abc\n\nmore", &s, 4), Some(3));
+        assert_eq!(find_stop_text("xEN", &s, 1), None);
+        assert_eq!(find_stop_text("xEND", &s, 3), Some(1));
+        assert_eq!(find_stop_text("anything", &[], 0), None);
+    }
+
+    #[test]
+    fn text_that_may_start_a_stop_text_is_held_back() {
+        let s = stops(&["END", "é!"]);
+        assert_eq!(held_back("the E", &s), 1);
+        assert_eq!(held_back("the EN", &s), 2);
+        assert_eq!(held_back("the ENx", &s), 0);
+        assert_eq!(held_back("café", &s), "é".len());
+        assert_eq!(held_back("plain", &[]), 0);
+    }
+}

@@ -230,3 +230,57 @@ impl Drop for Ticket {
             .remove(&self.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::AskOptions;
+    use crate::chat::PromptSpec;
+    use crate::server::RequestLimits;
+
+    fn state(api_key: Option<&str>) -> AppState {
+        AppState::new(ServeOptions {
+            host: "127.0.0.1".into(),
+            port: 0,
+            databases: Vec::new(),
+            grammar: Default::default(),
+            ask: AskOptions::new(PromptSpec::load("default").unwrap()),
+            model_name: "m".into(),
+            workers: 1,
+            queue: 1,
+            api_key: api_key.map(str::to_string),
+            limits: RequestLimits::default(),
+            shutdown_grace: std::time::Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn before_loading_and_while_stopping_requests_get_503() {
+        let s = state(None);
+        let e = s.ready().err().expect("not ready");
+        assert_eq!(e.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.message.contains("loading"), "{}", e.message);
+        assert!(e.retry_after.is_some());
+        s.stopping.store(true, Ordering::SeqCst);
+        let e = s.ready().err().expect("stopping");
+        assert!(e.message.contains("shutting down"), "{}", e.message);
+        s.pool.shutdown();
+    }
+
+    #[test]
+    fn only_the_exact_bearer_key_is_authorized() {
+        let s = state(Some("k3y"));
+        let headers = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(axum::http::header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert!(s.authorized(&headers("Bearer k3y")));
+        assert!(!s.authorized(&headers("Bearer k3")));
+        assert!(!s.authorized(&headers("Bearer k3yy")));
+        assert!(!s.authorized(&headers("k3y")));
+        assert!(!s.authorized(&HeaderMap::new()));
+        assert!(state(None).authorized(&HeaderMap::new()));
+        s.pool.shutdown();
+    }
+}
