@@ -11,6 +11,7 @@ mod complete;
 mod database;
 mod engine;
 mod prompt_cache;
+mod speed;
 
 pub use ask::{
     answer, sql_verdict, Answer, AskOptions, Attempt, Draft, Execution, Listener, LocalWriter,
@@ -20,6 +21,7 @@ pub use complete::{Completion, CompletionRequest};
 pub use database::DatabaseHandle;
 pub use engine::{AdapterInfo, Engine, ModelInfo, ModelOptions, ModelSource};
 pub use prompt_cache::{PromptCache, DEFAULT_PROMPT_CACHES};
+pub use speed::SpeedReport;
 
 use serde::Serialize;
 

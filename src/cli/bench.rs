@@ -9,23 +9,13 @@ use serde_json::json;
 
 use super::args::{BenchArgs, Format};
 use super::output;
-use crate::agent::{AskOptions, Listener};
+use crate::agent::AskOptions;
 use crate::chat::PromptSpec;
 use crate::eval::load_set;
-use crate::grammar::{percentile, MaskTimings};
+use crate::grammar::percentile;
 use crate::sql::build_demo_db;
 
-/// Timings of one answered question.
-struct Run {
-    prompt_tokens: usize,
-    prefill_ms: f64,
-    decode_steps: usize,
-    decode_ms: f64,
-    grammar_ms: f64,
-    masks: usize,
-    forced: usize,
-}
-
+/// Runs `sqlagent bench`.
 pub fn bench(args: BenchArgs) -> Result<()> {
     if args.questions == 0 {
         return Err(crate::Error::invalid("--questions", "must be at least 1").into());
@@ -44,65 +34,25 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     };
     let prompt = PromptSpec::load(&args.prompt)?;
     let (engine, adapter) = args.model.load_engine()?;
-    // Every question's prompt is fed whole, so prefill speed means the same
-    // for each.
-    engine.set_keep_cache(false);
     let db = engine.database(&db_path, &grammar_options)?;
     let options = AskOptions {
         sampling,
         adapter,
-        execute: false,
         ..AskOptions::new(prompt)
     };
-
-    let mut runs = Vec::new();
-    for item in items.iter().take(args.questions) {
-        let spinner = output::spinner(&format!("answering {:?}", item.question));
-        let draft = engine.draft(&db, &item.question, &[], &options, &mut Listener::default());
-        spinner.finish_and_clear();
-        let draft = draft?;
-        runs.push(Run {
-            prompt_tokens: draft.timings.prompt_tokens,
-            prefill_ms: draft.timings.prefill_ms,
-            decode_steps: draft.timings.decode_steps,
-            decode_ms: draft.timings.decode_ms,
-            grammar_ms: draft.grammar.grammar_ms,
-            masks: draft.grammar.masks,
-            forced: draft.grammar.forced_tokens,
-        });
-    }
-    let masks = match db.grammar() {
-        Some(g) => {
-            let sqls: Vec<String> = items.iter().map(|i| i.sql.clone()).collect();
-            Some(MaskTimings::replay(g, &engine.tokenizer, &sqls)?)
-        }
-        None => None,
-    };
-
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        percentile(&v, 0.5)
-    };
-    let prefill_tps = median(
-        runs.iter()
-            .map(|r| r.prompt_tokens as f64 / (r.prefill_ms / 1000.0))
-            .collect(),
-    );
-    let decode_tps = median(
-        runs.iter()
-            .filter(|r| r.decode_steps > 0)
-            .map(|r| r.decode_steps as f64 / (r.decode_ms / 1000.0))
-            .collect(),
-    );
-    let decode_ms: f64 = runs.iter().map(|r| r.decode_ms).sum();
-    let grammar_ms: f64 = runs.iter().map(|r| r.grammar_ms).sum();
-    let overhead_pct = if decode_ms > 0.0 {
-        100.0 * grammar_ms / decode_ms
-    } else {
-        0.0
-    };
-    let prompt_tokens =
-        runs.iter().map(|r| r.prompt_tokens).sum::<usize>() as f64 / runs.len() as f64;
+    let questions: Vec<String> = items
+        .iter()
+        .take(args.questions)
+        .map(|i| i.question.clone())
+        .collect();
+    let gold: Vec<String> = items.iter().map(|i| i.sql.clone()).collect();
+    let spinner = output::spinner("answering");
+    let report = engine.measure_speed(&db, &questions, &gold, &options, &mut |q| {
+        spinner.set_message(format!("answering {q:?}"))
+    });
+    spinner.finish_and_clear();
+    let r = report?;
+    let masks = &r.masks;
     let mask_json = masks.as_ref().map(|m| {
         json!({
             "queries": m.queries,
@@ -112,6 +62,12 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "check_us": {"median": percentile(&m.check_us, 0.5), "p99": percentile(&m.check_us, 0.99)},
         })
     });
+    let (prompt_tokens, prefill_tps, decode_tps) = (
+        r.prompt_tokens_mean,
+        r.prefill_tokens_per_s,
+        r.decode_tokens_per_s,
+    );
+    let (decode_ms, grammar_ms, overhead_pct) = (r.decode_ms, r.grammar_ms, r.grammar_overhead_pct);
     let info = &engine.info;
     let threads = candle_core::utils::get_num_threads();
     match args.format {
@@ -125,15 +81,15 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 "threads": threads,
                 "load_ms": info.load_ms,
                 "grammar": grammar_options.mode,
-                "questions": runs.len(),
+                "questions": r.questions,
                 "prompt_tokens_mean": prompt_tokens,
                 "prefill_tokens_per_s": prefill_tps,
                 "decode_tokens_per_s": decode_tps,
                 "decode_ms": decode_ms,
                 "grammar_ms": grammar_ms,
                 "grammar_overhead_pct": overhead_pct,
-                "full_masks": runs.iter().map(|r| r.masks).sum::<usize>(),
-                "forced_tokens": runs.iter().map(|r| r.forced).sum::<usize>(),
+                "full_masks": r.full_masks,
+                "forced_tokens": r.forced_tokens,
                 "mask_replay": mask_json,
                 "vocabulary": engine.tokenizer.vocab_size(),
             }))?
@@ -152,15 +108,15 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             );
             outln!(
                 "questions  {} (prompts of {prompt_tokens:.0} tokens on average), grammar {}",
-                runs.len(),
+                r.questions,
                 grammar_options.mode
             );
             outln!("prefill    {prefill_tps:.1} tokens/s (median)");
             outln!("decode     {decode_tps:.1} tokens/s (median)");
             outln!(
                 "grammar    {overhead_pct:.2}% of decode time ({grammar_ms:.1} ms of {decode_ms:.0} ms; {} full masks, {} forced tokens)",
-                runs.iter().map(|r| r.masks).sum::<usize>(),
-                runs.iter().map(|r| r.forced).sum::<usize>()
+                r.full_masks,
+                r.forced_tokens
             );
             if let Some(m) = &masks {
                 outln!(

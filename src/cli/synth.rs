@@ -57,7 +57,7 @@ pub fn synth(args: SynthArgs) -> Result<()> {
     let mut kept = Vec::new();
     let mut by_template: BTreeMap<&str, usize> = BTreeMap::new();
     if args.from_model > 0 {
-        let model_kept = from_model(&args, &db, &schema, &mut filter, &mut rng)?;
+        let model_kept = from_model(&args, &db, &mut filter, &mut rng)?;
         by_template.insert("model", model_kept.len());
         kept.extend(model_kept);
     }
@@ -110,7 +110,6 @@ pub fn synth(args: SynthArgs) -> Result<()> {
 fn from_model(
     args: &SynthArgs,
     db: &Database,
-    schema: &crate::sql::Schema,
     filter: &mut Filter,
     rng: &mut rand::rngs::StdRng,
 ) -> Result<Vec<serde_json::Value>> {
@@ -135,24 +134,14 @@ fn from_model(
         Some(args.from_model as u64),
         indicatif::ProgressDrawTarget::stderr(),
     );
-    let mut kept = Vec::new();
-    let mut no_question = 0usize;
-    for _ in 0..args.from_model * 4 {
-        if kept.len() == args.from_model {
-            break;
-        }
-        let Some(question) =
-            model::new_question(&engine, options.adapter.as_deref(), schema, &seeds, rng)?
-        else {
-            no_question += 1;
-            continue;
-        };
-        let sql = model::answer(&engine, &handle, &options, &question)?;
-        if !sql.is_empty() && filter.keep(db, &question, &sql) {
-            kept.push(serde_json::json!({"question": question, "sql": sql, "source": "model"}));
-            bar.inc(1);
-        }
+    let (kept, no_question) = model::ModelPairs {
+        engine: &engine,
+        db: &handle,
+        options: &options,
+        seeds: &seeds,
+        count: args.from_model,
     }
+    .write(filter, rng, &mut || bar.inc(1))?;
     bar.finish_and_clear();
     if no_question > 0 {
         eprintln!("the model gave {no_question} replies that were not a question");

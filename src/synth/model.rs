@@ -90,3 +90,54 @@ pub fn answer(
         .draft(db, question, &[], options, &mut Listener::default())?
         .sql)
 }
+
+/// Pairs the model writes for a database: questions in the manner of
+/// `seeds`, each answered as `ask` would.
+pub struct ModelPairs<'a> {
+    /// The model.
+    pub engine: &'a Engine,
+    /// The database, with its grammar.
+    pub db: &'a DatabaseHandle,
+    /// How to answer.
+    pub options: &'a AskOptions,
+    /// Questions to show the model.
+    pub seeds: &'a [String],
+    /// Pairs wanted.
+    pub count: usize,
+}
+
+impl ModelPairs<'_> {
+    /// Up to `count` pairs that `filter` keeps, trying at most four times
+    /// as many questions. Returns the pairs and how many replies were not a
+    /// question; `on_kept` hears each kept pair.
+    pub fn write(
+        &self,
+        filter: &mut super::Filter,
+        rng: &mut StdRng,
+        on_kept: &mut dyn FnMut(),
+    ) -> Result<(Vec<serde_json::Value>, usize)> {
+        let (engine, db, options) = (self.engine, self.db, self.options);
+        let schema = db.schema();
+        let mut kept = Vec::new();
+        let mut no_question = 0usize;
+        for _ in 0..self.count * 4 {
+            if kept.len() == self.count {
+                break;
+            }
+            let Some(question) =
+                new_question(engine, options.adapter.as_deref(), schema, self.seeds, rng)?
+            else {
+                no_question += 1;
+                continue;
+            };
+            let sql = answer(engine, db, options, &question)?;
+            let keep =
+                !sql.is_empty() && db.with_connection(|conn| filter.keep(conn, &question, &sql))?;
+            if keep {
+                kept.push(serde_json::json!({"question": question, "sql": sql, "source": "model"}));
+                on_kept();
+            }
+        }
+        Ok((kept, no_question))
+    }
+}

@@ -1,0 +1,103 @@
+//! How fast this machine runs the model and the grammar: a few questions
+//! answered with the prompt cache off (prefill and decode tokens/s, the
+//! share of decode time spent in the grammar), then every gold query
+//! replayed through the grammar to time the full mask and the one-token
+//! check per step.
+
+use super::{AskOptions, DatabaseHandle, Engine, Listener};
+use crate::error::Result;
+use crate::grammar::{percentile, MaskTimings};
+
+/// What a speed measurement found.
+#[derive(Debug, Clone)]
+pub struct SpeedReport {
+    /// Questions answered.
+    pub questions: usize,
+    /// Mean prompt length, in tokens.
+    pub prompt_tokens_mean: f64,
+    /// Median prefill speed over the questions.
+    pub prefill_tokens_per_s: f64,
+    /// Median decode speed (every step fed, repairs included).
+    pub decode_tokens_per_s: f64,
+    /// Decode time of all questions, in ms.
+    pub decode_ms: f64,
+    /// Of which the grammar, in ms.
+    pub grammar_ms: f64,
+    /// The grammar's share of decode time, in percent.
+    pub grammar_overhead_pct: f64,
+    /// Full masks computed.
+    pub full_masks: usize,
+    /// Tokens the grammar forced.
+    pub forced_tokens: usize,
+    /// The replay of the gold queries (without a grammar: none).
+    pub masks: Option<MaskTimings>,
+}
+
+impl Engine {
+    /// Answers `questions` about `db` (not executed) and replays
+    /// `gold_sql` through its grammar. Turns keeping the prompt cache off,
+    /// so every prefill is measured whole. `on_question` hears each
+    /// question before it is answered.
+    pub fn measure_speed(
+        &self,
+        db: &DatabaseHandle,
+        questions: &[String],
+        gold_sql: &[String],
+        options: &AskOptions,
+        on_question: &mut dyn FnMut(&str),
+    ) -> Result<SpeedReport> {
+        self.set_keep_cache(false);
+        let options = AskOptions {
+            execute: false,
+            ..options.clone()
+        };
+        let mut drafts = Vec::new();
+        for question in questions {
+            on_question(question);
+            drafts.push(self.draft(db, question, &[], &options, &mut Listener::default())?);
+        }
+        let masks = match db.grammar() {
+            Some(g) => Some(MaskTimings::replay(g, &self.tokenizer, gold_sql)?),
+            None => None,
+        };
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            percentile(&v, 0.5)
+        };
+        let prefill_tokens_per_s = median(
+            drafts
+                .iter()
+                .map(|d| d.timings.prompt_tokens as f64 / (d.timings.prefill_ms / 1000.0))
+                .collect(),
+        );
+        let decode_tokens_per_s = median(
+            drafts
+                .iter()
+                .filter(|d| d.timings.decode_steps > 0)
+                .map(|d| d.timings.decode_steps as f64 / (d.timings.decode_ms / 1000.0))
+                .collect(),
+        );
+        let decode_ms: f64 = drafts.iter().map(|d| d.timings.decode_ms).sum();
+        let grammar_ms: f64 = drafts.iter().map(|d| d.grammar.grammar_ms).sum();
+        Ok(SpeedReport {
+            questions: drafts.len(),
+            prompt_tokens_mean: drafts
+                .iter()
+                .map(|d| d.timings.prompt_tokens)
+                .sum::<usize>() as f64
+                / drafts.len().max(1) as f64,
+            prefill_tokens_per_s,
+            decode_tokens_per_s,
+            decode_ms,
+            grammar_ms,
+            grammar_overhead_pct: if decode_ms > 0.0 {
+                100.0 * grammar_ms / decode_ms
+            } else {
+                0.0
+            },
+            full_masks: drafts.iter().map(|d| d.grammar.masks).sum(),
+            forced_tokens: drafts.iter().map(|d| d.grammar.forced_tokens).sum(),
+            masks,
+        })
+    }
+}
