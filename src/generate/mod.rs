@@ -21,7 +21,7 @@ use crate::tokenizer::{StreamDecoder, Tokenizer};
 /// Prompt tokens fed per forward pass during prefill, in chunks that start
 /// at multiples of it. Bounds the attention score matrix (heads × chunk ×
 /// context) for long prompts, and is the unit a kept cache is reused in.
-pub const PREFILL_CHUNK: usize = 128;
+pub const PREFILL_CHUNK: usize = 256;
 
 /// Default budget of generated tokens: enough for any SQL query we expect.
 pub const DEFAULT_MAX_TOKENS: usize = 256;

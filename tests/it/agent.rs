@@ -8,7 +8,7 @@ use sqlagent::agent::{
     answer, AskOptions, DatabaseHandle, Draft, Engine, Execution, Listener, SqlWriter, Timings,
 };
 use sqlagent::chat::PromptSpec;
-use sqlagent::generate::{CancelFlag, StopReason};
+use sqlagent::generate::{CancelFlag, StopReason, PREFILL_CHUNK};
 use sqlagent::grammar::GrammarOptions;
 use sqlagent::sql::build_demo_db;
 use sqlagent::Error;
@@ -125,8 +125,11 @@ fn interleaved_databases_each_keep_their_prompt_prefix() {
     ask(&s, "How many products are there?");
     // Back to the first database: its schema prefix is still kept.
     let again = ask(&m, "How many tracks are there?");
+    // Reused in whole prefill chunks: all but the last partial chunk and
+    // the question.
     assert!(
-        again.reused_prompt_tokens * 10 > again.prompt_tokens * 8,
+        again.reused_prompt_tokens > 0
+            && again.reused_prompt_tokens + PREFILL_CHUNK + 32 >= again.prompt_tokens,
         "reused {} of {}",
         again.reused_prompt_tokens,
         again.prompt_tokens
