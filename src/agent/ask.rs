@@ -394,16 +394,7 @@ impl Engine {
             question: question.trim().to_string(),
             sql,
             stop: generation.stop,
-            timings: Timings {
-                load_ms: self.info.load_ms,
-                prompt_tokens: generation.prompt_tokens,
-                reused_prompt_tokens: generation.reused_prompt_tokens,
-                prefill_ms: generation.prefill_ms,
-                generated_tokens: generation.tokens.len(),
-                decode_ms: generation.decode_ms,
-                decode_steps: generation.decode_steps,
-                execute_ms: 0.0,
-            },
+            timings: Timings::of(&generation, self.info.load_ms),
             reply: generation.text,
             grammar: generation.grammar,
         })

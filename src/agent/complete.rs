@@ -88,16 +88,7 @@ impl Engine {
         let generation = generation?;
         Ok(Completion {
             stop: generation.stop,
-            timings: Timings {
-                load_ms: self.info.load_ms,
-                prompt_tokens: generation.prompt_tokens,
-                reused_prompt_tokens: generation.reused_prompt_tokens,
-                prefill_ms: generation.prefill_ms,
-                generated_tokens: generation.tokens.len(),
-                decode_ms: generation.decode_ms,
-                decode_steps: generation.decode_steps,
-                execute_ms: 0.0,
-            },
+            timings: Timings::of(&generation, self.info.load_ms),
             text: generation.text,
             grammar: generation.grammar,
         })

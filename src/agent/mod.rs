@@ -55,6 +55,23 @@ pub struct Timings {
 /// The token ids fed to `engine` for `question` over `schema` with
 /// `prompt`, after the failed attempts `failures` (each `(sql, error)`).
 /// Inference and training both build their prompts here, so the two never
+impl Timings {
+    /// The timings of `generation` on an engine loaded in `load_ms`
+    /// (nothing executed yet).
+    pub fn of(generation: &crate::generate::Generation, load_ms: f64) -> Self {
+        Self {
+            load_ms,
+            prompt_tokens: generation.prompt_tokens,
+            reused_prompt_tokens: generation.reused_prompt_tokens,
+            prefill_ms: generation.prefill_ms,
+            generated_tokens: generation.tokens.len(),
+            decode_ms: generation.decode_ms,
+            decode_steps: generation.decode_steps,
+            execute_ms: 0.0,
+        }
+    }
+}
+
 /// drift apart.
 pub fn prompt_ids(
     engine: &Engine,

@@ -192,17 +192,8 @@ enum Streamed<T> {
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match chat_inner(&state, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn chat_inner(
-    state: &Arc<AppState>,
-    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let state = &state;
     let request: ChatRequest = parse_body(state, body)?;
     let ready = state.ready()?;
     let c = &request.common;
@@ -396,17 +387,8 @@ fn event_stream<T: Send + 'static>(
 pub async fn completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match completions_inner(&state, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn completions_inner(
-    state: &Arc<AppState>,
-    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let state = &state;
     let request: CompletionBody = parse_body(state, body)?;
     let ready = state.ready()?;
     let c = &request.common;

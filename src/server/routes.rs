@@ -182,17 +182,8 @@ pub struct SqlRequest {
 pub async fn sql(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match sql_inner(&state, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn sql_inner(
-    state: &Arc<AppState>,
-    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let state = &state;
     let request: SqlRequest = parse_body(state, body)?;
     let ready = state.ready()?;
     let db = Arc::clone(database(ready, request.db.as_deref())?);
@@ -299,11 +290,8 @@ async fn sql_inner(
 }
 
 /// `GET /v1/models`: the base model and each adapter, as OpenAI lists them.
-pub async fn models(State(state): State<Arc<AppState>>) -> Response {
-    let ready = match state.ready() {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+pub async fn models(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let ready = state.ready()?;
     let created = state.started.elapsed().as_secs();
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -329,15 +317,12 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Response {
             }));
         }
     }
-    Json(json!({"object": "list", "data": data})).into_response()
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
 }
 
 /// `GET /v1/databases`: each served database's tables and columns.
-pub async fn databases(State(state): State<Arc<AppState>>) -> Response {
-    let ready = match state.ready() {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+pub async fn databases(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let ready = state.ready()?;
     let data: Vec<_> = ready
         .databases
         .iter()
@@ -362,7 +347,7 @@ pub async fn databases(State(state): State<Arc<AppState>>) -> Response {
             json!({"name": name, "tables": tables, "grammar": db.grammar().is_some()})
         })
         .collect();
-    Json(json!({"object": "list", "data": data})).into_response()
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
 }
 
 /// `GET /health`: 200 once loaded, 503 while loading or stopping.
