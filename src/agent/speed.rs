@@ -5,7 +5,8 @@
 //! check per step.
 
 use super::{AskOptions, DatabaseHandle, Engine, Listener};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::generate::{measure_forward, ForwardSpeed, LlamaSession};
 use crate::grammar::{percentile, MaskTimings};
 
 /// What a speed measurement found.
@@ -99,5 +100,30 @@ impl Engine {
             forced_tokens: drafts.iter().map(|d| d.grammar.forced_tokens).sum(),
             masks,
         })
+    }
+
+    /// The raw speed of the network on `prompt` (token ids): one warm-up
+    /// pass, then `runs` measured ones, each a prefill from an empty cache
+    /// and `steps` greedy decode steps (see [`measure_forward`]). No
+    /// grammar, no prompt cache: what a comparison with another runtime
+    /// fed the same ids needs.
+    pub fn measure_forward(
+        &self,
+        prompt: &[u32],
+        steps: usize,
+        runs: usize,
+    ) -> Result<Vec<ForwardSpeed>> {
+        let vocab = self.model.config().vocab_size;
+        if let Some(bad) = prompt.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::invalid(
+                "prompt ids",
+                format!("token id {bad} is outside the vocabulary of {vocab}"),
+            ));
+        }
+        let mut session = LlamaSession::new(&self.model);
+        measure_forward(&mut session, prompt, steps)?;
+        (0..runs)
+            .map(|_| measure_forward(&mut session, prompt, steps))
+            .collect()
     }
 }

@@ -456,6 +456,17 @@ pub struct BenchArgs {
     /// How many questions the model answers.
     #[arg(long, default_value_t = 5)]
     pub questions: usize,
+    /// Measure the raw network instead, on these prompt token ids (a JSON
+    /// array of integers): a warm-up pass, then --runs prefills and
+    /// --decode-steps greedy steps each, no grammar, no database.
+    #[arg(long, value_name = "FILE")]
+    pub prompt_ids: Option<PathBuf>,
+    /// Greedy decode steps per run with --prompt-ids.
+    #[arg(long, default_value_t = 32)]
+    pub decode_steps: usize,
+    /// Measured runs with --prompt-ids (after one warm-up).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
     /// Prompt: a name under prompts/ or a directory.
     #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
     pub prompt: String,

@@ -17,6 +17,9 @@ use crate::sql::build_demo_db;
 
 /// Runs `sqlagent bench`.
 pub fn bench(args: BenchArgs) -> Result<()> {
+    if let Some(path) = &args.prompt_ids {
+        return bench_forward(path, &args);
+    }
     if args.questions == 0 {
         return Err(crate::Error::invalid("--questions", "must be at least 1").into());
     }
@@ -134,6 +137,70 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                     engine.tokenizer.vocab_size()
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// `sqlagent bench --prompt-ids FILE`: the network alone on given ids.
+fn bench_forward(path: &std::path::Path, args: &BenchArgs) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading prompt ids from {}", path.display()))?;
+    let ids: Vec<u32> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected a JSON array of token ids (integers)",
+            path.display()
+        )
+    })?;
+    if args.runs == 0 {
+        return Err(crate::Error::invalid("--runs", "must be at least 1").into());
+    }
+    let (engine, _adapter) = args.model.load_engine()?;
+    let spinner = output::spinner("measuring");
+    let runs = engine.measure_forward(&ids, args.decode_steps, args.runs);
+    spinner.finish_and_clear();
+    let runs = runs?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.5)
+    };
+    let prefill = median(runs.iter().map(|r| r.prefill_tokens_per_s()).collect());
+    let decode = median(runs.iter().map(|r| r.decode_tokens_per_s()).collect());
+    let steps: Vec<f64> = runs.iter().flat_map(|r| r.step_ms.clone()).collect();
+    let step_median = median(steps.clone());
+    let info = &engine.info;
+    let threads = candle_core::utils::get_num_threads();
+    match args.format {
+        Format::Json => outln!(
+            "{}",
+            serde_json::to_string(&json!({
+                "model": info.path,
+                "weight_type": info.weight_type,
+                "requantized": info.requantized,
+                "threads": threads,
+                "prompt_tokens": ids.len(),
+                "decode_steps": args.decode_steps,
+                "prefill_tokens_per_s": prefill,
+                "decode_tokens_per_s": decode,
+                "decode_step_ms_median": step_median,
+                "runs": runs,
+            }))?
+        ),
+        Format::Text => {
+            outln!(
+                "model    {} ({}), {threads} threads",
+                info.path.display(),
+                info.weight_type
+            );
+            outln!(
+                "prefill  {prefill:.1} tokens/s (median of {} runs, {} tokens)",
+                runs.len(),
+                ids.len()
+            );
+            outln!(
+                "decode   {decode:.1} tokens/s (median; {step_median:.1} ms a step, {} steps a run)",
+                args.decode_steps
+            );
         }
     }
     Ok(())

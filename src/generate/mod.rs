@@ -4,9 +4,11 @@
 
 mod cancel;
 mod sampling;
+mod throughput;
 
 pub use cancel::CancelFlag;
 pub use sampling::{Sampler, SamplingParams};
+pub use throughput::{measure_forward, ForwardSpeed};
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;

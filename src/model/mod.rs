@@ -7,13 +7,14 @@ mod kv_cache;
 mod linear;
 mod llama;
 mod load;
+mod q8_gemv;
 mod rope;
 mod softmax;
 mod weights;
 
 pub use config::{Config, Llama3RopeScaling, OneOrMany, RawConfig, RawRopeScaling, MAX_CONTEXT};
 pub use kv_cache::{LayerKv, KV_CHUNK};
-pub use linear::{Linear, DENSE_PREFILL_MIN_ROWS};
+pub use linear::{has_fast_quantized_gemm, Linear, DENSE_PREFILL_MIN_ROWS};
 pub use llama::{causal_mask, Cache, Llama, Logits};
 pub use load::{load_safetensors_dir, GgufFile};
 pub use rope::{inverse_frequencies, RopeTables};
