@@ -16,6 +16,7 @@ pub mod generate;
 pub mod grammar;
 pub mod hosted;
 pub mod lora;
+pub mod machine;
 pub mod model;
 pub mod server;
 pub mod sql;

@@ -21,7 +21,7 @@ pub use complete::{Completion, CompletionRequest};
 pub use database::DatabaseHandle;
 pub use engine::{AdapterInfo, Engine, ModelInfo, ModelOptions, ModelSource};
 pub use prompt_cache::{PromptCache, DEFAULT_PROMPT_CACHES};
-pub use speed::SpeedReport;
+pub use speed::{measure_model, SpeedReport};
 
 use serde::Serialize;
 

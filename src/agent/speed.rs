@@ -8,6 +8,7 @@ use super::{AskOptions, DatabaseHandle, Engine, Listener};
 use crate::error::{Error, Result};
 use crate::generate::{measure_forward, ForwardSpeed, LlamaSession};
 use crate::grammar::{percentile, MaskTimings};
+use crate::model::Llama;
 
 /// What a speed measurement found.
 #[derive(Debug, Clone)]
@@ -120,10 +121,21 @@ impl Engine {
                 format!("token id {bad} is outside the vocabulary of {vocab}"),
             ));
         }
-        let mut session = LlamaSession::new(&self.model);
-        measure_forward(&mut session, prompt, steps)?;
-        (0..runs)
-            .map(|_| measure_forward(&mut session, prompt, steps))
-            .collect()
+        measure_model(&self.model, prompt, steps, runs)
     }
+}
+
+/// [`Engine::measure_forward`] for a bare network (e.g. random weights
+/// of a known shape): one warm-up pass, then `runs` measured ones.
+pub fn measure_model(
+    model: &Llama,
+    prompt: &[u32],
+    steps: usize,
+    runs: usize,
+) -> Result<Vec<ForwardSpeed>> {
+    let mut session = LlamaSession::new(model);
+    measure_forward(&mut session, prompt, steps)?;
+    (0..runs)
+        .map(|_| measure_forward(&mut session, prompt, steps))
+        .collect()
 }

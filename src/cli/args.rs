@@ -103,6 +103,36 @@ pub enum RequantizeArg {
     F32,
 }
 
+/// Quantization of weights made or loaded dense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuantizeArg {
+    /// Keep them dense (in --dtype).
+    None,
+    /// 8-bit blocks of 32.
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// 4-bit blocks of 32.
+    #[value(name = "q4_0")]
+    Q4_0,
+    /// 4-bit K-quants (256-value super-blocks).
+    Q4k,
+    /// 6-bit K-quants.
+    Q6k,
+}
+
+impl QuantizeArg {
+    /// The GGML type, `None` for dense.
+    pub fn ggml(self) -> Option<GgmlDType> {
+        match self {
+            QuantizeArg::None => None,
+            QuantizeArg::Q8_0 => Some(GgmlDType::Q8_0),
+            QuantizeArg::Q4_0 => Some(GgmlDType::Q4_0),
+            QuantizeArg::Q4k => Some(GgmlDType::Q4K),
+            QuantizeArg::Q6k => Some(GgmlDType::Q6K),
+        }
+    }
+}
+
 /// Options naming and placing the model.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
@@ -461,10 +491,22 @@ pub struct BenchArgs {
     /// --decode-steps greedy steps each, no grammar, no database.
     #[arg(long, value_name = "FILE")]
     pub prompt_ids: Option<PathBuf>,
-    /// Greedy decode steps per run with --prompt-ids.
+    /// Measure random weights of this model's exact shape, built in memory
+    /// (no download): smollm2-135m, llama3.2-1b, llama3.2-3b or llama3-8b.
+    /// Uses --device, --dtype and --quantize; --model is not read.
+    #[arg(long, value_name = "NAME", conflicts_with = "prompt_ids")]
+    pub shape: Option<String>,
+    /// Quantization of the --shape weights (default: q8_0 on the CPU,
+    /// none on a GPU).
+    #[arg(long, value_enum)]
+    pub quantize: Option<QuantizeArg>,
+    /// Prompt length with --shape (random token ids).
+    #[arg(long, default_value_t = 512)]
+    pub prompt_tokens: usize,
+    /// Greedy decode steps per run with --prompt-ids or --shape.
     #[arg(long, default_value_t = 32)]
     pub decode_steps: usize,
-    /// Measured runs with --prompt-ids (after one warm-up).
+    /// Measured runs with --prompt-ids or --shape (after one warm-up).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
     /// Prompt: a name under prompts/ or a directory.

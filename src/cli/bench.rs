@@ -20,6 +20,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if let Some(path) = &args.prompt_ids {
         return bench_forward(path, &args);
     }
+    if let Some(shape) = &args.shape {
+        return bench_shape(shape, &args);
+    }
     if args.questions == 0 {
         return Err(crate::Error::invalid("--questions", "must be at least 1").into());
     }
@@ -201,6 +204,127 @@ fn bench_forward(path: &std::path::Path, args: &BenchArgs) -> Result<()> {
                 "decode   {decode:.1} tokens/s (median; {step_median:.1} ms a step, {} steps a run)",
                 args.decode_steps
             );
+        }
+    }
+    Ok(())
+}
+
+/// `sqlagent bench --shape NAME`: random weights of a known shape.
+fn bench_shape(name: &str, args: &BenchArgs) -> Result<()> {
+    use crate::machine::{peak_rss_mb, read_bandwidth_gb_s, Machine};
+    use crate::model::ModelShape;
+
+    let shape = ModelShape::parse(name)?;
+    if args.runs == 0 {
+        return Err(crate::Error::invalid("--runs", "must be at least 1").into());
+    }
+    if args.prompt_tokens == 0 {
+        return Err(crate::Error::invalid("--prompt-tokens", "must be at least 1").into());
+    }
+    let options = args.model.to_options(false)?;
+    let device = options.device.clone();
+    let quantize = match args.quantize {
+        Some(q) => q.ggml(),
+        None if device.is_cpu() => Some(candle_core::quantized::GgmlDType::Q8_0),
+        None => None,
+    };
+    let machine = Machine::describe();
+    let threads = candle_core::utils::get_num_threads();
+    let spinner = output::spinner(&format!("building random {} weights", shape.name()));
+    let start = std::time::Instant::now();
+    let model = shape.random_model(options.dtype, quantize, &device);
+    spinner.finish_and_clear();
+    let model = model?;
+    let build_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let vocab = model.config().vocab_size as u64;
+    // Token ids from a fixed linear congruential sequence: the same prompt every run.
+    let ids: Vec<u32> = (0..args.prompt_tokens as u64)
+        .map(|i| ((i * 2_654_435_761 + 12_345) % vocab) as u32)
+        .collect();
+    let spinner = output::spinner("measuring");
+    let runs = crate::agent::measure_model(&model, &ids, args.decode_steps, args.runs);
+    spinner.finish_and_clear();
+    let runs = runs?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.5)
+    };
+    let prefill = median(runs.iter().map(|r| r.prefill_tokens_per_s()).collect());
+    let decode = median(runs.iter().map(|r| r.decode_tokens_per_s()).collect());
+    let weight_gb = model.weight_bytes() as f64 / 1e9;
+    let bandwidth = device.is_cpu().then(|| read_bandwidth_gb_s(threads));
+    let bound = bandwidth.map(|bw| bw / weight_gb);
+    let dtype = match quantize {
+        Some(q) => format!("{q:?}").to_lowercase(),
+        None => format!("{:?}", options.dtype).to_lowercase(),
+    };
+    let device_name = match &device {
+        candle_core::Device::Cpu => "cpu".to_string(),
+        candle_core::Device::Cuda(_) => "cuda:0".to_string(),
+        candle_core::Device::Metal(_) => "metal:0".to_string(),
+    };
+    let peak = peak_rss_mb();
+    match args.format {
+        Format::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "machine": machine,
+                "device": device_name,
+                "threads": threads,
+                "shape": shape.name(),
+                "weights": dtype,
+                "activations": format!("{:?}", model.dtype()).to_lowercase(),
+                "weight_gb": weight_gb,
+                "build_ms": build_ms,
+                "prompt_tokens": ids.len(),
+                "decode_steps": args.decode_steps,
+                "prefill_tokens_per_s": prefill,
+                "decode_tokens_per_s": decode,
+                "peak_rss_mb": peak,
+                "read_bandwidth_gb_s": bandwidth,
+                "decode_bound_tokens_per_s": bound,
+                "tokens": runs[0].tokens,
+            }))?
+        ),
+        Format::Text => {
+            outln!(
+                "machine  {} ({} cores{}){}",
+                machine.cpu.as_deref().unwrap_or("unknown CPU"),
+                machine.cores,
+                machine
+                    .memory_gib
+                    .map(|g| format!(", {g:.0} GiB"))
+                    .unwrap_or_default(),
+                if machine.gpus.is_empty() {
+                    String::new()
+                } else {
+                    format!("; GPU {}", machine.gpus.join(", "))
+                }
+            );
+            outln!(
+                "model    {} shape, random weights {dtype} ({weight_gb:.2} GB), on {device_name}, {threads} threads, built in {:.1} s",
+                shape.name(),
+                build_ms / 1000.0
+            );
+            outln!(
+                "prefill  {prefill:.1} tokens/s (median of {} runs, {} tokens)",
+                runs.len(),
+                ids.len()
+            );
+            outln!(
+                "decode   {decode:.1} tokens/s (median, {} steps a run){}",
+                args.decode_steps,
+                match (bandwidth, bound) {
+                    (Some(bw), Some(b)) => format!(
+                        "; memory bound {b:.1} tokens/s ({bw:.1} GB/s read, {:.0}% of it)",
+                        100.0 * decode / b
+                    ),
+                    _ => String::new(),
+                }
+            );
+            if let Some(mb) = peak {
+                outln!("memory   {:.0} MB peak resident", mb);
+            }
         }
     }
     Ok(())

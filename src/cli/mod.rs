@@ -76,6 +76,8 @@ fn flag_of(field: &str) -> Option<&'static str> {
         "targets" => "--targets",
         "tune options" => "--rank/--epochs/--grad-accum",
         "Lamini URL" => "--lamini-url",
+        "shape" => "--shape",
+        "prompt ids" => "--prompt-ids",
         _ => return None,
     })
 }

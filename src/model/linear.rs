@@ -8,7 +8,7 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::q8_gemv::{PackedQ8, Q8Gemv};
+use super::gemv::{BlockGemv, PackedBlocks};
 use crate::error::Result;
 use crate::lora::{AdapterError, LoraDelta};
 
@@ -43,9 +43,9 @@ pub struct Linear {
     bias: Option<Tensor>,
     in_features: usize,
     out_features: usize,
-    dense_prefill: bool,
+    fast_kernels: bool,
     /// The weight repacked for the decode kernel, where it takes it.
-    gemv: Option<PackedQ8>,
+    gemv: Option<PackedBlocks>,
     /// LoRA deltas by adapter slot (`None`: that adapter leaves this layer alone).
     adapters: Vec<Option<LoraDelta>>,
 }
@@ -59,7 +59,7 @@ impl Linear {
             bias,
             in_features,
             out_features,
-            dense_prefill: false,
+            fast_kernels: false,
             gemv: None,
             adapters: Vec::new(),
         })
@@ -69,21 +69,24 @@ impl Linear {
     pub fn from_quantized(weight: QTensor, bias: Option<Tensor>) -> Result<Self> {
         let (out_features, in_features) = weight.shape().dims2()?;
         Ok(Self {
-            gemv: PackedQ8::for_weight(&weight),
+            gemv: PackedBlocks::for_weight(&weight),
             weight: QMatMul::from_qtensor(weight)?,
             bias,
             in_features,
             out_features,
-            dense_prefill: false,
+            fast_kernels: false,
             adapters: Vec::new(),
         })
     }
 
-    /// Enables the dense-GEMM path for many-row inputs on quantized CPU
-    /// weights (see [`DENSE_PREFILL_MIN_ROWS`]). Off, every input goes
-    /// through the quantized kernel, bit-for-bit like llama.cpp-style runtimes.
-    pub fn with_dense_prefill(mut self, on: bool) -> Self {
-        self.dense_prefill = on;
+    /// Enables this crate's CPU paths for quantized weights: tile-wise
+    /// dense GEMM for many-row inputs where candle has no fast quantized
+    /// GEMM (see [`DENSE_PREFILL_MIN_ROWS`]), and the block GEMV for decode
+    /// rows of Q8_0/Q4_1 weights candle's repacked kernels skip. Off, every
+    /// input goes through candle's quantized kernels, bit-for-bit like its
+    /// `quantized_llama`.
+    pub fn with_fast_kernels(mut self, on: bool) -> Self {
+        self.fast_kernels = on;
         self
     }
 
@@ -102,6 +105,16 @@ impl Linear {
         match &self.weight {
             QMatMul::QTensor(q) => Some(q.dtype()),
             _ => None,
+        }
+    }
+
+    /// Bytes of the weight as stored (what a decode step reads).
+    pub fn weight_bytes(&self) -> usize {
+        match &self.weight {
+            QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+                t.elem_count() * t.dtype().size_in_bytes()
+            }
         }
     }
 
@@ -217,11 +230,11 @@ impl Linear {
             QMatMul::QTensor(q) if x.device().is_cpu() => {
                 let few_rows = rows(x) < DENSE_PREFILL_MIN_ROWS;
                 match &self.gemv {
-                    Some(packed) if few_rows && x.dtype() == DType::F32 => {
-                        x.contiguous()?.apply_op1_no_bwd(&Q8Gemv(packed))?
+                    Some(packed) if self.fast_kernels && few_rows && x.dtype() == DType::F32 => {
+                        x.contiguous()?.apply_op1_no_bwd(&BlockGemv(packed))?
                     }
                     _ if !few_rows
-                        && self.dense_prefill
+                        && self.fast_kernels
                         && !has_fast_quantized_gemm(
                             q.dtype(),
                             self.out_features,

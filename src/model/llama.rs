@@ -389,6 +389,32 @@ impl Llama {
             .and_then(|b| b.self_attn.q_proj.quantized_dtype())
     }
 
+    /// Bytes of every projection weight and the output head: what one
+    /// decode step reads from memory, the KV cache and one embedding row
+    /// aside.
+    pub fn weight_bytes(&self) -> usize {
+        let blocks: usize = self
+            .layers
+            .iter()
+            .map(|b| {
+                let (a, m) = (&b.self_attn, &b.mlp);
+                [
+                    &a.q_proj,
+                    &a.k_proj,
+                    &a.v_proj,
+                    &a.o_proj,
+                    &m.gate_proj,
+                    &m.up_proj,
+                    &m.down_proj,
+                ]
+                .iter()
+                .map(|l| l.weight_bytes())
+                .sum::<usize>()
+            })
+            .sum();
+        blocks + self.lm_head.weight_bytes()
+    }
+
     /// Runs `ids` (`(batch, seq)`, u32) from position `cache.len()` and
     /// appends their keys/values to `cache`. Without a cache, the sequence
     /// starts at position 0 and nothing is kept. Returns f32 logits.

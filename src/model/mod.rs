@@ -2,21 +2,24 @@
 //! GGUF), the one [`Linear`] type, rotary embeddings and the KV [`Cache`].
 
 mod config;
+mod gemv;
 pub mod hub;
 mod kv_cache;
 mod linear;
 mod llama;
 mod load;
-mod q8_gemv;
 mod rope;
+mod shapes;
 mod softmax;
 mod weights;
 
 pub use config::{Config, Llama3RopeScaling, OneOrMany, RawConfig, RawRopeScaling, MAX_CONTEXT};
+pub use gemv::supported as gemv_runs_here;
 pub use kv_cache::{LayerKv, KV_CHUNK};
 pub use linear::{has_fast_quantized_gemm, Linear, DENSE_PREFILL_MIN_ROWS};
 pub use llama::{causal_mask, Cache, Llama, Logits};
 pub use load::{load_safetensors_dir, GgufFile};
 pub use rope::{inverse_frequencies, RopeTables};
+pub use shapes::ModelShape;
 pub use softmax::softmax_last_dim_trainable;
 pub use weights::{gguf_name, EmbeddingTable, GgufOptions, Requantize, Weights};

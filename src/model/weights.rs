@@ -20,8 +20,9 @@ use crate::error::{candle_message, Error, Result};
 /// What to do with GGUF quantization types that have slow CPU kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requantize {
-    /// Re-quantize types without a fast CPU kernel (Q4_1, Q5_0, Q5_1) to Q8_0
-    /// at load (about 0.4 s for a 135M model). Default.
+    /// Re-quantize types without a fast CPU kernel (Q5_0, Q5_1, and Q4_1
+    /// where this CPU lacks the AVX-512 VNNI decode kernel) to Q8_0 at load
+    /// (about 0.4 s for a 135M model). Default.
     Auto,
     /// Keep every tensor exactly as stored.
     Never,
@@ -34,15 +35,16 @@ pub enum Requantize {
 pub struct GgufOptions {
     /// Re-quantization policy.
     pub requantize: Requantize,
-    /// Multiply many-row inputs (prompts) with dequantized dense weights.
-    pub dense_prefill: bool,
+    /// Use this crate's CPU kernels where candle's quantized ones are slow
+    /// (see [`Linear::with_fast_kernels`]); off: candle's kernels only.
+    pub fast_kernels: bool,
 }
 
 impl Default for GgufOptions {
     fn default() -> Self {
         Self {
             requantize: Requantize::Auto,
-            dense_prefill: true,
+            fast_kernels: true,
         }
     }
 }
@@ -68,6 +70,14 @@ enum Backend {
         device: Device,
         options: GgufOptions,
         requantized: Mutex<Vec<(GgmlDType, GgmlDType)>>,
+    },
+    /// Random values made on request (benchmarks of a shape, no file).
+    Random {
+        dtype: DType,
+        device: Device,
+        quantize: Option<GgmlDType>,
+        seed: u64,
+        path: PathBuf,
     },
 }
 
@@ -130,6 +140,31 @@ impl Weights {
         }
     }
 
+    /// Random weights made as each tensor is asked for: dense in `dtype`,
+    /// or, with `quantize`, projections and embeddings quantized as they
+    /// are made (one dense tensor alive at a time, so an 8B shape fits
+    /// where its dense weights would not). Values are uniform in
+    /// ±0.05 (norm weights 1): speed does not depend on them. `label`
+    /// names the shape in error messages.
+    pub fn random(
+        label: &str,
+        dtype: DType,
+        quantize: Option<GgmlDType>,
+        device: &Device,
+        seed: u64,
+    ) -> Self {
+        Self {
+            backend: Arc::new(Backend::Random {
+                dtype,
+                device: device.clone(),
+                quantize,
+                seed,
+                path: PathBuf::from(label),
+            }),
+            prefix: String::new(),
+        }
+    }
+
     /// The same checkpoint, one name level deeper.
     pub fn pp(&self, name: impl std::fmt::Display) -> Self {
         let prefix = if self.prefix.is_empty() {
@@ -148,6 +183,12 @@ impl Weights {
         match &*self.backend {
             Backend::Safetensors { vb, .. } => vb.dtype(),
             Backend::Gguf { .. } => DType::F32,
+            Backend::Random {
+                dtype, quantize, ..
+            } => match quantize {
+                Some(_) => DType::F32,
+                None => *dtype,
+            },
         }
     }
 
@@ -155,14 +196,16 @@ impl Weights {
     pub fn device(&self) -> Device {
         match &*self.backend {
             Backend::Safetensors { vb, .. } => vb.device().clone(),
-            Backend::Gguf { device, .. } => device.clone(),
+            Backend::Gguf { device, .. } | Backend::Random { device, .. } => device.clone(),
         }
     }
 
     /// The file weights come from.
     pub fn path(&self) -> &Path {
         match &*self.backend {
-            Backend::Safetensors { path, .. } | Backend::Gguf { path, .. } => path,
+            Backend::Safetensors { path, .. }
+            | Backend::Gguf { path, .. }
+            | Backend::Random { path, .. } => path,
         }
     }
 
@@ -174,6 +217,9 @@ impl Weights {
             Backend::Gguf { content, .. } => gguf_name(&full)
                 .map(|g| content.tensor_infos.contains_key(&g))
                 .unwrap_or(false),
+            // Every tensor the architecture asks for, but no separate
+            // output head: random shapes tie it to the embeddings.
+            Backend::Random { .. } => !full.starts_with("lm_head"),
         }
     }
 
@@ -183,7 +229,7 @@ impl Weights {
             Backend::Gguf { requantized, .. } => {
                 requantized.lock().map(|v| v.clone()).unwrap_or_default()
             }
-            Backend::Safetensors { .. } => Vec::new(),
+            Backend::Safetensors { .. } | Backend::Random { .. } => Vec::new(),
         }
     }
 
@@ -198,6 +244,10 @@ impl Weights {
                 let q = self.qtensor(&full)?;
                 q.dequantize(device).map_err(|e| self.err(&full, e))?
             }
+            Backend::Random { .. } if shape.len() == 1 => {
+                Tensor::ones(shape, self.dtype(), &self.device())?
+            }
+            Backend::Random { .. } => self.random_values(&full, shape, self.dtype())?,
         };
         if t.dims() != shape {
             return Err(self.shape_err(&full, shape, t.dims()));
@@ -227,7 +277,14 @@ impl Weights {
                     return Err(self.shape_err(&full, &[out_dim, in_dim], &dims));
                 }
                 let q = self.maybe_requantize(q, &full)?;
-                Ok(Linear::from_quantized(q, b)?.with_dense_prefill(options.dense_prefill))
+                Ok(Linear::from_quantized(q, b)?.with_fast_kernels(options.fast_kernels))
+            }
+            Backend::Random { .. } => {
+                let full = lin.full("weight");
+                match self.random_quantized(&full, out_dim, in_dim)? {
+                    Some(q) => Ok(Linear::from_quantized(q, b)?.with_fast_kernels(true)),
+                    None => Linear::from_dense(lin.tensor("weight", &[out_dim, in_dim])?, b),
+                }
             }
         }
     }
@@ -254,6 +311,15 @@ impl Weights {
                     ))
                 }
             }
+            Backend::Random { .. } => {
+                let full = self.pp(name).full("weight");
+                Ok(match self.random_quantized(&full, vocab, hidden)? {
+                    Some(q) => EmbeddingTable::Quantized(Arc::new(q)),
+                    None => {
+                        EmbeddingTable::Dense(self.pp(name).tensor("weight", &[vocab, hidden])?)
+                    }
+                })
+            }
         }
     }
 
@@ -268,9 +334,64 @@ impl Weights {
                 let full = self.pp(name).full("weight");
                 let q = self.qtensor(&full)?;
                 let q = self.maybe_requantize(q, &full)?;
-                Ok(Linear::from_quantized(q, None)?.with_dense_prefill(options.dense_prefill))
+                Ok(Linear::from_quantized(q, None)?.with_fast_kernels(options.fast_kernels))
             }
+            // Its own random values: the same bytes to read as a tied head.
+            Backend::Random { .. } => self.linear(name, vocab, hidden, false),
         }
+    }
+
+    /// Random values of `shape` in `dtype` (see [`Weights::random`]),
+    /// from a generator seeded by the seed and the tensor's name.
+    fn random_values(&self, full: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let Backend::Random { seed, device, .. } = &*self.backend else {
+            return Err(Error::model(
+                self.path(),
+                format!("{full}: not random weights"),
+            ));
+        };
+        let mut state = full.bytes().fold(*seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+        }) | 1;
+        let count: usize = shape.iter().product();
+        let values: Vec<f32> = (0..count)
+            .map(|_| {
+                // xorshift64*: fast enough for billions of values.
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                let bits = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+                (bits as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+            })
+            .collect();
+        let t = Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)?;
+        Ok(t.to_device(device)?)
+    }
+
+    /// A random `(rows, cols)` weight quantized as asked, `None` when no
+    /// quantization is asked or the type's blocks do not divide `cols`.
+    fn random_quantized(&self, full: &str, rows: usize, cols: usize) -> Result<Option<QTensor>> {
+        let Backend::Random {
+            quantize: Some(to),
+            device,
+            ..
+        } = &*self.backend
+        else {
+            return Ok(None);
+        };
+        if !cols.is_multiple_of(to.block_size()) {
+            return Ok(None);
+        }
+        let dense = self.random_values(full, &[rows, cols], DType::F32)?;
+        let dense = dense.to_device(&Device::Cpu)?;
+        let q = QTensor::quantize(&dense, *to).map_err(|e| self.err(full, e))?;
+        if device.is_cpu() {
+            return Ok(Some(q));
+        }
+        let data = q.data().map_err(|e| self.err(full, e))?;
+        let storage = candle_core::quantized::QStorage::from_data(data, device, *to)
+            .map_err(|e| self.err(full, e))?;
+        Ok(Some(QTensor::new(storage, (rows, cols))?))
     }
 
     fn full(&self, name: &str) -> String {
@@ -339,7 +460,14 @@ impl Weights {
             Requantize::To(_) => None,
         };
         let Some(to) = target else { return Ok(q) };
-        let (_, cols) = q.shape().dims2()?;
+        let (rows, cols) = q.shape().dims2()?;
+        if matches!(options.requantize, Requantize::Auto)
+            && options.fast_kernels
+            && q.device().is_cpu()
+            && super::gemv::takes(from, rows, cols)
+        {
+            return Ok(q);
+        }
         if !cols.is_multiple_of(to.block_size()) {
             return Ok(q);
         }

@@ -247,13 +247,7 @@ pub fn split(
     (train, all)
 }
 
-/// Peak resident memory of this process (Linux `VmHWM`), in MB.
-pub fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string(Path::new("/proc/self/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
+pub use crate::machine::peak_rss_mb;
 
 /// Writes `value` as pretty JSON, creating the directory.
 pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {

@@ -925,6 +925,83 @@ fn bench_reports_speeds_grammar_overhead_and_mask_times() {
 }
 
 #[test]
+fn bench_on_prompt_ids_times_a_prefill_and_every_decode_step() {
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let tmp = common::temp_dir();
+    let ids = tmp.path().join("ids.json");
+    std::fs::write(&ids, "[1, 504, 3211, 314, 260, 1345, 30, 2]").unwrap();
+    let out = run(&[
+        "--threads",
+        "1",
+        "bench",
+        "--model",
+        s(&gguf),
+        "--prompt-ids",
+        s(&ids),
+        "--decode-steps",
+        "3",
+        "--runs",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(out.1.trim()).expect("one JSON object");
+    assert_eq!(v["prompt_tokens"], 8, "{}", out.1);
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{}", out.1);
+    for r in runs {
+        assert_eq!(r["step_ms"].as_array().unwrap().len(), 3);
+        assert_eq!(r["tokens"].as_array().unwrap().len(), 3);
+    }
+    // Greedy on the same ids: every run picks the same tokens.
+    assert_eq!(runs[0]["tokens"], runs[1]["tokens"]);
+    assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+
+    std::fs::write(&ids, "[1, 2, \"three\"]").unwrap();
+    let out = run(&["bench", "--model", s(&gguf), "--prompt-ids", s(&ids)]);
+    assert_clean_failure(&out, &["ids.json", "JSON array of token ids"]);
+    std::fs::write(&ids, "[1, 99999999]").unwrap();
+    let out = run(&["bench", "--model", s(&gguf), "--prompt-ids", s(&ids)]);
+    assert_clean_failure(&out, &["99999999", "outside the vocabulary"]);
+}
+
+#[test]
+fn bench_on_a_shape_builds_random_weights_and_names_the_machine() {
+    let out = run(&[
+        "--threads",
+        "1",
+        "bench",
+        "--shape",
+        "smollm2-135m",
+        "--quantize",
+        "q8_0",
+        "--prompt-tokens",
+        "4",
+        "--decode-steps",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(out.1.trim()).expect("one JSON object");
+    assert_eq!(v["shape"], "smollm2-135m", "{}", out.1);
+    assert_eq!(v["weights"], "q8_0", "{}", out.1);
+    assert!(v["machine"]["cores"].as_u64().unwrap() >= 1, "{}", out.1);
+    // 134.5M weights (the tied head counted once, as it is read once) at 34 bytes per 32.
+    let gb = v["weight_gb"].as_f64().unwrap();
+    assert!((0.13..0.16).contains(&gb), "{gb}");
+    assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["read_bandwidth_gb_s"].as_f64().unwrap() > 0.0);
+    assert!(v["peak_rss_mb"].as_f64().unwrap() > 100.0);
+
+    let out = run(&["bench", "--shape", "llama-70b"]);
+    assert_clean_failure(&out, &["llama-70b", "llama3.2-1b"]);
+}
+
+#[test]
 fn bench_bad_set_names_the_file_and_line() {
     let tmp = common::temp_dir();
     let set = tmp.path().join("set.jsonl");

@@ -1,0 +1,500 @@
+//! Decode-time matrix-vector products for the 32-value-block GGUF types
+//! candle has no fast CPU kernel for, as a candle custom op: Q8_0 weights
+//! whose input width is not a multiple of 256, and Q4_1 weights.
+//!
+//! candle's repacked x86 kernels quantize activations in 256-value blocks,
+//! so they skip such layers (every projection of SmolLM2, hidden size 576)
+//! and fall back to one `vec_dot_q8_0_q8_0` per output, which converts two
+//! f16 scales and reduces horizontally for every 32 weights: 57% of a
+//! SmolLM2 decode step in `perf`; Q4_1 has no SIMD dot product there at
+//! all. Here the weights are repacked once into tiles of 16 rows so that
+//! one AVX-512 VNNI `vpdpbusd` multiplies 4 inputs into 16 outputs,
+//! activations are quantized once per call in 32-value blocks (as Q8_0
+//! itself), and rows are split over candle's thread pool. Q4_1 stays 4-bit
+//! (nibbles unpacked in registers), so a decode step reads half the bytes
+//! of the Q8_0 it used to be re-quantized to.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{CpuStorage, Layout, Shape};
+use half::f16;
+
+/// Rows interleaved per tile: one 512-bit register of i32 sums.
+const TILE_ROWS: usize = 16;
+/// Values per quantization block (Q8_0's).
+const BLOCK: usize = 32;
+/// Bytes of one GGUF Q8_0 block: an f16 scale, then 32 signed quants.
+const Q8_0_BYTES: usize = 2 + BLOCK;
+/// Bytes of one GGUF Q4_1 block: f16 scale and minimum, then 16 bytes of
+/// nibbles (value `j` low in byte `j`, value `j + 16` high).
+const Q4_1_BYTES: usize = 4 + BLOCK / 2;
+
+/// One block of 32 inputs for 16 rows: each row's scale and its quants
+/// offset by +128 (unsigned, as `vpdpbusd` takes its first operand),
+/// ordered `[4-input group (8)][row (16)][4 quants]`.
+#[repr(C, align(64))]
+#[derive(Clone)]
+struct Tile {
+    qs: [u8; BLOCK * TILE_ROWS],
+    d: [f32; TILE_ROWS],
+}
+
+/// One block of 32 inputs for 16 rows of Q4_1: nibbles ordered
+/// `[pair of 4-input groups (4)][row (16)][4 bytes]`, each byte holding
+/// group `2p` low and group `2p + 1` high; each row's f16 scale and minimum.
+#[repr(C, align(64))]
+#[derive(Clone)]
+struct Tile41 {
+    qs: [u8; BLOCK / 2 * TILE_ROWS],
+    d: [u16; TILE_ROWS],
+    m: [u16; TILE_ROWS],
+}
+
+#[derive(Clone)]
+enum Tiles {
+    Q8_0(Arc<Vec<Tile>>),
+    Q4_1(Arc<Vec<Tile41>>),
+}
+
+/// Q8_0 or Q4_1 weights `(n, k)` in tiles `[n / 16][k / 32]`.
+#[derive(Clone)]
+pub struct PackedBlocks {
+    n: usize,
+    k: usize,
+    tiles: Tiles,
+}
+
+impl std::fmt::Debug for PackedBlocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedBlocks({}x{})", self.n, self.k)
+    }
+}
+
+/// Whether a CPU weight of `dtype` and shape `(n, k)` goes through this
+/// kernel on this machine (so that Q4_1 need not be re-quantized).
+pub fn takes(dtype: GgmlDType, n: usize, k: usize) -> bool {
+    let shape_fits = n.is_multiple_of(TILE_ROWS) && k.is_multiple_of(BLOCK);
+    let type_fits = match dtype {
+        GgmlDType::Q8_0 => !k.is_multiple_of(256),
+        GgmlDType::Q4_1 => true,
+        _ => false,
+    };
+    shape_fits && type_fits && supported()
+}
+
+/// Whether this CPU runs the kernel (AVX-512 with VNNI).
+pub fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl PackedBlocks {
+    /// Repacks `q` when this kernel takes it (see [`takes`]).
+    pub fn for_weight(q: &QTensor) -> Option<Self> {
+        let (n, k) = q.shape().dims2().ok()?;
+        if !q.device().is_cpu() || !takes(q.dtype(), n, k) {
+            return None;
+        }
+        let data = q.data().ok()?;
+        match q.dtype() {
+            GgmlDType::Q8_0 => Self::pack(&data, n, k),
+            GgmlDType::Q4_1 => Self::pack_q4_1(&data, n, k),
+            _ => None,
+        }
+    }
+
+    /// Repacks raw GGUF Q8_0 data of `n` rows of `k` values.
+    fn pack(data: &[u8], n: usize, k: usize) -> Option<Self> {
+        let kb = k / BLOCK;
+        if data.len() != n * kb * Q8_0_BYTES || !n.is_multiple_of(TILE_ROWS) {
+            return None;
+        }
+        let mut tiles = Vec::with_capacity(n / TILE_ROWS * kb);
+        for nt in 0..n / TILE_ROWS {
+            for b in 0..kb {
+                let mut tile = Tile {
+                    qs: [0; BLOCK * TILE_ROWS],
+                    d: [0.0; TILE_ROWS],
+                };
+                for r in 0..TILE_ROWS {
+                    let at = ((nt * TILE_ROWS + r) * kb + b) * Q8_0_BYTES;
+                    let block = &data[at..at + Q8_0_BYTES];
+                    tile.d[r] = f16::from_le_bytes([block[0], block[1]]).to_f32();
+                    for (i, &q) in block[2..].iter().enumerate() {
+                        let (group, lane) = (i / 4, i % 4);
+                        tile.qs[(group * TILE_ROWS + r) * 4 + lane] = (q as i8 as i16 + 128) as u8;
+                    }
+                }
+                tiles.push(tile);
+            }
+        }
+        Some(Self {
+            n,
+            k,
+            tiles: Tiles::Q8_0(Arc::new(tiles)),
+        })
+    }
+
+    /// Repacks raw GGUF Q4_1 data of `n` rows of `k` values.
+    fn pack_q4_1(data: &[u8], n: usize, k: usize) -> Option<Self> {
+        let kb = k / BLOCK;
+        if data.len() != n * kb * Q4_1_BYTES || !n.is_multiple_of(TILE_ROWS) {
+            return None;
+        }
+        let mut tiles = Vec::with_capacity(n / TILE_ROWS * kb);
+        for nt in 0..n / TILE_ROWS {
+            for b in 0..kb {
+                let mut tile = Tile41 {
+                    qs: [0; BLOCK / 2 * TILE_ROWS],
+                    d: [0; TILE_ROWS],
+                    m: [0; TILE_ROWS],
+                };
+                for r in 0..TILE_ROWS {
+                    let at = ((nt * TILE_ROWS + r) * kb + b) * Q4_1_BYTES;
+                    let block = &data[at..at + Q4_1_BYTES];
+                    tile.d[r] = u16::from_le_bytes([block[0], block[1]]);
+                    tile.m[r] = u16::from_le_bytes([block[2], block[3]]);
+                    let value = |i: usize| {
+                        let byte = block[4 + i % 16];
+                        if i < 16 {
+                            byte & 0x0F
+                        } else {
+                            byte >> 4
+                        }
+                    };
+                    for pair in 0..4 {
+                        for lane in 0..4 {
+                            let lo = value(pair * 8 + lane);
+                            let hi = value(pair * 8 + 4 + lane);
+                            tile.qs[(pair * TILE_ROWS + r) * 4 + lane] = lo | (hi << 4);
+                        }
+                    }
+                }
+                tiles.push(tile);
+            }
+        }
+        Some(Self {
+            n,
+            k,
+            tiles: Tiles::Q4_1(Arc::new(tiles)),
+        })
+    }
+}
+
+/// Activations quantized in 32-value blocks: quants, scale and the sum of
+/// the quants of each block (to take the weights' +128 offset back out).
+struct Activations {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    sums: Vec<i32>,
+}
+
+fn quantize(x: &[f32]) -> Activations {
+    let blocks = x.len() / BLOCK;
+    let mut a = Activations {
+        qs: vec![0; x.len()],
+        d: Vec::with_capacity(blocks),
+        sums: Vec::with_capacity(blocks),
+    };
+    for (b, chunk) in x.chunks_exact(BLOCK).enumerate() {
+        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (i, v) in chunk.iter().enumerate() {
+            let q = (v * inv).round() as i8;
+            a.qs[b * BLOCK + i] = q;
+            sum += q as i32;
+        }
+        a.d.push(d);
+        a.sums.push(sum);
+    }
+    a
+}
+
+/// `y = x Wᵀ` for `m` rows of `x` (`m × k`, row-major) into `y` (`m × n`).
+fn gemv(w: &PackedBlocks, x: &[f32], m: usize, y: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    let acts: Vec<Activations> = x.chunks_exact(k).take(m).map(quantize).collect();
+    let out = y.as_mut_ptr() as usize;
+    let acts = &acts;
+    candle_core::utils::barrier_pool().execute_chunked(n / TILE_ROWS, |range| {
+        for nt in range {
+            for (row, act) in acts.iter().enumerate() {
+                let mut sums = [0f32; TILE_ROWS];
+                tile_dot(w, nt, act, &mut sums);
+                // SAFETY: each (row, tile) of `y` is written by exactly one unit.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (out as *mut f32).add(row * n + nt * TILE_ROWS),
+                        TILE_ROWS,
+                    )
+                };
+                dst.copy_from_slice(&sums);
+            }
+        }
+    });
+}
+
+/// The 16 dot products of row tile `nt` with one activation row.
+fn tile_dot(w: &PackedBlocks, nt: usize, act: &Activations, out: &mut [f32; TILE_ROWS]) {
+    let kb = w.k / BLOCK;
+    match &w.tiles {
+        Tiles::Q8_0(all) => {
+            let tiles = &all[nt * kb..(nt + 1) * kb];
+            #[cfg(target_arch = "x86_64")]
+            if supported() {
+                // SAFETY: the CPU has the features the function enables.
+                unsafe { tile_dot_avx512(tiles, act, out) };
+                return;
+            }
+            tile_dot_scalar(tiles, act, out);
+        }
+        Tiles::Q4_1(all) => {
+            let tiles = &all[nt * kb..(nt + 1) * kb];
+            #[cfg(target_arch = "x86_64")]
+            if supported() {
+                // SAFETY: the CPU has the features the function enables.
+                unsafe { tile_dot_q4_1_avx512(tiles, act, out) };
+                return;
+            }
+            tile_dot_q4_1_scalar(tiles, act, out);
+        }
+    }
+}
+
+fn tile_dot_scalar(tiles: &[Tile], act: &Activations, out: &mut [f32; TILE_ROWS]) {
+    *out = [0.0; TILE_ROWS];
+    for (b, tile) in tiles.iter().enumerate() {
+        for (r, o) in out.iter_mut().enumerate() {
+            let mut isum = 0i32;
+            for i in 0..BLOCK {
+                let (group, lane) = (i / 4, i % 4);
+                let q = tile.qs[(group * TILE_ROWS + r) * 4 + lane] as i32;
+                isum += q * act.qs[b * BLOCK + i] as i32;
+            }
+            let isum = isum - 128 * act.sums[b];
+            *o += isum as f32 * tile.d[r] * act.d[b];
+        }
+    }
+}
+
+fn tile_dot_q4_1_scalar(tiles: &[Tile41], act: &Activations, out: &mut [f32; TILE_ROWS]) {
+    *out = [0.0; TILE_ROWS];
+    for (b, tile) in tiles.iter().enumerate() {
+        for (r, o) in out.iter_mut().enumerate() {
+            let mut isum = 0i32;
+            for i in 0..BLOCK {
+                let (group, lane) = (i / 4, i % 4);
+                let byte = tile.qs[(group / 2 * TILE_ROWS + r) * 4 + lane];
+                let q = if group % 2 == 0 {
+                    byte & 0x0F
+                } else {
+                    byte >> 4
+                };
+                isum += q as i32 * act.qs[b * BLOCK + i] as i32;
+            }
+            let (d, m) = (
+                f16::from_bits(tile.d[r]).to_f32(),
+                f16::from_bits(tile.m[r]).to_f32(),
+            );
+            *o += isum as f32 * d * act.d[b] + m * act.d[b] * act.sums[b] as f32;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_dot_q4_1_avx512(tiles: &[Tile41], act: &Activations, out: &mut [f32; TILE_ROWS]) {
+    use std::arch::x86_64::*;
+    let mut acc = _mm512_setzero_ps();
+    let low = _mm512_set1_epi8(0x0F);
+    let q = act.qs.as_ptr();
+    for (b, tile) in tiles.iter().enumerate() {
+        let mut s0 = _mm512_setzero_si512();
+        let mut s1 = _mm512_setzero_si512();
+        let base = q.add(b * BLOCK);
+        let w = tile.qs.as_ptr();
+        for pair in 0..4 {
+            let v = _mm512_load_si512(w.add(pair * 64) as *const _);
+            let lo = _mm512_and_si512(v, low);
+            let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+            let a0 = _mm512_set1_epi32(std::ptr::read_unaligned(base.add(pair * 8) as *const i32));
+            let a1 = _mm512_set1_epi32(std::ptr::read_unaligned(
+                base.add(pair * 8 + 4) as *const i32
+            ));
+            s0 = _mm512_dpbusd_epi32(s0, lo, a0);
+            s1 = _mm512_dpbusd_epi32(s1, hi, a1);
+        }
+        let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(tile.d.as_ptr() as *const _));
+        let m = _mm512_cvtph_ps(_mm256_loadu_si256(tile.m.as_ptr() as *const _));
+        let da = act.d[b];
+        acc = _mm512_fmadd_ps(s, _mm512_mul_ps(d, _mm512_set1_ps(da)), acc);
+        acc = _mm512_fmadd_ps(m, _mm512_set1_ps(da * act.sums[b] as f32), acc);
+    }
+    _mm512_storeu_ps(out.as_mut_ptr(), acc);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_dot_avx512(tiles: &[Tile], act: &Activations, out: &mut [f32; TILE_ROWS]) {
+    use std::arch::x86_64::*;
+    let mut acc = _mm512_setzero_ps();
+    let q = act.qs.as_ptr();
+    for (b, tile) in tiles.iter().enumerate() {
+        // Two chains of four, so the dpbusd latency overlaps.
+        let mut s0 = _mm512_setzero_si512();
+        let mut s1 = _mm512_setzero_si512();
+        let base = q.add(b * BLOCK);
+        let w = tile.qs.as_ptr();
+        for g in (0..8).step_by(2) {
+            let a0 = _mm512_set1_epi32(std::ptr::read_unaligned(base.add(g * 4) as *const i32));
+            let a1 = _mm512_set1_epi32(std::ptr::read_unaligned(base.add(g * 4 + 4) as *const i32));
+            s0 = _mm512_dpbusd_epi32(s0, _mm512_load_si512(w.add(g * 64) as *const _), a0);
+            s1 = _mm512_dpbusd_epi32(s1, _mm512_load_si512(w.add(g * 64 + 64) as *const _), a1);
+        }
+        let s = _mm512_sub_epi32(
+            _mm512_add_epi32(s0, s1),
+            _mm512_set1_epi32(128 * act.sums[b]),
+        );
+        let scale = _mm512_mul_ps(_mm512_loadu_ps(tile.d.as_ptr()), _mm512_set1_ps(act.d[b]));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc);
+    }
+    _mm512_storeu_ps(out.as_mut_ptr(), acc);
+}
+
+/// `x Wᵀ` over a [`PackedBlocks`] weight, for a few rows of f32 input.
+pub struct BlockGemv<'a>(pub &'a PackedBlocks);
+
+impl candle_core::CustomOp1 for BlockGemv<'_> {
+    fn name(&self) -> &'static str {
+        "q8_0-gemv"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(all) = storage else {
+            candle_core::bail!("{}: f32 input only", self.name());
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("{}: contiguous input only", self.name());
+        };
+        let mut dims = layout.shape().dims().to_vec();
+        if dims.last() != Some(&self.0.k) {
+            candle_core::bail!("{}: input {dims:?} is not {} wide", self.name(), self.0.k);
+        }
+        let m = (end - start) / self.0.k;
+        let mut y = vec![0f32; m * self.0.n];
+        gemv(self.0, &all[start..end], m, &mut y);
+        *dims.last_mut().expect("checked above") = self.0.n;
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Module, Tensor};
+
+    fn weight(n: usize, k: usize) -> QTensor {
+        let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+        QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()
+    }
+
+    fn max_relative_gap(a: &Tensor, b: &Tensor) -> f32 {
+        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+    }
+
+    /// Against candle's own Q8_0 matmul: the same integer sums, but candle
+    /// rounds each activation block's scale to f16 (a relative 5e-4 at
+    /// most) where this kernel keeps it f32.
+    #[test]
+    fn matches_candles_q8_0_matmul() {
+        let (n, k) = (48, 576);
+        let q = weight(n, k);
+        let packed = PackedBlocks::pack(&q.data().unwrap(), n, k).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 3, k), &Device::Cpu).unwrap();
+        let want = candle_core::quantized::QMatMul::from_qtensor(q)
+            .unwrap()
+            .forward(&x)
+            .unwrap();
+        let got = x.apply_op1_no_bwd(&BlockGemv(&packed)).unwrap();
+        assert_eq!(got.dims(), &[1, 3, n]);
+        let gap = max_relative_gap(&got, &want);
+        assert!(gap < 1e-3, "kernel disagrees: {gap}");
+        // The portable path computes the same.
+        let act = quantize(&x.flatten_all().unwrap().to_vec1::<f32>().unwrap()[..k]);
+        let Tiles::Q8_0(tiles) = &packed.tiles else {
+            unreachable!()
+        };
+        let mut scalar = [0f32; TILE_ROWS];
+        tile_dot_scalar(&tiles[..k / BLOCK], &act, &mut scalar);
+        let mut fast = [0f32; TILE_ROWS];
+        tile_dot(&packed, 0, &act, &mut fast);
+        for (s, f) in scalar.iter().zip(&fast) {
+            assert!((s - f).abs() <= 1e-3 * s.abs().max(1.0), "{s} vs {f}");
+        }
+    }
+
+    #[test]
+    fn q4_1_matches_its_dequantized_weight() {
+        let (n, k) = (32, 96);
+        let f = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&f, GgmlDType::Q4_1).unwrap();
+        let packed = PackedBlocks::pack_q4_1(&q.data().unwrap(), n, k).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, k), &Device::Cpu).unwrap();
+        let dense = q.dequantize(&Device::Cpu).unwrap();
+        let want = x.matmul(&dense.t().unwrap()).unwrap();
+        let got = x.apply_op1_no_bwd(&BlockGemv(&packed)).unwrap();
+        // Only the activations' 8-bit quantization differs.
+        assert!(max_relative_gap(&got, &want) < 2e-2, "kernel disagrees");
+        let Tiles::Q4_1(tiles) = &packed.tiles else {
+            unreachable!()
+        };
+        let act = quantize(&x.to_vec2::<f32>().unwrap()[0]);
+        let mut scalar = [0f32; TILE_ROWS];
+        tile_dot_q4_1_scalar(&tiles[..k / BLOCK], &act, &mut scalar);
+        let mut fast = [0f32; TILE_ROWS];
+        tile_dot(&packed, 0, &act, &mut fast);
+        for (s, f) in scalar.iter().zip(&fast) {
+            assert!((s - f).abs() <= 1e-3 * s.abs().max(1.0), "{s} vs {f}");
+        }
+    }
+
+    #[test]
+    fn takes_only_the_weights_it_is_for() {
+        assert!(
+            PackedBlocks::for_weight(&weight(48, 512)).is_none(),
+            "k % 256 == 0"
+        );
+        assert!(
+            PackedBlocks::for_weight(&weight(40, 576)).is_none(),
+            "n % 16 != 0"
+        );
+        let f = Tensor::randn(0f32, 1.0, (48, 576), &Device::Cpu).unwrap();
+        let q4 = QTensor::quantize(&f, GgmlDType::Q4_0).unwrap();
+        assert!(PackedBlocks::for_weight(&q4).is_none(), "Q4_0");
+        assert_eq!(
+            PackedBlocks::for_weight(&weight(48, 576)).is_some(),
+            supported()
+        );
+    }
+}
