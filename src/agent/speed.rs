@@ -1,11 +1,13 @@
 //! How fast this machine runs the model and the grammar: a few questions
 //! answered with the prompt cache off (prefill and decode tokens/s, the
-//! share of decode time spent in the grammar), then every gold query
+//! share of decode time spent in the grammar, steps per emitted token),
+//! then again warm (latency with the prompt cache on), then every gold query
 //! replayed through the grammar to time the full mask and the one-token
 //! check per step.
 
 use super::{AskOptions, DatabaseHandle, Engine, Listener};
 use crate::error::{Error, Result};
+use crate::eval::Spread;
 use crate::generate::{measure_forward, ForwardSpeed, LlamaSession};
 use crate::grammar::{percentile, MaskTimings};
 use crate::model::Llama;
@@ -33,12 +35,18 @@ pub struct SpeedReport {
     pub forced_tokens: usize,
     /// The replay of the gold queries (without a grammar: none).
     pub masks: Option<MaskTimings>,
+    /// Decode steps per emitted token, per question (repairs count).
+    pub steps_per_token: Spread,
+    /// Wall time per question answered warm: the same questions again,
+    /// in process, with the prompt cache on (ms).
+    pub warm_latency_ms: Spread,
 }
 
 impl Engine {
     /// Answers `questions` about `db` (not executed) and replays
-    /// `gold_sql` through its grammar. Turns keeping the prompt cache off,
-    /// so every prefill is measured whole. `on_question` hears each
+    /// `gold_sql` through its grammar. The first pass keeps no prompt
+    /// cache, so every prefill is measured whole; a second pass answers
+    /// the same questions warm (cache on, as it is left). `on_question` hears each
     /// question before it is answered.
     pub fn measure_speed(
         &self,
@@ -57,6 +65,14 @@ impl Engine {
         for question in questions {
             on_question(question);
             drafts.push(self.draft(db, question, &[], &options, &mut Listener::default())?);
+        }
+        self.set_keep_cache(true);
+        let mut warm = Vec::with_capacity(questions.len());
+        for question in questions {
+            on_question(question);
+            let start = std::time::Instant::now();
+            self.draft(db, question, &[], &options, &mut Listener::default())?;
+            warm.push(start.elapsed().as_secs_f64() * 1000.0);
         }
         let masks = match db.grammar() {
             Some(g) => Some(MaskTimings::replay(g, &self.tokenizer, gold_sql)?),
@@ -100,6 +116,13 @@ impl Engine {
             full_masks: drafts.iter().map(|d| d.grammar.masks).sum(),
             forced_tokens: drafts.iter().map(|d| d.grammar.forced_tokens).sum(),
             masks,
+            steps_per_token: Spread::of(
+                drafts
+                    .iter()
+                    .filter(|d| d.timings.generated_tokens > 0)
+                    .map(|d| d.timings.decode_steps as f64 / d.timings.generated_tokens as f64),
+            ),
+            warm_latency_ms: Spread::of(warm),
         })
     }
 

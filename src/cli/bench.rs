@@ -97,6 +97,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 "full_masks": r.full_masks,
                 "forced_tokens": r.forced_tokens,
                 "mask_replay": mask_json,
+                "steps_per_token": r.steps_per_token,
+                "warm_latency_ms": r.warm_latency_ms,
                 "vocabulary": engine.tokenizer.vocab_size(),
             }))?
         ),
@@ -119,6 +121,19 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             );
             outln!("prefill    {prefill_tps:.1} tokens/s (median)");
             outln!("decode     {decode_tps:.1} tokens/s (median)");
+            let (t, l) = (&r.steps_per_token, &r.warm_latency_ms);
+            outln!(
+                "steps      {:.2} decode steps per emitted token (median; p90 {:.2}, max {:.2})",
+                t.median,
+                t.p90,
+                t.max
+            );
+            outln!(
+                "warm       {:.0} ms a question with the prompt cache (median; p90 {:.0}, max {:.0})",
+                l.median,
+                l.p90,
+                l.max
+            );
             outln!(
                 "grammar    {overhead_pct:.2}% of decode time ({grammar_ms:.1} ms of {decode_ms:.0} ms; {} full masks, {} forced tokens)",
                 r.full_masks,

@@ -9,7 +9,7 @@ pub mod runner;
 pub mod set;
 
 pub use compare::{compare_runs, mcnemar_exact, PairComparison};
-pub use report::{EvalConfig, Report, Summary, TagSummary};
+pub use report::{EvalConfig, Report, Spread, Summary, TagSummary};
 pub use run::{
     evaluate_item, BrokenItem, Category, FirstAttempt, HostedWriter, ItemContext, ItemResult,
     Outcome,

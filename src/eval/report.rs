@@ -85,6 +85,41 @@ pub struct Summary {
     pub tokens_per_s: f64,
     /// Mean question-to-rows latency (milliseconds).
     pub mean_latency_ms: f64,
+    /// Question-to-rows latency per item (milliseconds).
+    #[serde(default)]
+    pub latency_ms: Spread,
+    /// Decode steps (tokens fed) per emitted token per item: just under
+    /// 1.0 without repairs (the last token is never fed); every step a
+    /// grammar repair takes back counts.
+    #[serde(default)]
+    pub steps_per_token: Spread,
+}
+
+/// Median, 90th percentile and maximum of a per-item figure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// The median.
+    pub median: f64,
+    /// The 90th percentile (nearest rank).
+    pub p90: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values` (all zero when there are none).
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_by(f64::total_cmp);
+        Self {
+            median: crate::grammar::percentile(&v, 0.5),
+            p90: crate::grammar::percentile(&v, 0.9),
+            max: v[v.len() - 1],
+        }
+    }
 }
 
 /// A whole run.
@@ -148,6 +183,12 @@ impl Report {
             s.execution_accuracy_pct,
             s.execution_matches,
             s.tokens_per_s
+        ));
+        let (l, t) = (&s.latency_ms, &s.steps_per_token);
+        out.push_str(&format!(
+            "\nLatency per question: median {:.0} ms, p90 {:.0} ms, max {:.0} ms. \
+             Decode steps per emitted token: median {:.2}, p90 {:.2}, max {:.2}.\n",
+            l.median, l.p90, l.max, t.median, t.p90, t.max
         ));
         if self.config.retries > 0 {
             out.push_str(&format!(
@@ -244,6 +285,13 @@ pub fn summarize(items: &[ItemResult], broken: usize) -> Summary {
         } else {
             items.iter().map(|r| r.latency_ms).sum::<f64>() / n as f64
         },
+        latency_ms: Spread::of(items.iter().map(|r| r.latency_ms)),
+        steps_per_token: Spread::of(
+            items
+                .iter()
+                .filter(|r| r.generated_tokens > 0)
+                .map(|r| r.decode_steps as f64 / r.generated_tokens as f64),
+        ),
     }
 }
 
@@ -277,6 +325,26 @@ mod tests {
             first_attempt: None,
             tags: tags.iter().map(|t| t.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn summary_spreads_latency_and_steps_per_token() {
+        let mut items: Vec<ItemResult> = (0..10)
+            .map(|i| item(i, true, true, Category::Correct, &[]))
+            .collect();
+        for (i, r) in items.iter_mut().enumerate() {
+            r.latency_ms = 100.0 * (i + 1) as f64;
+            r.decode_steps = 10 + i; // 10 tokens each: 1.0 .. 1.9 steps a token
+        }
+        items[9].decode_steps = 40;
+        items[0].generated_tokens = 0; // no token: no ratio
+        let s = summarize(&items, 0);
+        assert_eq!(s.latency_ms.max, 1000.0);
+        assert_eq!(s.latency_ms.p90, 900.0);
+        assert!((s.steps_per_token.max - 4.0).abs() < 1e-9);
+        assert!((s.steps_per_token.median - 1.5).abs() < 1e-9);
+        assert!((s.steps_per_token.p90 - 1.8).abs() < 1e-9);
+        assert_eq!(Spread::of(Vec::new()), Spread::default());
     }
 
     #[test]

@@ -916,6 +916,11 @@ fn bench_reports_speeds_grammar_overhead_and_mask_times() {
         "{}",
         out.1
     );
+    // Tokens fed per emitted token (the last one is never fed); the warm pass is timed.
+    let steps = &v["steps_per_token"];
+    assert!(steps["median"].as_f64().unwrap() > 0.5, "{}", out.1);
+    assert!(steps["max"].as_f64().unwrap() >= steps["p90"].as_f64().unwrap());
+    assert!(v["warm_latency_ms"]["median"].as_f64().unwrap() > 0.0);
     // Both gold queries replayed through the grammar, none rejected.
     let replay = &v["mask_replay"];
     assert_eq!(replay["queries"], 2, "{}", out.1);
