@@ -152,7 +152,9 @@ impl Engine {
         let (model, changes) = gguf.into_model(&options.device, options.gguf)?;
         let requantized = summarize_requantization(&changes);
         if let Some(r) = &requantized {
-            tracing::info!("re-quantized {r} at load (Q4_1 has no fast CPU kernel)");
+            tracing::info!(
+                "re-quantized {r} at load (no fast CPU kernel for the stored type here)"
+            );
         }
         let parts = Parts {
             model,
