@@ -11,7 +11,7 @@ use super::args::{BenchArgs, Format};
 use super::output;
 use crate::agent::AskOptions;
 use crate::chat::PromptSpec;
-use crate::eval::load_set;
+use crate::eval::{load_set, Spread};
 use crate::grammar::percentile;
 use crate::sql::build_demo_db;
 
@@ -178,14 +178,9 @@ fn bench_forward(path: &std::path::Path, args: &BenchArgs) -> Result<()> {
     let runs = engine.measure_forward(&ids, args.decode_steps, args.runs);
     spinner.finish_and_clear();
     let runs = runs?;
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        percentile(&v, 0.5)
-    };
-    let prefill = median(runs.iter().map(|r| r.prefill_tokens_per_s()).collect());
-    let decode = median(runs.iter().map(|r| r.decode_tokens_per_s()).collect());
-    let steps: Vec<f64> = runs.iter().flat_map(|r| r.step_ms.clone()).collect();
-    let step_median = median(steps.clone());
+    let prefill = Spread::of(runs.iter().map(|r| r.prefill_tokens_per_s())).median;
+    let decode = Spread::of(runs.iter().map(|r| r.decode_tokens_per_s())).median;
+    let step_median = Spread::of(runs.iter().flat_map(|r| r.step_ms.iter().copied())).median;
     let info = &engine.info;
     let threads = candle_core::utils::get_num_threads();
     match args.format {
@@ -260,12 +255,8 @@ fn bench_shape(name: &str, args: &BenchArgs) -> Result<()> {
     let runs = crate::agent::measure_model(&model, &ids, args.decode_steps, args.runs);
     spinner.finish_and_clear();
     let runs = runs?;
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        percentile(&v, 0.5)
-    };
-    let prefill = median(runs.iter().map(|r| r.prefill_tokens_per_s()).collect());
-    let decode = median(runs.iter().map(|r| r.decode_tokens_per_s()).collect());
+    let prefill = Spread::of(runs.iter().map(|r| r.prefill_tokens_per_s())).median;
+    let decode = Spread::of(runs.iter().map(|r| r.decode_tokens_per_s())).median;
     let weight_gb = model.weight_bytes() as f64 / 1e9;
     let bandwidth = device.is_cpu().then(|| read_bandwidth_gb_s(threads));
     let bound = bandwidth.map(|bw| bw / weight_gb);

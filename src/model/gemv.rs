@@ -57,6 +57,25 @@ enum Tiles {
     Q4_1(Arc<Vec<Tile41>>),
 }
 
+impl Default for Tile {
+    fn default() -> Self {
+        Self {
+            qs: [0; BLOCK * TILE_ROWS],
+            d: [0.0; TILE_ROWS],
+        }
+    }
+}
+
+impl Default for Tile41 {
+    fn default() -> Self {
+        Self {
+            qs: [0; BLOCK / 2 * TILE_ROWS],
+            d: [0; TILE_ROWS],
+            m: [0; TILE_ROWS],
+        }
+    }
+}
+
 /// Q8_0 or Q4_1 weights `(n, k)` in tiles `[n / 16][k / 32]`.
 #[derive(Clone)]
 pub struct PackedBlocks {
@@ -114,29 +133,13 @@ impl PackedBlocks {
 
     /// Repacks raw GGUF Q8_0 data of `n` rows of `k` values.
     fn pack(data: &[u8], n: usize, k: usize) -> Option<Self> {
-        let kb = k / BLOCK;
-        if data.len() != n * kb * Q8_0_BYTES || !n.is_multiple_of(TILE_ROWS) {
-            return None;
-        }
-        let mut tiles = Vec::with_capacity(n / TILE_ROWS * kb);
-        for nt in 0..n / TILE_ROWS {
-            for b in 0..kb {
-                let mut tile = Tile {
-                    qs: [0; BLOCK * TILE_ROWS],
-                    d: [0.0; TILE_ROWS],
-                };
-                for r in 0..TILE_ROWS {
-                    let at = ((nt * TILE_ROWS + r) * kb + b) * Q8_0_BYTES;
-                    let block = &data[at..at + Q8_0_BYTES];
-                    tile.d[r] = f16::from_le_bytes([block[0], block[1]]).to_f32();
-                    for (i, &q) in block[2..].iter().enumerate() {
-                        let (group, lane) = (i / 4, i % 4);
-                        tile.qs[(group * TILE_ROWS + r) * 4 + lane] = (q as i8 as i16 + 128) as u8;
-                    }
-                }
-                tiles.push(tile);
+        let tiles = tiles_of(data, n, k, Q8_0_BYTES, |tile: &mut Tile, r, block| {
+            tile.d[r] = f16::from_le_bytes([block[0], block[1]]).to_f32();
+            for (i, &q) in block[2..].iter().enumerate() {
+                let (group, lane) = (i / 4, i % 4);
+                tile.qs[(group * TILE_ROWS + r) * 4 + lane] = (q as i8 as i16 + 128) as u8;
             }
-        }
+        })?;
         Some(Self {
             n,
             k,
@@ -146,48 +149,59 @@ impl PackedBlocks {
 
     /// Repacks raw GGUF Q4_1 data of `n` rows of `k` values.
     fn pack_q4_1(data: &[u8], n: usize, k: usize) -> Option<Self> {
-        let kb = k / BLOCK;
-        if data.len() != n * kb * Q4_1_BYTES || !n.is_multiple_of(TILE_ROWS) {
-            return None;
-        }
-        let mut tiles = Vec::with_capacity(n / TILE_ROWS * kb);
-        for nt in 0..n / TILE_ROWS {
-            for b in 0..kb {
-                let mut tile = Tile41 {
-                    qs: [0; BLOCK / 2 * TILE_ROWS],
-                    d: [0; TILE_ROWS],
-                    m: [0; TILE_ROWS],
-                };
-                for r in 0..TILE_ROWS {
-                    let at = ((nt * TILE_ROWS + r) * kb + b) * Q4_1_BYTES;
-                    let block = &data[at..at + Q4_1_BYTES];
-                    tile.d[r] = u16::from_le_bytes([block[0], block[1]]);
-                    tile.m[r] = u16::from_le_bytes([block[2], block[3]]);
-                    let value = |i: usize| {
-                        let byte = block[4 + i % 16];
-                        if i < 16 {
-                            byte & 0x0F
-                        } else {
-                            byte >> 4
-                        }
-                    };
-                    for pair in 0..4 {
-                        for lane in 0..4 {
-                            let lo = value(pair * 8 + lane);
-                            let hi = value(pair * 8 + 4 + lane);
-                            tile.qs[(pair * TILE_ROWS + r) * 4 + lane] = lo | (hi << 4);
-                        }
-                    }
+        let tiles = tiles_of(data, n, k, Q4_1_BYTES, |tile: &mut Tile41, r, block| {
+            tile.d[r] = u16::from_le_bytes([block[0], block[1]]);
+            tile.m[r] = u16::from_le_bytes([block[2], block[3]]);
+            let value = |i: usize| {
+                let byte = block[4 + i % 16];
+                if i < 16 {
+                    byte & 0x0F
+                } else {
+                    byte >> 4
                 }
-                tiles.push(tile);
+            };
+            for pair in 0..4 {
+                for lane in 0..4 {
+                    let lo = value(pair * 8 + lane);
+                    let hi = value(pair * 8 + 4 + lane);
+                    tile.qs[(pair * TILE_ROWS + r) * 4 + lane] = lo | (hi << 4);
+                }
             }
-        }
+        })?;
         Some(Self {
             n,
             k,
             tiles: Tiles::Q4_1(Arc::new(tiles)),
         })
     }
+}
+
+/// Tiles `[n / 16][k / 32]` of GGUF blocks of `block_bytes` bytes (`n`
+/// rows of `k` values in `data`), `fill` writing row `r`'s block into a
+/// tile; `None` when the data is not of that size.
+fn tiles_of<T: Default>(
+    data: &[u8],
+    n: usize,
+    k: usize,
+    block_bytes: usize,
+    fill: impl Fn(&mut T, usize, &[u8]),
+) -> Option<Vec<T>> {
+    let kb = k / BLOCK;
+    if data.len() != n * kb * block_bytes || !n.is_multiple_of(TILE_ROWS) {
+        return None;
+    }
+    let mut tiles = Vec::with_capacity(n / TILE_ROWS * kb);
+    for nt in 0..n / TILE_ROWS {
+        for b in 0..kb {
+            let mut tile = T::default();
+            for r in 0..TILE_ROWS {
+                let at = ((nt * TILE_ROWS + r) * kb + b) * block_bytes;
+                fill(&mut tile, r, &data[at..at + block_bytes]);
+            }
+            tiles.push(tile);
+        }
+    }
+    Some(tiles)
 }
 
 /// Activations quantized in 32-value blocks: quants, scale and the sum of
@@ -447,11 +461,7 @@ mod tests {
         };
         let mut scalar = [0f32; TILE_ROWS];
         tile_dot_scalar(&tiles[..k / BLOCK], &act, &mut scalar);
-        let mut fast = [0f32; TILE_ROWS];
-        tile_dot(&packed, 0, &act, &mut fast);
-        for (s, f) in scalar.iter().zip(&fast) {
-            assert!((s - f).abs() <= 1e-3 * s.abs().max(1.0), "{s} vs {f}");
-        }
+        assert_first_tile_is(&packed, &act, &scalar);
     }
 
     #[test]
@@ -472,9 +482,14 @@ mod tests {
         let act = quantize(&x.to_vec2::<f32>().unwrap()[0]);
         let mut scalar = [0f32; TILE_ROWS];
         tile_dot_q4_1_scalar(&tiles[..k / BLOCK], &act, &mut scalar);
+        assert_first_tile_is(&packed, &act, &scalar);
+    }
+
+    /// The dispatched kernel on tile 0 gives `want` (the scalar path's sums).
+    fn assert_first_tile_is(packed: &PackedBlocks, act: &Activations, want: &[f32; TILE_ROWS]) {
         let mut fast = [0f32; TILE_ROWS];
-        tile_dot(&packed, 0, &act, &mut fast);
-        for (s, f) in scalar.iter().zip(&fast) {
+        tile_dot(packed, 0, act, &mut fast);
+        for (s, f) in want.iter().zip(&fast) {
             assert!((s - f).abs() <= 1e-3 * s.abs().max(1.0), "{s} vs {f}");
         }
     }
