@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::SqlCheck;
 use super::{AdapterInfo, DatabaseHandle, Engine, Timings};
 use crate::chat::PromptSpec;
 use crate::error::{Error, Result};
-use crate::generate::{self, CancelFlag, GenerateRequest, SamplingParams, StopReason, Verdict};
+use crate::generate::{self, CancelFlag, GenerateRequest, SamplingParams, StopReason};
 use crate::grammar::CompiledGrammar;
 use crate::sql::{self, ExecLimits, QueryResult};
 
@@ -301,29 +302,6 @@ fn run(db: &DatabaseHandle, mut draft: Draft, options: &AskOptions) -> Attempt {
     Attempt { draft, execution }
 }
 
-/// What the decode loop is told of a finished query: SQLite's `prepare`
-/// against `db`, read as a [`Verdict`] (back up to the blamed name; go on
-/// when only the FROM clause is missing).
-pub fn sql_verdict(db: &DatabaseHandle, text: &str) -> Verdict {
-    let sql = sql::constrained_sql(text);
-    match db.check(&sql) {
-        Ok(Ok(())) => Verdict::Pass,
-        Ok(Err(failure)) => {
-            if failure.lacks_from_clause(&sql) {
-                Verdict::Incomplete
-            } else {
-                // `constrained_sql` trims the reply at both ends: offsets
-                // in `sql` are offsets in `text` after its leading blanks.
-                let lead = text.len() - text.trim_start().len();
-                failure
-                    .at
-                    .map_or(Verdict::Fail, |at| Verdict::Blame(lead + at))
-            }
-        }
-        Err(_) => Verdict::Fail,
-    }
-}
-
 impl Engine {
     /// Asks `question` about `db` with `options`: [`answer`] with this
     /// engine writing the SQL.
@@ -356,10 +334,11 @@ impl Engine {
     ) -> Result<Draft> {
         let adapter = self.adapter_slot_for(options.adapter.as_deref())?;
         let prompt_ids = super::prompt_ids(self, &options.prompt, db.schema(), question, failures)?;
+        let split = super::question_start(self, &options.prompt, db.schema(), &prompt_ids)?;
         let stop_ids = self.stop_ids();
         let grammar = db.grammar();
         let mut constraint = grammar.map(CompiledGrammar::constraint);
-        let check = |text: &str| sql_verdict(db, text);
+        let check = SqlCheck::new(db);
         let mut session = self
             .prompt_cache()
             .checkout(&self.model, adapter, &prompt_ids);
@@ -379,6 +358,7 @@ impl Engine {
                 check: Some(&check),
                 cancel: listener.cancel,
                 stop_text: &[],
+                prompt_split: Some(split),
             },
             on_text,
         );

@@ -2,7 +2,7 @@
 //! and no SQL prompt; under a database's grammar when one is given (the
 //! text then continues as one query over that database).
 
-use super::ask::sql_verdict;
+use super::SqlCheck;
 use super::{DatabaseHandle, Engine, Listener, Timings};
 use crate::error::{Error, Result};
 use crate::generate::{self, GenerateRequest, GrammarStats, SamplingParams, StopReason};
@@ -58,10 +58,7 @@ impl Engine {
         let grammar = request.db.and_then(DatabaseHandle::grammar);
         let mut constraint = grammar.map(CompiledGrammar::constraint);
         let db = request.db;
-        let check = |text: &str| match db {
-            Some(db) => sql_verdict(db, text),
-            None => generate::Verdict::Pass,
-        };
+        let check = db.map(SqlCheck::new);
         let mut session = self
             .prompt_cache()
             .checkout(&self.model, adapter, &prompt_ids);
@@ -78,9 +75,12 @@ impl Engine {
                 stop_ids: &stop_ids,
                 sampling: request.sampling,
                 constraint: constraint.as_mut(),
-                check: grammar.map(|_| &check as generate::TextCheck<'_>),
+                check: grammar
+                    .and(check.as_ref())
+                    .map(|c| c as &dyn generate::TextCheck),
                 cancel: listener.cancel,
                 stop_text: request.stop,
+                prompt_split: None,
             },
             on_text,
         );

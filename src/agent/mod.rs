@@ -12,16 +12,17 @@ mod database;
 mod engine;
 mod prompt_cache;
 mod speed;
+mod verdict;
 
 pub use ask::{
-    answer, sql_verdict, Answer, AskOptions, Attempt, Draft, Execution, Listener, LocalWriter,
-    SqlWriter,
+    answer, Answer, AskOptions, Attempt, Draft, Execution, Listener, LocalWriter, SqlWriter,
 };
 pub use complete::{Completion, CompletionRequest};
 pub use database::DatabaseHandle;
 pub use engine::{AdapterInfo, Engine, ModelInfo, ModelOptions, ModelSource};
 pub use prompt_cache::{PromptCache, DEFAULT_PROMPT_CACHES};
 pub use speed::{measure_model, SpeedReport};
+pub use verdict::{sql_verdict, SqlCheck};
 
 use serde::Serialize;
 
@@ -86,4 +87,22 @@ pub fn prompt_ids(
     }
     let text = engine.template.render(&messages, true)?;
     engine.tokenizer.encode(&text)
+}
+
+/// A question no one asks, whose prompt is compared with a real one.
+const PROBE_QUESTION: &str = "\u{1}?";
+
+/// Where the prompt `ids` (for some question about `schema`) begins to
+/// depend on the question: how far it agrees with the prompt of a probe
+/// question. The same for every question about the schema (save one that
+/// happens to start like the probe), so that prefills split there and a
+/// kept cache of the schema part is reused exactly.
+pub fn question_start(
+    engine: &Engine,
+    prompt: &PromptSpec,
+    schema: &Schema,
+    ids: &[u32],
+) -> Result<usize> {
+    let probe = prompt_ids(engine, prompt, schema, PROBE_QUESTION, &[])?;
+    Ok(ids.iter().zip(&probe).take_while(|(a, b)| a == b).count())
 }

@@ -42,11 +42,13 @@ pub trait TokenModel {
     /// Tokens fed so far.
     fn fed(&self) -> usize;
     /// Before a new generation: keeps the longest start of `prompt` that is
-    /// already fed, in whole [`PREFILL_CHUNK`]s and never all of it (the
-    /// last prompt token must be fed for its logits), forgets the rest, and returns how many tokens
-    /// were kept. By default nothing is kept.
-    fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
-        let _ = prompt;
+    /// already fed and ends at one of `chunk_ends` (where the prefill of
+    /// `prompt` ends its chunks, see [`prefill_chunk_ends`]), never all of
+    /// it (the last prompt token must be fed for its logits); forgets the
+    /// rest and returns how many tokens were kept. By default nothing is
+    /// kept.
+    fn reuse_prefix(&mut self, prompt: &[u32], chunk_ends: &[usize]) -> usize {
+        let _ = (prompt, chunk_ends);
         self.truncate(0);
         0
     }
@@ -59,6 +61,7 @@ pub trait TokenModel {
 pub struct KeptCache {
     cache: Cache,
     ids: Vec<u32>,
+    feed_ends: Vec<usize>,
     adapter: Option<usize>,
 }
 
@@ -82,6 +85,8 @@ pub struct LlamaSession<'m> {
     cache: Cache,
     /// The ids whose keys and values `cache` holds.
     ids: Vec<u32>,
+    /// Where each forward pass that filled `cache` ended (ascending).
+    feed_ends: Vec<usize>,
 }
 
 impl<'m> LlamaSession<'m> {
@@ -98,6 +103,7 @@ impl<'m> LlamaSession<'m> {
             adapter,
             cache: Cache::new(model),
             ids: Vec::new(),
+            feed_ends: Vec::new(),
         }
     }
 
@@ -113,6 +119,7 @@ impl<'m> LlamaSession<'m> {
             adapter,
             cache: kept.cache,
             ids: kept.ids,
+            feed_ends: kept.feed_ends,
         }
     }
 
@@ -121,6 +128,7 @@ impl<'m> LlamaSession<'m> {
         KeptCache {
             cache: self.cache,
             ids: self.ids,
+            feed_ends: self.feed_ends,
             adapter: self.adapter,
         }
     }
@@ -138,19 +146,22 @@ impl TokenModel for LlamaSession<'_> {
             .forward_with(&input, Some(&mut self.cache), Logits::Last, self.adapter)?
             .squeeze(0)?;
         self.ids.extend_from_slice(ids);
+        self.feed_ends.push(self.ids.len());
         Ok(logits)
     }
 
     fn truncate(&mut self, len: usize) {
         self.cache.truncate(len);
         self.ids.truncate(self.cache.len());
+        let len = self.ids.len();
+        self.feed_ends.retain(|&end| end <= len);
     }
 
     fn fed(&self) -> usize {
         self.cache.len()
     }
 
-    fn reuse_prefix(&mut self, prompt: &[u32]) -> usize {
+    fn reuse_prefix(&mut self, prompt: &[u32], chunk_ends: &[usize]) -> usize {
         let shared = self
             .ids
             .iter()
@@ -158,13 +169,39 @@ impl TokenModel for LlamaSession<'_> {
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len().saturating_sub(1));
-        // Whole prefill chunks only: the rest is then fed in the very
-        // chunks a prefill without the cache feeds (same rows, same
-        // kernels), so keeping a cache changes no answer.
-        let shared = shared / PREFILL_CHUNK * PREFILL_CHUNK;
-        self.truncate(shared);
-        shared
+        // Only up to a point where the kept cache was fed in the very
+        // chunks the prefill of `prompt` feeds (same rows, same kernels),
+        // so that keeping a cache changes no answer.
+        let same_chunks = |at: usize| {
+            let kept = self.feed_ends.iter().take_while(|&&e| e <= at);
+            let planned = chunk_ends.iter().take_while(|&&e| e <= at);
+            kept.eq(planned)
+        };
+        let keep = chunk_ends
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&end| end <= shared)
+            .find(|&end| same_chunks(end))
+            .unwrap_or(0);
+        self.truncate(keep);
+        keep
     }
+}
+
+/// Where the prefill of a `len`-token prompt ends its forward passes: at
+/// multiples of [`PREFILL_CHUNK`], at `split` (where the part that changes
+/// from one request to the next begins, e.g. the question after a schema)
+/// and at the end. A kept cache is reused up to one of these points only.
+pub fn prefill_chunk_ends(len: usize, split: Option<usize>) -> Vec<usize> {
+    let mut ends: Vec<usize> = (1..=len / PREFILL_CHUNK)
+        .map(|k| k * PREFILL_CHUNK)
+        .collect();
+    ends.extend(split.filter(|&s| s > 0 && s < len));
+    ends.push(len);
+    ends.sort_unstable();
+    ends.dedup();
+    ends
 }
 
 /// What a check of finished text found (see [`GenerateRequest::check`]).
@@ -183,8 +220,30 @@ pub enum Verdict {
     Fail,
 }
 
-/// A check of finished text, plugged in by the caller.
-pub type TextCheck<'a> = &'a dyn Fn(&str) -> Verdict;
+/// Checks of the text beyond the grammar, plugged in by the caller (e.g.
+/// SQLite's `prepare`: names in scope, function arities).
+pub trait TextCheck {
+    /// The verdict on finished text.
+    fn finished(&self, text: &str) -> Verdict;
+
+    /// Asked after each step while the text is being written: `text` has
+    /// just been continued with `next`. A [`Verdict::Blame`] of a byte of
+    /// `text` says that no continuation can make it pass (e.g. a FROM
+    /// clause closed by `WHERE` lacks a column named before it), so
+    /// decoding backs up there at once instead of at the end. Anything
+    /// else lets decoding go on. By default nothing is checked early.
+    fn continued(&self, text: &str, next: &str) -> Verdict {
+        let _ = (text, next);
+        Verdict::Pass
+    }
+}
+
+/// A function of finished text is a check of finished text only.
+impl<F: Fn(&str) -> Verdict> TextCheck for F {
+    fn finished(&self, text: &str) -> Verdict {
+        self(text)
+    }
+}
 
 /// What to generate from.
 pub struct GenerateRequest<'a> {
@@ -200,18 +259,29 @@ pub struct GenerateRequest<'a> {
     /// `prepare`: names in scope, function arities). On failure, decoding
     /// backs up to what the verdict blames and chooses differently. Used
     /// only with a constraint.
-    pub check: Option<TextCheck<'a>>,
+    pub check: Option<&'a dyn TextCheck>,
     /// Set by the caller to stop the generation ([`Error::Cancelled`]).
     pub cancel: Option<&'a CancelFlag>,
     /// Text that ends free-text generation, itself left out of the output
     /// and never streamed ([`StopReason::StopText`]). Ignored under a
     /// constraint: the grammar decides where its text ends.
     pub stop_text: &'a [String],
+    /// Where in the prompt the part that changes between requests begins
+    /// (the question after the system prompt and schema): the prefill ends
+    /// a chunk there, so that the next request reuses a kept cache up to
+    /// exactly that point (see [`prefill_chunk_ends`]).
+    pub prompt_split: Option<usize>,
 }
 
 /// Back-ups to a failing name before falling back to the longest prefix
 /// that passes the check.
 pub const MAX_REPAIRS: usize = 8;
+
+/// Back-ups while the text is written (see [`TextCheck::continued`]) before
+/// early checks stop for the rest of a generation. Each bans one token at
+/// one position, so they cannot loop; the bound keeps a model that keeps
+/// choosing badly from spending its steps there.
+pub const MAX_EARLY_REPAIRS: usize = 24;
 
 /// Tokens the salvage of an output may skip back at once, toward a name
 /// the check blamed.
@@ -273,6 +343,11 @@ pub struct GrammarStats {
     pub trimmed_tokens: usize,
     /// Times decoding backed up because the finished text failed the check.
     pub repairs: usize,
+    /// Times decoding backed up while writing, because the text so far
+    /// could no longer pass the check (see [`TextCheck::continued`]).
+    pub early_repairs: usize,
+    /// Tokens taken back by all repairs (what they cost in decode steps).
+    pub repaired_tokens: usize,
     /// Tokens added without the model to finish a query the budget cut
     /// short (closing strings, parentheses, clauses).
     pub completed_tokens: usize,
@@ -317,6 +392,7 @@ pub fn generate_with(
         check,
         cancel,
         stop_text,
+        prompt_split,
     } = request;
     let stop_text: &[String] = if constraint.is_some() { &[] } else { stop_text };
     let max_tokens = sampling.max_tokens;
@@ -331,11 +407,13 @@ pub fn generate_with(
             reserved: max_tokens,
         });
     }
-    let reused = model.reuse_prefix(prompt);
+    let chunk_ends = prefill_chunk_ends(prompt.len(), prompt_split);
+    let reused = model.reuse_prefix(prompt, &chunk_ends);
     let mut d = Decoder {
         model,
         tokenizer,
         prompt,
+        chunk_ends,
         reused,
         stop_ids,
         max_tokens,
@@ -428,6 +506,10 @@ pub fn generate_with(
                 }
             }
         }
+        if let Some(position) = d.check_continued()? {
+            logits = d.back_up(position)?;
+            continue;
+        }
         if d.constraint.as_deref().is_some_and(Constraint::is_stopped) {
             // The grammar ended (after `;`): the next token can only end the turn.
             continue_or_stop(&mut d, &mut logits, &mut stop)?;
@@ -452,7 +534,10 @@ pub fn generate_with(
     if d.constraint.is_some() && stop == StopReason::MaxTokens {
         d.salvage()?;
     }
-    let text = if d.stats.repairs > 0 || d.stats.trimmed_tokens > 0 || d.stats.completed_tokens > 0
+    let text = if d.stats.repairs > 0
+        || d.stats.early_repairs > 0
+        || d.stats.trimmed_tokens > 0
+        || d.stats.completed_tokens > 0
     {
         tokenizer.decode(&d.tokens, true)?
     } else {
@@ -539,13 +624,15 @@ struct Decoder<'m, 'r> {
     model: &'m mut dyn TokenModel,
     tokenizer: &'m Tokenizer,
     prompt: &'r [u32],
+    /// Where the prefill ends its forward passes.
+    chunk_ends: Vec<usize>,
     /// Prompt tokens already fed before this generation (kept cache).
     reused: usize,
     stop_ids: &'r [u32],
     max_tokens: usize,
     sampler: Sampler,
     constraint: Option<&'r mut Constraint>,
-    check: Option<TextCheck<'r>>,
+    check: Option<&'r dyn TextCheck>,
     tokens: Vec<u32>,
     /// Where the last committed step (a token and what it forced) began.
     last_step_start: usize,
@@ -566,12 +653,17 @@ impl Decoder<'_, '_> {
 
     fn prefill(&mut self) -> Result<Tensor> {
         let mut logits = None;
-        // Chunks end at multiples of PREFILL_CHUNK counted from the start of
-        // the prompt, wherever the reused part ends: every position is then
-        // computed in the same chunk shape as without a kept cache.
+        // Chunks end where they would without a kept cache (the reused
+        // part ends at one of those points): every position is computed in
+        // the same chunk shape either way.
         let mut start = self.reused;
-        while start < self.prompt.len() {
-            let end = ((start / PREFILL_CHUNK + 1) * PREFILL_CHUNK).min(self.prompt.len());
+        let ends: Vec<usize> = self
+            .chunk_ends
+            .iter()
+            .copied()
+            .filter(|&e| e > start)
+            .collect();
+        for end in ends {
             let chunk = &self.prompt[start..end];
             let _span = tracing::debug_span!("prefill", tokens = chunk.len()).entered();
             logits = Some(self.forward(chunk)?);
@@ -651,7 +743,7 @@ impl Decoder<'_, '_> {
             return Ok(Repair::Pass);
         };
         let text = self.tokenizer.decode(&self.tokens, true)?;
-        let verdict = check(&text);
+        let verdict = check.finished(&text);
         if verdict == Verdict::Pass {
             return Ok(Repair::Pass);
         }
@@ -677,6 +769,33 @@ impl Decoder<'_, '_> {
         Ok(Repair::Pass)
     }
 
+    /// After a step: asks the check whether the text so far can still
+    /// pass; the position to back up to when it cannot.
+    fn check_continued(&mut self) -> Result<Option<usize>> {
+        let (Some(check), Some(_)) = (self.check, self.constraint.as_ref()) else {
+            return Ok(None);
+        };
+        if self.stats.early_repairs >= MAX_EARLY_REPAIRS {
+            return Ok(None);
+        }
+        let before = self
+            .tokenizer
+            .decode(&self.tokens[..self.last_step_start], true)?;
+        let all = self.tokenizer.decode(&self.tokens, true)?;
+        let Some(next) = all.strip_prefix(before.as_str()) else {
+            return Ok(None);
+        };
+        let Verdict::Blame(at) = check.continued(&before, next) else {
+            return Ok(None);
+        };
+        if at >= before.len() {
+            return Ok(None);
+        }
+        tracing::debug!(at, sql = %before, next, "text so far failed the check");
+        self.stats.early_repairs += 1;
+        Ok(Some(self.token_at_byte(at)?))
+    }
+
     /// Index of the token whose text contains byte `at` of the output.
     fn token_at_byte(&self, at: usize) -> Result<usize> {
         for i in 0..self.tokens.len() {
@@ -692,6 +811,7 @@ impl Decoder<'_, '_> {
     /// returns the logits for choosing again.
     fn back_up(&mut self, position: usize) -> Result<Tensor> {
         let removed = self.tokens.len() - position;
+        self.stats.repaired_tokens += removed;
         if let Some(&was) = self.tokens.get(position) {
             self.banned.entry(position).or_default().insert(was);
         }
@@ -721,6 +841,10 @@ impl Decoder<'_, '_> {
     /// even that fails (or the grammar engine errs) is the output empty.
     fn salvage(&mut self) -> Result<()> {
         let total = self.tokens.len();
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let text = self.tokenizer.decode(&self.tokens, true)?;
+            tracing::debug!(tokens = total, sql = ?text, "salvaging the output");
+        }
         let mut n = total;
         loop {
             let culprit = std::cell::Cell::new(None);
@@ -773,7 +897,7 @@ impl Decoder<'_, '_> {
             let Some(check) = check else {
                 return true;
             };
-            match check(&text) {
+            match check.finished(&text) {
                 Verdict::Pass => true,
                 Verdict::Blame(at) => {
                     if at < prefix_len {
@@ -819,6 +943,18 @@ mod tests {
 
     fn stops(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn prefill_chunks_end_at_chunk_multiples_the_split_and_the_end() {
+        let c = PREFILL_CHUNK;
+        assert_eq!(prefill_chunk_ends(10, None), vec![10]);
+        assert_eq!(prefill_chunk_ends(c + 5, Some(7)), vec![7, c, c + 5]);
+        assert_eq!(prefill_chunk_ends(2 * c, Some(c)), vec![c, 2 * c]);
+        // A split at either end splits nothing.
+        assert_eq!(prefill_chunk_ends(10, Some(0)), vec![10]);
+        assert_eq!(prefill_chunk_ends(10, Some(10)), vec![10]);
+        assert_eq!(prefill_chunk_ends(10, Some(99)), vec![10]);
     }
 
     #[test]

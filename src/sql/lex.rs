@@ -85,7 +85,7 @@ fn line_start_is_input_start(i: usize, bytes: &[u8]) -> bool {
 
 /// Skips a quoted token starting at `start` (`'…'`, `"…"`, `` `…` `` with
 /// doubled-quote escapes, or `[…]`), returning the index after it.
-fn skip_quoted(bytes: &[u8], start: usize) -> usize {
+pub(crate) fn skip_quoted(bytes: &[u8], start: usize) -> usize {
     let close = match bytes[start] {
         b'[' => b']',
         q => q,

@@ -25,6 +25,7 @@ mod import;
 mod introspect;
 mod lex;
 mod schema;
+mod scope;
 mod value;
 
 pub use check::{locate, CheckFailure, Problem};
@@ -35,4 +36,8 @@ pub use extract::{constrained_sql, extract_sql};
 pub use ident::{is_keyword, is_plain, quote_ident, SQLITE_KEYWORDS};
 pub use import::{import_csv, ImportOptions, ImportReport};
 pub use schema::{Column, ForeignKey, Schema, Table};
+pub(crate) use scope::{
+    last_table_in_scope, open_level, opens_derived_table, repeated_list_item, repeated_tail,
+    unaliased_self_join,
+};
 pub use value::{QueryResult, Value};

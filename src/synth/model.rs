@@ -61,6 +61,7 @@ pub fn new_question(
             check: None,
             cancel: None,
             stop_text: &[],
+            prompt_split: None,
         },
         &mut |_| {},
     );

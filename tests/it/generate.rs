@@ -47,6 +47,7 @@ fn run(
             check: None,
             cancel: None,
             stop_text: &[],
+            prompt_split: None,
         },
         &mut |piece| streamed.push_str(piece),
     )
@@ -148,6 +149,7 @@ fn a_prompt_that_does_not_fit_says_by_how_much() {
             check: None,
             cancel: None,
             stop_text: &[],
+            prompt_split: None,
         },
         &mut |_| {},
     )
@@ -161,6 +163,16 @@ fn run_in(
     e: &Engine,
     session: &mut sqlagent::generate::LlamaSession<'_>,
     ids: &[u32],
+) -> sqlagent::generate::Generation {
+    run_split(e, session, ids, None)
+}
+
+/// [`run_in`] with the prefill split at `split`.
+fn run_split(
+    e: &Engine,
+    session: &mut sqlagent::generate::LlamaSession<'_>,
+    ids: &[u32],
+    split: Option<usize>,
 ) -> sqlagent::generate::Generation {
     generate_with(
         session,
@@ -176,6 +188,7 @@ fn run_in(
             check: None,
             cancel: None,
             stop_text: &[],
+            prompt_split: split,
         },
         &mut |_| {},
     )
@@ -258,6 +271,50 @@ fn a_kept_cache_skips_the_shared_prompt_start_and_changes_no_answer() {
         )
         .reused_prompt_tokens,
         0
+    );
+}
+
+#[test]
+fn a_prefill_split_where_the_question_starts_reuses_the_schema_part_exactly() {
+    let Some(e) = engine() else { return };
+    let first = long_prompt_ids(&e, "How many songs are in the songs table?");
+    let second = long_prompt_ids(&e, "List the titles of songs longer than 300 seconds.");
+    let shared = first
+        .iter()
+        .zip(&second)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        shared % PREFILL_CHUNK != 0,
+        "not a chunk boundary by chance"
+    );
+    let split = Some(shared);
+    let cache = e.prompt_cache();
+    let fresh = run_split(
+        &e,
+        &mut cache.checkout(&e.model, None, &second),
+        &second,
+        split,
+    );
+    assert_eq!(fresh.reused_prompt_tokens, 0);
+    let mut session = cache.checkout(&e.model, None, &first);
+    run_split(&e, &mut session, &first, split);
+    cache.checkin(session);
+    let mut session = cache.checkout(&e.model, None, &second);
+    let reused = run_split(&e, &mut session, &second, split);
+    // All of the shared part, not only its whole chunks, and the same answer.
+    assert_eq!(reused.reused_prompt_tokens, shared);
+    assert_eq!(reused.tokens, fresh.tokens);
+    cache.checkin(session);
+    // A prompt prefilled without that split was fed in other chunks: only
+    // its whole chunks are reused for one that splits there.
+    let mut session = cache.checkout(&e.model, None, &first);
+    run_split(&e, &mut session, &first, None);
+    cache.checkin(session);
+    let mut session = cache.checkout(&e.model, None, &second);
+    assert_eq!(
+        run_split(&e, &mut session, &second, split).reused_prompt_tokens,
+        kept(shared)
     );
 }
 

@@ -58,6 +58,7 @@ fn answer(engine: &Engine, body: &serde_json::Value) -> String {
             check: None,
             cancel: None,
             stop_text: &[],
+            prompt_split: None,
         },
         &mut |_| {},
     )

@@ -2,10 +2,16 @@
 //! decoding backs up to the name SQLite blames and bans the token chosen
 //! there. Bans can leave a position with nothing the grammar allows; then
 //! the choice before it is taken back too, instead of failing the request.
+//! Text that can no longer pass is caught while it is written, and the
+//! SQL check aims each repair at the latest choice that can fix it.
 
 use candle_core::{Device, Tensor};
-use sqlagent::generate::{generate_with, GenerateRequest, SamplingParams, TokenModel, Verdict};
+use sqlagent::agent::{sql_verdict, DatabaseHandle, SqlCheck};
+use sqlagent::generate::{
+    generate_with, GenerateRequest, SamplingParams, TextCheck, TokenModel, Verdict,
+};
 use sqlagent::grammar::GrammarFactory;
+use sqlagent::sql::build_demo_db;
 use sqlagent::tokenizer::{SpecialTokens, Tokenizer};
 use sqlagent::Result;
 
@@ -82,6 +88,7 @@ fn a_position_whose_every_choice_is_banned_backs_up_to_the_choice_before() {
             check: Some(&check),
             cancel: None,
             stop_text: &[],
+            prompt_split: None,
         },
         &mut |_| {},
     )
@@ -89,4 +96,150 @@ fn a_position_whose_every_choice_is_banned_backs_up_to_the_choice_before() {
     assert_eq!(generation.text, "SELECT a FROM u y");
     assert!(generation.grammar.repairs >= 1);
     assert!(!generation.grammar.check_failed);
+}
+
+/// Blames table `t` as soon as the clause after it starts: a check that
+/// knows early what a finished-text check would only find at the end.
+struct TableTIsWrong;
+
+impl TextCheck for TableTIsWrong {
+    fn finished(&self, text: &str) -> Verdict {
+        text.find(" t ")
+            .map_or(Verdict::Pass, |at| Verdict::Blame(at + 1))
+    }
+
+    fn continued(&self, text: &str, next: &str) -> Verdict {
+        match (text.ends_with(" t"), next.trim_start().starts_with("WHERE")) {
+            (true, true) => Verdict::Blame(text.len() - 1),
+            _ => Verdict::Pass,
+        }
+    }
+}
+
+#[test]
+fn text_that_cannot_pass_is_taken_back_as_soon_as_it_is_written() {
+    let Some(dir) = common::llama3_tokenizer_dir() else {
+        return;
+    };
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let stop_ids = SpecialTokens::from_hf_dir(&dir, &tokenizer)
+        .unwrap()
+        .stop_ids();
+    let factory = GrammarFactory::new(&tokenizer, tokenizer.vocab_size(), &stop_ids).unwrap();
+    let grammar = factory
+        .compile("start: \"SELECT a FROM \" (\"t\" | \"u\") (\" WHERE b = 1\" | \" LIMIT 1\")")
+        .unwrap();
+    let id = |text: &str| tokenizer.encode(text).unwrap()[0];
+    let mut model = Preferring {
+        width: tokenizer.vocab_size(),
+        preferred: vec![id(" t"), id(" WHERE"), id("SELECT"), id(" a"), id(" FROM")],
+        fed: 0,
+    };
+    let prompt = tokenizer.encode("SQL:").unwrap();
+    let mut constraint = grammar.constraint();
+    let generation = generate_with(
+        &mut model,
+        &tokenizer,
+        GenerateRequest {
+            prompt_ids: &prompt,
+            stop_ids: &stop_ids,
+            sampling: SamplingParams::default(),
+            constraint: Some(&mut constraint),
+            check: Some(&TableTIsWrong),
+            cancel: None,
+            stop_text: &[],
+            prompt_split: None,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(generation.text, "SELECT a FROM u WHERE b = 1");
+    let g = generation.grammar;
+    // Caught when WHERE followed the table (the token for it may be
+    // spelled more than one way, each banned in turn), so the finished
+    // query never failed.
+    assert!(g.early_repairs >= 1 && g.repairs == 0, "{g:?}");
+    assert!(!g.check_failed);
+}
+
+/// Where `verdict` points in `text`, as the text from there on.
+fn blamed(text: &str, verdict: Verdict) -> Option<&str> {
+    match verdict {
+        Verdict::Blame(at) => Some(&text[at..]),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_sql_check_blames_the_latest_choice_that_can_fix_a_query() {
+    let tmp = common::temp_dir();
+    let path = tmp.path().join("music.db");
+    build_demo_db(&path).unwrap();
+    let db = DatabaseHandle::without_grammar(&path).unwrap();
+    let check = SqlCheck::new(&db);
+    // (text so far, what was just written after it, what is blamed)
+    let continued: &[(&str, &str, Option<&str>)] = &[
+        // albums has album_id and title: the table is the later choice.
+        ("SELECT album_id, title FROM artists", " WHERE", Some("artists")),
+        // Before WHERE closes the FROM clause, a join could still bring
+        // the column in.
+        ("SELECT album_id, title FROM artists", " JOIN", None),
+        ("SELECT name FROM artists", " WHERE", None),
+        // Shared by two different tables: the column needs qualifying.
+        (
+            "SELECT artists.name, artist_id FROM artists JOIN albums",
+            " ON",
+            Some("artist_id FROM artists JOIN albums"),
+        ),
+        // A table joined to itself without aliases: the join is wrong.
+        ("SELECT name FROM artists INNER JOIN artists", " ON", Some("INNER JOIN artists")),
+        ("SELECT name FROM artists JOIN artists", " AS", None),
+        // Loops: a list item again, a clause again.
+        ("SELECT name, country, name", ",", Some("name")),
+        (
+            "SELECT name FROM artists JOIN albums ON albums.artist_id = artists.artist_id \
+             JOIN albums ON albums.artist_id = artists.artist_id",
+            " WHERE",
+            Some("JOIN albums ON albums.artist_id = artists.artist_id"),
+        ),
+        // A derived table is checked on its own; a subquery that may
+        // name the outer query's columns is left for the end.
+        ("SELECT x FROM (SELECT name FROM albums", " WHERE", Some("albums")),
+        (
+            "SELECT name FROM artists WHERE artist_id IN (SELECT artist_id FROM albums WHERE genre = 'x'",
+            " AND",
+            None,
+        ),
+        (
+            "SELECT name FROM artists WHERE artist_id IN (SELECT genre FROM albums",
+            " WHERE",
+            None,
+        ),
+    ];
+    for &(text, next, want) in continued {
+        assert_eq!(
+            blamed(text, check.continued(text, next)),
+            want,
+            "{text:?} + {next:?}"
+        );
+    }
+    // Finished queries: the same aim.
+    let finished: &[(&str, Option<&str>)] = &[
+        (
+            "SELECT album_id, name FROM artists WHERE genre = 'pop'",
+            Some("artists WHERE genre = 'pop'"),
+        ),
+        (
+            "SELECT name FROM artists WHERE album_id = 1",
+            Some("album_id = 1"),
+        ),
+        (
+            "SELECT albums.title FROM artists",
+            Some("albums.title FROM artists"),
+        ),
+        ("SELECT name FROM artists", None),
+    ];
+    for &(text, want) in finished {
+        assert_eq!(blamed(text, sql_verdict(&db, text)), want, "{text:?}");
+    }
 }

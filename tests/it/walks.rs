@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use sqlagent::agent::{sql_verdict, DatabaseHandle};
+use sqlagent::agent::{DatabaseHandle, SqlCheck};
 use sqlagent::generate::{generate_with, GenerateRequest, SamplingParams, TokenModel};
 use sqlagent::grammar::{lark::lark_grammar, CompiledGrammar, GrammarFactory, GrammarOptions};
 use sqlagent::model::GgufFile;
@@ -127,7 +127,8 @@ fn walk(vocabulary: Option<Vocabulary>, db: Db) {
         .with_schema(&schema)
         .unwrap();
     let handle = DatabaseHandle::without_grammar(&path).unwrap();
-    let check = |text: &str| sql_verdict(&handle, text);
+    // The checks ask uses: while writing and when finished.
+    let check = SqlCheck::new(&handle);
     // Any prompt: the uniform model ignores it.
     let prompt = v.tokenizer.encode("SQL:").unwrap();
     let mut failures = Vec::new();
@@ -155,6 +156,7 @@ fn walk(vocabulary: Option<Vocabulary>, db: Db) {
                 check: Some(&check),
                 cancel: None,
                 stop_text: &[],
+                prompt_split: None,
             },
             &mut |_| {},
         )

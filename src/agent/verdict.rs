@@ -1,0 +1,156 @@
+//! What the decode loop is told about SQL, while it is written and when it
+//! is finished: SQLite's `prepare` against the database, read as a
+//! [`Verdict`] that points at the latest choice able to fix the failure.
+//!
+//! Two rules keep repairs cheap. A name is checked as soon as nothing
+//! written later can make it valid (when `WHERE`, `GROUP BY`, `ORDER BY` …
+//! closes the FROM clause its columns resolve against), not only once the
+//! query ends. And a column that the tables in scope lack (or share) is
+//! blamed on the last table of the FROM clause when that table was written
+//! after the column: choosing another table there takes back a few tokens,
+//! where backing up to the first column takes back the whole select list.
+
+use super::DatabaseHandle;
+use crate::generate::{TextCheck, Verdict};
+use crate::sql::{self, CheckFailure, Problem};
+
+/// The SQL check of one database, for [`crate::generate::GenerateRequest::check`].
+#[derive(Clone, Copy)]
+pub struct SqlCheck<'a> {
+    db: &'a DatabaseHandle,
+}
+
+impl<'a> SqlCheck<'a> {
+    /// Checks SQL against `db`.
+    pub fn new(db: &'a DatabaseHandle) -> Self {
+        Self { db }
+    }
+}
+
+impl TextCheck for SqlCheck<'_> {
+    fn finished(&self, text: &str) -> Verdict {
+        sql_verdict(self.db, text)
+    }
+
+    fn continued(&self, text: &str, next: &str) -> Verdict {
+        continued_verdict(self.db, text, next)
+    }
+}
+
+/// What the decode loop is told of a finished query: SQLite's `prepare`
+/// against `db`, read as a [`Verdict`] (back up to the name to blame; go on
+/// when only the FROM clause is missing).
+pub fn sql_verdict(db: &DatabaseHandle, text: &str) -> Verdict {
+    let sql = sql::constrained_sql(text);
+    match db.check(&sql) {
+        Ok(Ok(())) => Verdict::Pass,
+        Ok(Err(failure)) if failure.lacks_from_clause(&sql) => Verdict::Incomplete,
+        Ok(Err(failure)) => blame(&sql, &failure).map_or(Verdict::Fail, |at| {
+            Verdict::Blame(leading_blanks(text) + at)
+        }),
+        Err(_) => Verdict::Fail,
+    }
+}
+
+/// Keywords that close the FROM clause before them: every name written so
+/// far must resolve against it.
+const CLOSES_FROM: [&str; 8] = [
+    "WHERE",
+    "GROUP",
+    "HAVING",
+    "ORDER",
+    "LIMIT",
+    "UNION",
+    "EXCEPT",
+    "INTERSECT",
+];
+
+/// Keywords that go on with a FROM clause: a column may still gain its
+/// table, but one that two tables share stays ambiguous.
+/// (`USING` is left out: it is what makes a shared column unambiguous.)
+const GOES_ON_WITH_FROM: [&str; 6] = ["JOIN", "ON", "INNER", "LEFT", "CROSS", "NATURAL"];
+
+/// What the decode loop is told of unfinished SQL `text` that was just
+/// continued with `next` (see [`TextCheck::continued`]). Inside a subquery
+/// still open, that subquery is checked on its own; unless it is a table
+/// of a FROM clause, a column it lacks may belong to the outer query and is
+/// left for the final check.
+fn continued_verdict(db: &DatabaseHandle, text: &str, next: &str) -> Verdict {
+    let next = next.trim_start();
+    let word: String = next
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    let sql = text.trim();
+    if let Some(at) = sql::repeated_tail(sql) {
+        return Verdict::Blame(leading_blanks(text) + at);
+    }
+    let start = sql::open_level(sql).unwrap_or(0);
+    let level = &sql[start..];
+    // A subquery that may refer to the query around it (not a derived
+    // table): a column it lacks may be the outer query's.
+    let nested = start > 0 && !sql::opens_derived_table(sql, start);
+    let offset = leading_blanks(text) + start;
+    if next.starts_with(',') || word == "FROM" {
+        // A list that repeats an item is a loop: stop it at the repeat.
+        return sql::repeated_list_item(level)
+            .map_or(Verdict::Pass, |at| Verdict::Blame(offset + at));
+    }
+    let closes = CLOSES_FROM.contains(&word.as_str());
+    if !closes && !GOES_ON_WITH_FROM.contains(&word.as_str()) {
+        return Verdict::Pass;
+    }
+    if let Some(at) = sql::unaliased_self_join(level) {
+        return Verdict::Blame(offset + at);
+    }
+    let is_select = level
+        .trim_start()
+        .get(..6)
+        .is_some_and(|w| w.eq_ignore_ascii_case("SELECT"));
+    if start > 0 && !is_select {
+        return Verdict::Pass;
+    }
+    let Ok(Err(failure)) = db.check(level) else {
+        return Verdict::Pass;
+    };
+    let settled = match failure.problem {
+        Problem::AmbiguousColumn => true,
+        Problem::NoSuchColumn => closes && !nested && !failure.lacks_from_clause(level),
+        Problem::NoSuchTable
+        | Problem::NoSuchFunction
+        | Problem::WrongArgumentCount
+        | Problem::MisusedAggregate => closes,
+        // Text cut before a keyword need not parse on its own.
+        Problem::Syntax | Problem::Other | Problem::NotReadOnly => false,
+    };
+    match blame(level, &failure) {
+        Some(at) if settled => Verdict::Blame(offset + at),
+        _ => Verdict::Pass,
+    }
+}
+
+/// Where in `sql` to back up for `failure`: the blamed name's last mention,
+/// or a table of its FROM clause written after it. A column that no table
+/// in scope has, written plain, is blamed on the last table (another table
+/// may have it; a qualified `t.c` names its table itself). A column missing
+/// or ambiguous because a table is joined to itself is blamed on that join.
+/// A column two different tables share is the column's fault: it needs
+/// qualifying.
+fn blame(sql: &str, failure: &CheckFailure) -> Option<usize> {
+    let at = failure.at?;
+    let qualified = failure.name.as_deref().is_some_and(|n| n.contains('.'));
+    let plain_missing = failure.problem == Problem::NoSuchColumn && !qualified;
+    let column = plain_missing || failure.problem == Problem::AmbiguousColumn;
+    let later = match column.then(|| sql::last_table_in_scope(sql, at)).flatten() {
+        Some((_, Some(self_join))) => Some(self_join),
+        Some((table, None)) if plain_missing => Some(table),
+        _ => None,
+    };
+    Some(later.map_or(at, |t| t.max(at)))
+}
+
+/// Bytes of whitespace `text` starts with (checks see it trimmed).
+fn leading_blanks(text: &str) -> usize {
+    text.len() - text.trim_start().len()
+}

@@ -1,0 +1,474 @@
+//! Where the names of a query stand, read from its text alone (finished or
+//! not): which tables the FROM clause of a mention's query level names, and
+//! which item of a comma list repeats an earlier one. Decoding uses it to
+//! aim a repair at the latest choice that can fix a failure, e.g. the table
+//! written after a select list whose columns it lacks, instead of the first
+//! column (which would throw away everything written since).
+
+use super::lex::skip_quoted;
+
+/// One lexical unit of SQL text, with the parenthesis depth it stands at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Token<'a> {
+    /// Byte offset in the text.
+    start: usize,
+    /// Its text (a word, a quoted name, or one punctuation character).
+    text: &'a str,
+    /// Open parentheses before it (an opening parenthesis stands at the
+    /// depth outside it, a closing one at the depth it closes back to).
+    depth: usize,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Letters, digits, `_`, `$` (keywords and plain names).
+    Word,
+    /// `"…"`, `[…]` or `` `…` ``: a quoted name.
+    QuotedName,
+    /// `'…'`: a string literal.
+    String,
+    /// Anything else, one character at a time.
+    Punct,
+}
+
+impl Token<'_> {
+    fn is_word(&self, word: &str) -> bool {
+        self.kind == Kind::Word && self.text.eq_ignore_ascii_case(word)
+    }
+
+    fn is_any_word(&self, words: &[&str]) -> bool {
+        words.iter().any(|w| self.is_word(w))
+    }
+
+    fn is_punct(&self, c: &str) -> bool {
+        self.kind == Kind::Punct && self.text == c
+    }
+
+    fn is_name(&self) -> bool {
+        match self.kind {
+            Kind::QuotedName => true,
+            Kind::Word => !super::ident::is_keyword(self.text),
+            _ => false,
+        }
+    }
+}
+
+/// Keywords that end a FROM clause at its level.
+const AFTER_FROM: [&str; 9] = [
+    "WHERE",
+    "GROUP",
+    "HAVING",
+    "ORDER",
+    "LIMIT",
+    "WINDOW",
+    "UNION",
+    "EXCEPT",
+    "INTERSECT",
+];
+
+/// Keywords that separate the SELECTs of a compound query.
+const COMPOUND: [&str; 3] = ["UNION", "EXCEPT", "INTERSECT"];
+
+/// Splits `sql` into tokens, skipping whitespace and comments.
+/// Unterminated literals and comments run to the end.
+fn tokens(sql: &str) -> Vec<Token<'_>> {
+    let bytes = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let start = i;
+        let kind = match b {
+            b if b.is_ascii_whitespace() => {
+                i += 1;
+                continue;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i = sql[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |n| i + 2 + n + 2);
+                continue;
+            }
+            b'\'' => {
+                i = skip_quoted(bytes, i);
+                Kind::String
+            }
+            b'"' | b'[' | b'`' => {
+                i = skip_quoted(bytes, i);
+                Kind::QuotedName
+            }
+            b if is_word_byte(b) => {
+                while i < bytes.len() && is_word_byte(bytes[i]) {
+                    i += 1;
+                }
+                Kind::Word
+            }
+            _ => {
+                i += sql[i..].chars().next().map_or(1, char::len_utf8);
+                Kind::Punct
+            }
+        };
+        let text = &sql[start..i];
+        if text == ")" {
+            depth = depth.saturating_sub(1);
+        }
+        out.push(Token {
+            start,
+            text,
+            depth,
+            kind,
+        });
+        if text == "(" {
+            depth += 1;
+        }
+    }
+    out
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// The tokens of the query level (one SELECT of it) that the token at
+/// `index` belongs to: the same depth, up to the parentheses around it and
+/// the compound operators beside it.
+fn level_of<'t, 'a>(tokens: &'t [Token<'a>], index: usize) -> &'t [Token<'a>] {
+    let depth = tokens[index].depth;
+    let bound = |t: &Token<'_>| t.depth < depth || (t.depth == depth && t.is_any_word(&COMPOUND));
+    let start = tokens[..index].iter().rposition(bound).map_or(0, |i| i + 1);
+    let end = tokens[index..]
+        .iter()
+        .position(bound)
+        .map_or(tokens.len(), |i| index + i);
+    &tokens[start..end]
+}
+
+/// Words that start or make up a join operator (`LEFT OUTER JOIN`).
+const JOIN_WORDS: [&str; 8] = [
+    "NATURAL", "LEFT", "RIGHT", "FULL", "OUTER", "INNER", "CROSS", "JOIN",
+];
+
+/// A table named in a FROM clause.
+struct FromTable<'a> {
+    /// Its name.
+    name: Token<'a>,
+    /// Its alias, if it has one.
+    alias: Option<Token<'a>>,
+    /// Where the join that brings it in starts (`JOIN`, `LEFT JOIN`, a
+    /// comma); `None` for the first table.
+    join: Option<usize>,
+}
+
+/// The tables that the FROM clauses of `level` (tokens of one query level,
+/// at `depth`) name, in order.
+fn from_tables<'a>(level: &[Token<'a>], depth: usize) -> Vec<FromTable<'a>> {
+    let mut tables = Vec::new();
+    let mut in_from = false;
+    // Where the join operator being read started.
+    let mut join_start = None;
+    for (i, t) in level.iter().enumerate() {
+        if t.depth != depth {
+            continue;
+        }
+        let join = if t.is_word("FROM") {
+            in_from = true;
+            None
+        } else if t.is_any_word(&AFTER_FROM) {
+            in_from = false;
+            continue;
+        } else if in_from && t.is_any_word(&JOIN_WORDS) {
+            let start = *join_start.get_or_insert(t.start);
+            if !t.is_word("JOIN") {
+                continue;
+            }
+            Some(start)
+        } else if in_from && t.is_punct(",") {
+            Some(t.start)
+        } else {
+            join_start = None;
+            continue;
+        };
+        join_start = None;
+        let at_depth = |k: usize| level.get(k).filter(|n| n.depth == depth);
+        let Some(name) = at_depth(i + 1).filter(|n| n.is_name()) else {
+            continue;
+        };
+        let alias = match at_depth(i + 2) {
+            Some(a) if a.is_word("AS") => at_depth(i + 3).filter(|n| n.is_name()),
+            Some(a) if a.is_name() => Some(a),
+            _ => None,
+        };
+        tables.push(FromTable {
+            name: *name,
+            alias: alias.copied(),
+            join,
+        });
+    }
+    tables
+}
+
+/// The last table named in the FROM clause of the query level that the
+/// text at byte `at` belongs to (a name right after `FROM`, `JOIN` or a
+/// comma of that clause), if that level has a FROM clause: where its name
+/// starts, and where the join that brings it in starts when it repeats an
+/// earlier table of the clause (a self join, which is then the choice to
+/// take back rather than which table it joins).
+pub(crate) fn last_table_in_scope(sql: &str, at: usize) -> Option<(usize, Option<usize>)> {
+    let tokens = tokens(sql);
+    let index = tokens.iter().rposition(|t| t.start <= at)?;
+    let tables = from_tables(level_of(&tokens, index), tokens[index].depth);
+    let (last, earlier) = tables.split_last()?;
+    let repeats = earlier
+        .iter()
+        .any(|e| e.name.text.eq_ignore_ascii_case(last.name.text));
+    Some((last.name.start, last.join.filter(|_| repeats)))
+}
+
+/// Where the join starts when the last table of the top-level FROM clause
+/// of `sql` is an earlier table of it again and neither copy has an alias
+/// (`FROM artists JOIN artists`): no column of either can then be named
+/// without ambiguity, so the join can only be a mistake.
+pub(crate) fn unaliased_self_join(sql: &str) -> Option<usize> {
+    let tokens = tokens(sql);
+    let tables = from_tables(&tokens, 0);
+    let (last, earlier) = tables.split_last()?;
+    let clash = last.alias.is_none()
+        && earlier
+            .iter()
+            .any(|e| e.alias.is_none() && e.name.text.eq_ignore_ascii_case(last.name.text));
+    clash.then_some(last.join).flatten()
+}
+
+/// Fewest tokens a stretch of text must have for its immediate repeat to
+/// count as a loop ([`repeated_tail`]). Shorter repeats occur in real
+/// queries (`1, 1`); a condition, join or subquery head written twice in a
+/// row does not.
+const MIN_LOOP_TOKENS: usize = 4;
+
+/// Where the last copy starts when `sql` ends with the same stretch of at
+/// least [`MIN_LOOP_TOKENS`] tokens twice in a row (`… JOIN t ON a = b JOIN
+/// t ON a = b`): the model is looping, and what it adds will be more of the
+/// same. Tokens compare ignoring case and spacing.
+pub(crate) fn repeated_tail(sql: &str) -> Option<usize> {
+    let tokens = tokens(sql);
+    let n = tokens.len();
+    let same = |a: &Token<'_>, b: &Token<'_>| a.text.eq_ignore_ascii_case(b.text);
+    (MIN_LOOP_TOKENS..=n / 2)
+        .find(|&m| {
+            tokens[n - m..]
+                .iter()
+                .zip(&tokens[n - 2 * m..n - m])
+                .all(|(a, b)| same(a, b))
+        })
+        .map(|m| tokens[n - m].start)
+}
+
+/// Where the text inside the innermost parenthesis still open at the end of
+/// `sql` starts (`None` when every parenthesis is closed): the subquery or
+/// argument list being written.
+pub(crate) fn open_level(sql: &str) -> Option<usize> {
+    let mut open = Vec::new();
+    for t in tokens(sql) {
+        if t.is_punct("(") {
+            open.push(t.start + 1);
+        } else if t.is_punct(")") {
+            open.pop();
+        }
+    }
+    open.pop()
+}
+
+/// Whether the parenthesis whose text starts at byte `level` of `sql` (see
+/// [`open_level`]) opens a table of a FROM clause (`FROM (`, `JOIN (`): a
+/// subquery there cannot refer to the query around it, so its names can be
+/// checked on their own.
+pub(crate) fn opens_derived_table(sql: &str, level: usize) -> bool {
+    let before = tokens(&sql[..level.min(sql.len())]);
+    let mut back = before.iter().rev();
+    matches!(back.next(), Some(p) if p.is_punct("("))
+        && back
+            .next()
+            .is_some_and(|t| t.is_any_word(&["FROM", "JOIN"]))
+}
+
+/// Where the last item of the comma list being written at the top level
+/// starts, when it repeats an earlier item of the same list (`SELECT a, b,
+/// a`, `GROUP BY x, x`): a list that repeats itself is a loop, never an
+/// answer. Only lists of the clause the text ends in count (SELECT, FROM,
+/// GROUP BY, ORDER BY); items compare by their tokens, ignoring case and spacing.
+pub(crate) fn repeated_list_item(sql: &str) -> Option<usize> {
+    let tokens = tokens(sql);
+    let last = tokens.last()?;
+    if last.depth != 0 {
+        return None;
+    }
+    // The clause the text ends in: after its last top-level clause keyword.
+    let clause = tokens.iter().rposition(|t| {
+        t.depth == 0
+            && t.is_any_word(&[
+                "SELECT", "DISTINCT", "ALL", "FROM", "JOIN", "WHERE", "BY", "HAVING", "LIMIT", "ON",
+            ])
+    })?;
+    let keyword = &tokens[clause];
+    let is_list = keyword.is_any_word(&["SELECT", "DISTINCT", "ALL", "BY", "FROM", "JOIN"]);
+    if !is_list {
+        return None;
+    }
+    let body = &tokens[clause + 1..];
+    let mut items: Vec<&[Token<'_>]> = body.split(|t| t.depth == 0 && t.is_punct(",")).collect();
+    let current = items.pop()?;
+    let same = |a: &[Token<'_>], b: &[Token<'_>]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x.text.eq_ignore_ascii_case(y.text))
+    };
+    let first = current.first()?;
+    items
+        .iter()
+        .any(|earlier| same(earlier, current))
+        .then_some(first.start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(sql: &str, needle: &str) -> usize {
+        sql.find(needle).unwrap()
+    }
+
+    fn rat(sql: &str, needle: &str) -> usize {
+        sql.rfind(needle).unwrap()
+    }
+
+    #[test]
+    fn the_last_table_of_a_mentions_level() {
+        let table = |sql: &str, at: usize| last_table_in_scope(sql, at).map(|(t, _)| t);
+        let sql = "SELECT album_id, title FROM artists";
+        assert_eq!(
+            last_table_in_scope(sql, 7),
+            Some((at(sql, "artists"), None))
+        );
+        let sql = "SELECT name FROM artists JOIN albums ON artists.id = albums.id";
+        assert_eq!(table(sql, 7), Some(rat(sql, "albums ON")));
+        // A self join: the join is to blame.
+        let sql = "SELECT name FROM artists a LEFT OUTER JOIN Artists ON a.id = artists.id";
+        assert_eq!(
+            last_table_in_scope(sql, 7),
+            Some((at(sql, "Artists"), Some(at(sql, "LEFT"))))
+        );
+        let sql = "SELECT name FROM artists, albums, artists";
+        assert_eq!(
+            last_table_in_scope(sql, 7),
+            Some((rat(sql, "artists"), Some(rat(sql, ","))))
+        );
+        let sql = "SELECT a FROM t1 AS x, \"t 2\" y WHERE b = 1";
+        assert_eq!(table(sql, 7), Some(at(sql, "\"t 2\"")));
+        // A mention inside a subquery sees the subquery's tables only, and
+        // the outer query's mentions do not see the subquery's.
+        let sql = "SELECT a FROM t1 WHERE b IN (SELECT c FROM t2 WHERE d = 1) ORDER BY e";
+        assert_eq!(table(sql, at(sql, "c ")), Some(at(sql, "t2")));
+        assert_eq!(table(sql, 7), Some(at(sql, "t1")));
+        assert_eq!(table(sql, rat(sql, "e")), Some(at(sql, "t1")));
+        // Each SELECT of a compound query has its own FROM clause.
+        let sql = "SELECT a FROM t1 UNION SELECT b FROM t2";
+        assert_eq!(table(sql, 7), Some(at(sql, "t1")));
+        assert_eq!(table(sql, at(sql, "b ")), Some(at(sql, "t2")));
+        // A derived table has no name to blame; a level without FROM none.
+        let sql = "SELECT a FROM (SELECT 1 AS a)";
+        assert_eq!(table(sql, 7), None);
+        assert_eq!(table("SELECT 1", 7), None);
+        // Strings and comments are not tables.
+        let sql = "SELECT a FROM t1 -- JOIN t3\n WHERE x = ', t4'";
+        assert_eq!(table(sql, 7), Some(at(sql, "t1")));
+    }
+
+    #[test]
+    fn a_self_join_without_aliases() {
+        let sql = "SELECT a FROM artists INNER JOIN Artists";
+        assert_eq!(unaliased_self_join(sql), Some(at(sql, "INNER")));
+        let sql = "SELECT a FROM artists, albums, artists";
+        assert_eq!(unaliased_self_join(sql), Some(rat(sql, ",")));
+        let cases = [
+            "SELECT a FROM artists JOIN artists AS b",
+            "SELECT a FROM artists a JOIN artists",
+            "SELECT a FROM artists JOIN albums",
+            "SELECT a FROM artists WHERE b IN (SELECT b FROM artists JOIN artists)",
+            "SELECT a FROM artists",
+        ];
+        for sql in cases {
+            assert_eq!(unaliased_self_join(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_stretch_written_twice_in_a_row_is_a_loop() {
+        let sql = "SELECT a FROM t JOIN u ON t.x = u.x JOIN u ON t.x = u.x";
+        assert_eq!(repeated_tail(sql), Some(rat(sql, "JOIN")));
+        let sql =
+            "SELECT a FROM t JOIN (\n SELECT b, c FROM t JOIN (\n   select B, c FROM t JOIN (";
+        assert_eq!(repeated_tail(sql), Some(rat(sql, "select")));
+        let cases = [
+            "SELECT a FROM t WHERE x = 1 AND x = 2",
+            "SELECT 1, 1, 1",
+            "SELECT a FROM t JOIN u ON t.x = u.x JOIN v ON t.x = v.x",
+            "SELECT a FROM t WHERE x = 'a b c d' AND y = 'a b c d'",
+        ];
+        for sql in cases {
+            assert_eq!(repeated_tail(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_innermost_open_parenthesis() {
+        assert_eq!(open_level("SELECT a FROM t"), None);
+        assert_eq!(open_level("SELECT COUNT(*) FROM t"), None);
+        let sql = "SELECT a FROM t WHERE b IN (SELECT c FROM u WHERE d = MAX(1, 2) AND e = ('(')";
+        assert_eq!(open_level(sql), Some(at(sql, "SELECT c")));
+        assert_eq!(open_level("SELECT f(g(1, 2"), Some("SELECT f(g(".len()));
+        let derived = |sql: &str| opens_derived_table(sql, open_level(sql).unwrap());
+        assert!(derived("SELECT a FROM (SELECT b"));
+        assert!(derived("SELECT a FROM t LEFT JOIN ( SELECT b FROM u"));
+        assert!(!derived("SELECT a FROM t WHERE b IN (SELECT b"));
+        assert!(!derived("SELECT (SELECT b"));
+    }
+
+    #[test]
+    fn a_list_that_repeats_an_item() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("SELECT a, b, a", Some("a")),
+            ("SELECT artists.id, Artists.ID", Some("Artists.ID")),
+            ("SELECT DISTINCT x,  x", Some("x")),
+            ("SELECT a, b", None),
+            ("SELECT a, a FROM t", None),
+            ("SELECT a FROM t GROUP BY x, y, x", Some("x")),
+            ("SELECT a FROM t, u, T", Some("T")),
+            ("SELECT a FROM t x, t y", None),
+            ("SELECT a FROM t JOIN u ON t.x = u.x JOIN v, u", None),
+            (
+                "SELECT a FROM t JOIN u ON t.x = u.x JOIN v, w, v",
+                Some("v"),
+            ),
+            (
+                "SELECT a FROM t ORDER BY COUNT(*) DESC, COUNT ( * ) DESC",
+                Some("COUNT ( *"),
+            ),
+            ("SELECT COUNT(a, a)", None),
+            ("SELECT a FROM t WHERE b IN (1, 1", None),
+            ("SELECT 'x, x', 'x, x'", Some("'x, x'")),
+        ];
+        for (sql, want) in cases {
+            let want = want.map(|w| rat(sql, w));
+            assert_eq!(repeated_list_item(sql), want, "{sql}");
+        }
+    }
+}
