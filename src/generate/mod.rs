@@ -277,10 +277,12 @@ pub struct GenerateRequest<'a> {
 /// that passes the check.
 pub const MAX_REPAIRS: usize = 8;
 
-/// Back-ups while the text is written (see [`TextCheck::continued`]) before
-/// early checks stop for the rest of a generation. Each bans one token at
-/// one position, so they cannot loop; the bound keeps a model that keeps
-/// choosing badly from spending its steps there.
+/// Back-ups while the text is written (see [`TextCheck::continued`]). A
+/// model that writes what cannot pass once more after that many is
+/// running away (on Spider's dev databases with SmolLM2-135M, nested
+/// subqueries and lists that never close): the output is then finished
+/// from what stands, as when the token budget runs out, rather than
+/// after the rest of the budget is spent on more of the same.
 pub const MAX_EARLY_REPAIRS: usize = 24;
 
 /// Tokens the salvage of an output may skip back at once, toward a name
@@ -506,9 +508,19 @@ pub fn generate_with(
                 }
             }
         }
-        if let Some(position) = d.check_continued()? {
-            logits = d.back_up(position)?;
-            continue;
+        match d.check_continued()? {
+            Continued::Fine => {}
+            Continued::BackUp(position) => {
+                logits = d.back_up(position)?;
+                continue;
+            }
+            Continued::GiveUp => {
+                // The model keeps writing what cannot pass: what it writes
+                // next would be more of it. Keep what stands now.
+                d.salvage()?;
+                stop = StopReason::EndToken;
+                break;
+            }
         }
         if d.constraint.as_deref().is_some_and(Constraint::is_stopped) {
             // The grammar ended (after `;`): the next token can only end the turn.
@@ -608,6 +620,17 @@ fn continue_or_stop(
     Ok(())
 }
 
+/// What to do after a step, by [`TextCheck::continued`].
+enum Continued {
+    /// Nothing is wrong yet: go on.
+    Fine,
+    /// Take back tokens from this position on and choose differently there.
+    BackUp(usize),
+    /// It went wrong again after [`MAX_EARLY_REPAIRS`] back-ups: finish
+    /// with what stands instead of writing more of the same.
+    GiveUp,
+}
+
 /// What to do about a finished text that failed the check.
 enum Repair {
     /// It passes (or there is nothing to check): finish.
@@ -676,6 +699,8 @@ impl Decoder<'_, '_> {
     /// the masked logits. `None` when the grammar allows only tokens that
     /// repairs have banned at this position (a dead end).
     fn pick(&mut self, logits: &Tensor) -> Result<Option<u32>> {
+        let banned = self.bans_here();
+        let banned = banned.as_ref();
         let Some(c) = self.constraint.as_deref_mut() else {
             return self.sampler.sample(logits).map(Some);
         };
@@ -692,7 +717,6 @@ impl Decoder<'_, '_> {
         let preferred = self.sampler.sample(logits)?;
         let t = Instant::now();
         let result = (|| {
-            let banned = self.banned.get(&self.tokens.len());
             if !banned.is_some_and(|b| b.contains(&preferred)) && c.allows(preferred)? {
                 return Ok(Some(preferred));
             }
@@ -712,6 +736,23 @@ impl Decoder<'_, '_> {
         })();
         self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
         result
+    }
+
+    /// The tokens banned at the next position: its own bans and those of
+    /// the positions before it that only blanks were written at since (a
+    /// banned name stays banned after a space or a newline).
+    fn bans_here(&self) -> Option<HashSet<u32>> {
+        let c = self.constraint.as_deref()?;
+        let here = self.tokens.len();
+        let mut from = here;
+        while from > 0 && c.token_bytes(self.tokens[from - 1]).trim_ascii().is_empty() {
+            from -= 1;
+        }
+        let mut all: Option<HashSet<u32>> = None;
+        for bans in (from..=here).filter_map(|k| self.banned.get(&k)) {
+            all.get_or_insert_with(HashSet::new).extend(bans);
+        }
+        all
     }
 
     /// Appends `next` and the tokens the grammar then forces (within the
@@ -770,30 +811,30 @@ impl Decoder<'_, '_> {
     }
 
     /// After a step: asks the check whether the text so far can still
-    /// pass; the position to back up to when it cannot.
-    fn check_continued(&mut self) -> Result<Option<usize>> {
+    /// pass, and says what to do.
+    fn check_continued(&mut self) -> Result<Continued> {
         let (Some(check), Some(_)) = (self.check, self.constraint.as_ref()) else {
-            return Ok(None);
+            return Ok(Continued::Fine);
         };
-        if self.stats.early_repairs >= MAX_EARLY_REPAIRS {
-            return Ok(None);
-        }
         let before = self
             .tokenizer
             .decode(&self.tokens[..self.last_step_start], true)?;
         let all = self.tokenizer.decode(&self.tokens, true)?;
         let Some(next) = all.strip_prefix(before.as_str()) else {
-            return Ok(None);
+            return Ok(Continued::Fine);
         };
         let Verdict::Blame(at) = check.continued(&before, next) else {
-            return Ok(None);
+            return Ok(Continued::Fine);
         };
         if at >= before.len() {
-            return Ok(None);
+            return Ok(Continued::Fine);
         }
         tracing::debug!(at, sql = %before, next, "text so far failed the check");
+        if self.stats.early_repairs >= MAX_EARLY_REPAIRS {
+            return Ok(Continued::GiveUp);
+        }
         self.stats.early_repairs += 1;
-        Ok(Some(self.token_at_byte(at)?))
+        Ok(Continued::BackUp(self.token_at_byte(at)?))
     }
 
     /// Index of the token whose text contains byte `at` of the output.
@@ -807,13 +848,19 @@ impl Decoder<'_, '_> {
         Ok(self.tokens.len().saturating_sub(1))
     }
 
-    /// Takes back tokens from `position` on, bans the one chosen there, and
-    /// returns the logits for choosing again.
+    /// Takes back tokens from `position` on, bans the one chosen there (in
+    /// every spelling), and returns the logits for choosing again.
     fn back_up(&mut self, position: usize) -> Result<Tensor> {
         let removed = self.tokens.len() - position;
         self.stats.repaired_tokens += removed;
         if let Some(&was) = self.tokens.get(position) {
-            self.banned.entry(position).or_default().insert(was);
+            // Every spelling of the choice: the same name in another case
+            // or after other blanks is the same mistake.
+            let same = match self.constraint.as_deref() {
+                Some(c) => c.spellings_of(was),
+                None => vec![was],
+            };
+            self.banned.entry(position).or_default().extend(same);
         }
         // Bans further along belonged to the text being taken back.
         self.banned.retain(|&p, _| p <= position);

@@ -29,6 +29,7 @@ pub struct GrammarFactory {
     env: TokEnv,
     stop_ids: Vec<u32>,
     width: usize,
+    spellings: Arc<Spellings>,
 }
 
 impl GrammarFactory {
@@ -42,11 +43,13 @@ impl GrammarFactory {
             .map_err(|e| grammar_error(format!("cannot build the token environment: {e}")))?;
         factory.set_stderr_log_level(0);
         factory.limits_mut().verbose_errors = false;
+        let spellings = Arc::new(Spellings::new(&env));
         Ok(Self {
             env,
             factory: Arc::new(factory),
             stop_ids: stop_ids.to_vec(),
             width,
+            spellings,
         })
     }
 
@@ -66,6 +69,7 @@ impl GrammarFactory {
             stop_ids: self.stop_ids.clone(),
             width: self.width,
             completions: Arc::default(),
+            spellings: self.spellings.clone(),
         };
         compiled.completions = Arc::new(compiled.completions_for(None)?);
         Ok(compiled)
@@ -79,6 +83,7 @@ pub struct CompiledGrammar {
     stop_ids: Vec<u32>,
     width: usize,
     completions: Arc<Completions>,
+    spellings: Arc<Spellings>,
 }
 
 impl CompiledGrammar {
@@ -93,6 +98,7 @@ impl CompiledGrammar {
             stop_ids: self.stop_ids.clone(),
             width: self.width,
             completions: self.completions.clone(),
+            spellings: self.spellings.clone(),
         }
     }
 
@@ -112,6 +118,36 @@ impl CompiledGrammar {
     }
 }
 
+/// The tokens of a vocabulary grouped by what they spell for SQL: the same
+/// text up to ASCII case and the blanks around it (` FROM`, `from`,
+/// `\nFROM`; every run of blanks). A repair that takes back a choice bans
+/// all its spellings, or the model would make the same choice again in
+/// another case or after other blanks.
+#[derive(Debug, Default)]
+pub struct Spellings {
+    groups: std::collections::HashMap<Vec<u8>, Vec<u32>>,
+}
+
+impl Spellings {
+    fn new(env: &TokEnv) -> Self {
+        let trie = env.tok_trie();
+        let mut groups: std::collections::HashMap<Vec<u8>, Vec<u32>> = Default::default();
+        for token in 0..trie.vocab_size() as u32 {
+            let bytes = trie.token(token);
+            if bytes.is_empty() || bytes[0] == 0xFF {
+                continue;
+            }
+            groups.entry(spelling(bytes)).or_default().push(token);
+        }
+        Self { groups }
+    }
+}
+
+/// What `bytes` spell: trimmed of ASCII blanks, ASCII lower-cased.
+fn spelling(bytes: &[u8]) -> Vec<u8> {
+    bytes.trim_ascii().to_ascii_lowercase()
+}
+
 /// The grammar state of one generation.
 pub struct Constraint {
     env: TokEnv,
@@ -119,6 +155,7 @@ pub struct Constraint {
     stop_ids: Vec<u32>,
     width: usize,
     completions: Arc<Completions>,
+    spellings: Arc<Spellings>,
 }
 
 impl Constraint {
@@ -227,6 +264,19 @@ impl Constraint {
     /// The bytes `token` stands for; special tokens start with 0xFF.
     pub fn token_bytes(&self, token: u32) -> &[u8] {
         self.env.tok_trie().token(token)
+    }
+
+    /// Every token that spells what `token` does (see [`Spellings`]),
+    /// `token` among them.
+    pub fn spellings_of(&self, token: u32) -> Vec<u32> {
+        let bytes = self.token_bytes(token);
+        if bytes.first() == Some(&0xFF) {
+            return vec![token];
+        }
+        match self.spellings.groups.get(&spelling(bytes)) {
+            Some(group) => group.clone(),
+            None => vec![token],
+        }
     }
 
     /// Whether `token` ends generation (EOS / end of turn).

@@ -232,6 +232,67 @@ pub(crate) fn last_table_in_scope(sql: &str, at: usize) -> Option<(usize, Option
     Some((last.name.start, last.join.filter(|_| repeats)))
 }
 
+/// The plain names (no qualifier, not a function, not an alias being
+/// defined) written in the query level that byte `at` belongs to, outside
+/// its FROM clause: the columns that level expects its tables to have,
+/// as written (quotes removed).
+pub(crate) fn plain_names_in_level(sql: &str, at: usize) -> Vec<String> {
+    let tokens = tokens(sql);
+    let Some(index) = tokens.iter().rposition(|t| t.start <= at) else {
+        return Vec::new();
+    };
+    let level = level_of(&tokens, index);
+    let depth = tokens[index].depth;
+    let mut names = Vec::new();
+    let mut in_from = false;
+    let mut i = 0;
+    while i < level.len() {
+        let t = &level[i];
+        i += 1;
+        if t.is_punct("(")
+            && level
+                .get(i)
+                .is_some_and(|n| n.is_any_word(&["SELECT", "WITH"]))
+        {
+            // A subquery is a level of its own: skip to its closing parenthesis.
+            let close = level[i..]
+                .iter()
+                .position(|c| c.depth == t.depth && c.is_punct(")"));
+            i = close.map_or(level.len(), |c| i + c + 1);
+            continue;
+        }
+        if t.is_word("FROM") && t.depth == depth {
+            in_from = true;
+        } else if t.is_any_word(&AFTER_FROM) && t.depth == depth {
+            in_from = false;
+        }
+        let before = (i - 1).checked_sub(1).and_then(|b| level.get(b));
+        let after = level.get(i);
+        let plain = !in_from
+            && t.is_name()
+            && !t.text.starts_with(|c: char| c.is_ascii_digit())
+            && !before.is_some_and(|b| b.is_punct(".") || b.is_word("AS"))
+            && !after.is_some_and(|a| a.is_punct(".") || a.is_punct("("));
+        if plain {
+            names.push(unquoted(t.text));
+        }
+    }
+    names
+}
+
+/// A name without its quotes (`"a ""b"""` → `a "b"`, `[c]` → `c`).
+fn unquoted(text: &str) -> String {
+    let mut chars = text.chars();
+    match (chars.next(), text.chars().last()) {
+        (Some('['), Some(']')) if text.len() >= 2 => text[1..text.len() - 1].to_string(),
+        (Some(q @ ('"' | '`')), Some(end)) if end == q && text.len() >= 2 => {
+            let doubled = format!("{q}{q}");
+            text[1..text.len() - 1].replace(&doubled, &q.to_string())
+        }
+        _ => text.to_string(),
+    }
+}
+
 /// Where the join starts when the last table of the top-level FROM clause
 /// of `sql` is an earlier table of it again and neither copy has an alias
 /// (`FROM artists JOIN artists`): no column of either can then be named
@@ -286,6 +347,27 @@ pub(crate) fn open_level(sql: &str) -> Option<usize> {
     open.pop()
 }
 
+/// Where the parentheses that open a subquery (`(SELECT`, `(WITH`) and are
+/// still open at the end of `sql` stand, outermost first.
+pub(crate) fn open_subqueries(sql: &str) -> Vec<usize> {
+    let tokens = tokens(sql);
+    let mut open: Vec<(usize, bool)> = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if t.is_punct("(") {
+            let subquery = tokens
+                .get(i + 1)
+                .is_some_and(|n| n.is_any_word(&["SELECT", "WITH"]));
+            open.push((t.start, subquery));
+        } else if t.is_punct(")") {
+            open.pop();
+        }
+    }
+    open.into_iter()
+        .filter(|&(_, sub)| sub)
+        .map(|(at, _)| at)
+        .collect()
+}
+
 /// Whether the parenthesis whose text starts at byte `level` of `sql` (see
 /// [`open_level`]) opens a table of a FROM clause (`FROM (`, `JOIN (`): a
 /// subquery there cannot refer to the query around it, so its names can be
@@ -323,7 +405,17 @@ pub(crate) fn repeated_list_item(sql: &str) -> Option<usize> {
         return None;
     }
     let body = &tokens[clause + 1..];
-    let mut items: Vec<&[Token<'_>]> = body.split(|t| t.depth == 0 && t.is_punct(",")).collect();
+    // A result column is what it computes: `x AS a` and `x AS b` repeat
+    // `x`. (Not so a table: `t AS a, t AS b` is a self join.)
+    let selects = keyword.is_any_word(&["SELECT", "DISTINCT", "ALL"]);
+    let without_alias = |item: &'_ [Token<'_>]| -> usize {
+        let alias = item.iter().position(|t| t.depth == 0 && t.is_word("AS"));
+        alias.filter(|_| selects).unwrap_or(item.len())
+    };
+    let mut items: Vec<&[Token<'_>]> = body
+        .split(|t| t.depth == 0 && t.is_punct(","))
+        .map(|item| &item[..without_alias(item)])
+        .collect();
     let current = items.pop()?;
     let same = |a: &[Token<'_>], b: &[Token<'_>]| {
         a.len() == b.len()
@@ -393,6 +485,22 @@ mod tests {
     }
 
     #[test]
+    fn the_plain_names_a_level_expects_of_its_tables() {
+        let sql = "SELECT a, t.b, COUNT(c) AS n, \"d e\" FROM t JOIN u ON t.x = u.x \
+                   WHERE f > 1 AND g IN (SELECT h FROM v) ORDER BY n";
+        assert_eq!(
+            plain_names_in_level(sql, 7),
+            vec!["a", "c", "d e", "f", "g", "n"]
+        );
+        assert_eq!(
+            plain_names_in_level(sql, sql.find("h FROM").unwrap()),
+            vec!["h"]
+        );
+        assert_eq!(unquoted("[x]"), "x");
+        assert_eq!(unquoted("\"a \"\"b\"\"\""), "a \"b\"");
+    }
+
+    #[test]
     fn a_self_join_without_aliases() {
         let sql = "SELECT a FROM artists INNER JOIN Artists";
         assert_eq!(unaliased_self_join(sql), Some(at(sql, "INNER")));
@@ -429,6 +537,16 @@ mod tests {
     }
 
     #[test]
+    fn the_subqueries_still_open() {
+        let sql = "SELECT a FROM (SELECT b FROM t WHERE c IN (SELECT d FROM u) AND f(1, (SELECT";
+        assert_eq!(
+            open_subqueries(sql),
+            vec![at(sql, "(SELECT b"), rat(sql, "(SELECT")]
+        );
+        assert!(open_subqueries("SELECT (SELECT 1), COUNT(*) FROM t").is_empty());
+    }
+
+    #[test]
     fn the_innermost_open_parenthesis() {
         assert_eq!(open_level("SELECT a FROM t"), None);
         assert_eq!(open_level("SELECT COUNT(*) FROM t"), None);
@@ -453,6 +571,9 @@ mod tests {
             ("SELECT a FROM t GROUP BY x, y, x", Some("x")),
             ("SELECT a FROM t, u, T", Some("T")),
             ("SELECT a FROM t x, t y", None),
+            ("SELECT a FROM t AS x, t AS y", None),
+            ("SELECT f(x, 2) AS a, b, F(x, 2) AS c", Some("F(x")),
+            ("SELECT f(x, 2) AS a, f(x, 3) AS c", None),
             ("SELECT a FROM t JOIN u ON t.x = u.x JOIN v, u", None),
             (
                 "SELECT a FROM t JOIN u ON t.x = u.x JOIN v, w, v",

@@ -8,7 +8,7 @@
 use candle_core::{Device, Tensor};
 use sqlagent::agent::{sql_verdict, DatabaseHandle, SqlCheck};
 use sqlagent::generate::{
-    generate_with, GenerateRequest, SamplingParams, TextCheck, TokenModel, Verdict,
+    generate_with, GenerateRequest, Generation, SamplingParams, TextCheck, TokenModel, Verdict,
 };
 use sqlagent::grammar::GrammarFactory;
 use sqlagent::sql::build_demo_db;
@@ -181,6 +181,12 @@ fn the_sql_check_blames_the_latest_choice_that_can_fix_a_query() {
     let continued: &[(&str, &str, Option<&str>)] = &[
         // albums has album_id and title: the table is the later choice.
         ("SELECT album_id, title FROM artists", " WHERE", Some("artists")),
+        // No table has both name and title: the column is to blame.
+        (
+            "SELECT name, title FROM artists",
+            " WHERE",
+            Some("title FROM artists"),
+        ),
         // Before WHERE closes the FROM clause, a join could still bring
         // the column in.
         ("SELECT album_id, title FROM artists", " JOIN", None),
@@ -226,20 +232,99 @@ fn the_sql_check_blames_the_latest_choice_that_can_fix_a_query() {
     // Finished queries: the same aim.
     let finished: &[(&str, Option<&str>)] = &[
         (
-            "SELECT album_id, name FROM artists WHERE genre = 'pop'",
-            Some("artists WHERE genre = 'pop'"),
+            "SELECT album_id, title FROM artists WHERE label IS NULL",
+            Some("artists WHERE label IS NULL"),
         ),
         (
             "SELECT name FROM artists WHERE album_id = 1",
             Some("album_id = 1"),
         ),
+        // albums has a title but is not in the FROM clause: the table there
+        // is the choice to take back.
+        ("SELECT albums.title FROM artists", Some("artists")),
+        // artists has no title: the column is wrong.
         (
-            "SELECT albums.title FROM artists",
-            Some("albums.title FROM artists"),
+            "SELECT artists.title FROM artists",
+            Some("artists.title FROM artists"),
         ),
         ("SELECT name FROM artists", None),
     ];
     for &(text, want) in finished {
         assert_eq!(blamed(text, sql_verdict(&db, text)), want, "{text:?}");
     }
+}
+
+/// Greedy generation under `grammar` by a model preferring `preferred`,
+/// checked by `check`.
+fn under_grammar(grammar: &str, preferred: &[&str], check: &dyn TextCheck) -> Option<Generation> {
+    let dir = common::llama3_tokenizer_dir()?;
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let stop_ids = SpecialTokens::from_hf_dir(&dir, &tokenizer)
+        .unwrap()
+        .stop_ids();
+    let factory = GrammarFactory::new(&tokenizer, tokenizer.vocab_size(), &stop_ids).unwrap();
+    let grammar = factory.compile(grammar).unwrap();
+    let id = |text: &str| {
+        let ids = tokenizer.encode(text).unwrap();
+        assert_eq!(ids.len(), 1, "{text:?} is one token");
+        ids[0]
+    };
+    let mut model = Preferring {
+        width: tokenizer.vocab_size(),
+        preferred: preferred.iter().map(|t| id(t)).collect(),
+        fed: 0,
+    };
+    let prompt = tokenizer.encode("SQL:").unwrap();
+    let mut constraint = grammar.constraint();
+    let generation = generate_with(
+        &mut model,
+        &tokenizer,
+        GenerateRequest {
+            prompt_ids: &prompt,
+            stop_ids: &stop_ids,
+            sampling: SamplingParams::default(),
+            constraint: Some(&mut constraint),
+            check: Some(check),
+            cancel: None,
+            stop_text: &[],
+            prompt_split: None,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    Some(generation)
+}
+
+/// Blames table `t`, in any case, once the query is finished.
+fn no_table_t(text: &str) -> Verdict {
+    let lower = text.to_ascii_lowercase();
+    match lower.rfind('t').filter(|&at| lower[at..].trim() == "t") {
+        Some(at) => Verdict::Blame(at),
+        None => Verdict::Pass,
+    }
+}
+
+#[test]
+fn a_repair_bans_every_spelling_of_the_choice() {
+    // Without it, ` T` would be tried after ` t` failed.
+    let grammar = "start: \"SELECT a FROM\" (\" t\" | \" T\" | \" u\")";
+    let preferred = [" t", " T", " u", "SELECT", " a", " FROM"];
+    let Some(g) = under_grammar(grammar, &preferred, &no_table_t) else {
+        return;
+    };
+    assert_eq!(g.text, "SELECT a FROM u");
+    assert_eq!(g.grammar.repairs, 1, "{:?}", g.grammar);
+}
+
+#[test]
+fn a_ban_holds_across_blanks_written_after_it() {
+    // After ` t` is banned the model writes a newline instead of the
+    // space; `t` there is the same choice again.
+    let grammar = "start: \"SELECT a FROM\" (\" \" | \"\\n\") (\"t\" | \"u\")";
+    let preferred = [" t", "\n", "t", "u", "SELECT", " a", " FROM"];
+    let Some(g) = under_grammar(grammar, &preferred, &no_table_t) else {
+        return;
+    };
+    assert_eq!(g.text, "SELECT a FROM\nu");
+    assert_eq!(g.grammar.repairs, 1, "{:?}", g.grammar);
 }
