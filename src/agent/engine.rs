@@ -76,7 +76,7 @@ pub struct ModelOptions {
 pub struct ModelInfo {
     /// The file or directory the weights were read from.
     pub path: PathBuf,
-    /// `gguf` or `safetensors`.
+    /// `gguf`, `safetensors`, or `random` (weights built in memory).
     pub format: &'static str,
     /// Weight type of the projections (`q8_0`, `f32`, `bf16`, …).
     pub weight_type: String,
@@ -188,19 +188,7 @@ impl Engine {
             ));
         }
         model::RawConfig::from_file(&config_path)?.into_config(&config_path)?;
-        let tokenizer_path = dir.join("tokenizer.json");
-        if !tokenizer_path.is_file() {
-            return Err(Error::model(dir, "no tokenizer.json in this directory"));
-        }
-        let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
-        let special = SpecialTokens::from_hf_dir(dir, &tokenizer)?;
-        let config_path = dir.join("tokenizer_config.json");
-        let template = if config_path.is_file() {
-            ChatTemplate::from_tokenizer_config(&config_path)?
-        } else {
-            None
-        }
-        .unwrap_or_else(ChatTemplate::llama3);
+        let (tokenizer, special, template) = hf_tokenizer(dir)?;
         let model = model::load_safetensors_dir(dir, options.dtype, &options.device)?;
         let parts = Parts {
             model,
@@ -209,6 +197,21 @@ impl Engine {
             special,
         };
         parts.into_engine(dir, "safetensors", None)
+    }
+
+    /// An engine around `model` (e.g. random weights of a known shape,
+    /// named `name` in its info) with the tokenizer, special tokens and
+    /// chat template of a Hugging Face tokenizer directory
+    /// (`tokenizer.json`, `tokenizer_config.json`).
+    pub fn with_tokenizer_dir(model: Llama, dir: &Path, name: &Path) -> Result<Self> {
+        let (tokenizer, special, template) = hf_tokenizer(dir)?;
+        let parts = Parts {
+            model,
+            tokenizer,
+            template,
+            special,
+        };
+        parts.into_engine(name, "random", None)
     }
 
     /// The grammar factory for this model's tokenizer (built once, on
@@ -391,6 +394,25 @@ impl AdapterInfo {
 }
 
 /// The loaded pieces, before they are checked against each other.
+/// The tokenizer, special tokens and chat template of a Hugging Face
+/// directory (the Llama 3 template when it names none).
+fn hf_tokenizer(dir: &Path) -> Result<(Tokenizer, SpecialTokens, ChatTemplate)> {
+    let tokenizer_path = dir.join("tokenizer.json");
+    if !tokenizer_path.is_file() {
+        return Err(Error::model(dir, "no tokenizer.json in this directory"));
+    }
+    let tokenizer = Tokenizer::from_file(&tokenizer_path)?;
+    let special = SpecialTokens::from_hf_dir(dir, &tokenizer)?;
+    let config_path = dir.join("tokenizer_config.json");
+    let template = if config_path.is_file() {
+        ChatTemplate::from_tokenizer_config(&config_path)?
+    } else {
+        None
+    }
+    .unwrap_or_else(ChatTemplate::llama3);
+    Ok((tokenizer, special, template))
+}
+
 struct Parts {
     model: Llama,
     tokenizer: Tokenizer,

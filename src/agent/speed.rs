@@ -35,6 +35,10 @@ pub struct SpeedReport {
     pub forced_tokens: usize,
     /// The replay of the gold queries (without a grammar: none).
     pub masks: Option<MaskTimings>,
+    /// The grammar's time per decode step over all questions (ms).
+    pub grammar_step_ms: Spread,
+    /// Its 99th percentile (nearest rank, ms).
+    pub grammar_step_p99_ms: f64,
     /// Decode steps per emitted token, per question (repairs count).
     pub steps_per_token: Spread,
     /// Wall time per question answered warm: the same questions again,
@@ -95,6 +99,11 @@ impl Engine {
                 .map(|d| d.timings.decode_steps as f64 / (d.timings.decode_ms / 1000.0))
                 .collect(),
         );
+        let mut step_ms: Vec<f64> = drafts
+            .iter()
+            .flat_map(|d| d.timings.grammar_step_ms.iter().copied())
+            .collect();
+        step_ms.sort_by(f64::total_cmp);
         let decode_ms: f64 = drafts.iter().map(|d| d.timings.decode_ms).sum();
         let grammar_ms: f64 = drafts.iter().map(|d| d.grammar.grammar_ms).sum();
         Ok(SpeedReport {
@@ -116,6 +125,8 @@ impl Engine {
             full_masks: drafts.iter().map(|d| d.grammar.masks).sum(),
             forced_tokens: drafts.iter().map(|d| d.grammar.forced_tokens).sum(),
             masks,
+            grammar_step_p99_ms: percentile(&step_ms, 0.99),
+            grammar_step_ms: Spread::of(step_ms),
             steps_per_token: Spread::of(
                 drafts
                     .iter()

@@ -500,6 +500,14 @@ pub struct BenchArgs {
     /// none on a GPU).
     #[arg(long, value_enum)]
     pub quantize: Option<QuantizeArg>,
+    /// With --shape: also answer --questions under the grammar, with the
+    /// tokenizer and chat template of this directory (`tokenizer.json`,
+    /// `tokenizer_config.json`; its vocabulary must be the shape's, e.g.
+    /// models/llama3-tokenizer for the Llama 3 shapes). Random weights
+    /// make the grammar reject the model's preferred token at almost every
+    /// step: its worst case.
+    #[arg(long, value_name = "DIR", requires = "shape")]
+    pub tokenizer: Option<PathBuf>,
     /// Prompt length with --shape (random token ids).
     #[arg(long, default_value_t = 512)]
     pub prompt_tokens: usize,

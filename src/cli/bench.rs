@@ -23,12 +23,78 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if let Some(shape) = &args.shape {
         return bench_shape(shape, &args);
     }
+    // The set is read first: a bad line is reported before the model loads.
+    let items = questions_of(&args)?;
+    let (engine, adapter) = args.model.load_engine()?;
+    let answers = answer_questions(&engine, adapter, &items, &args)?;
+    let info = &engine.info;
+    let threads = candle_core::utils::get_num_threads();
+    match args.format {
+        Format::Json => {
+            let mut v = json!({
+                "model": info.path,
+                "weight_type": info.weight_type,
+                "requantized": info.requantized,
+                "device": format!("{:?}", engine.model.device()),
+                "threads": threads,
+                "load_ms": info.load_ms,
+            });
+            merge(&mut v, answers.json());
+            outln!("{}", serde_json::to_string_pretty(&v)?)
+        }
+        Format::Text => {
+            outln!(
+                "model      {} ({}{}), {:?}, {threads} threads, loaded in {:.0} ms",
+                info.path.display(),
+                info.weight_type,
+                info.requantized
+                    .as_deref()
+                    .map(|r| format!(", re-quantized {r}"))
+                    .unwrap_or_default(),
+                engine.model.device(),
+                info.load_ms
+            );
+            for line in answers.lines() {
+                outln!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds the fields of `extra` (an object) to `v` (an object).
+fn merge(v: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+        v.extend(extra);
+    }
+}
+
+/// What answering the questions of a bench gave.
+struct Answers {
+    report: crate::agent::SpeedReport,
+    grammar: crate::grammar::GrammarMode,
+    vocabulary: usize,
+}
+
+/// The items of `--set` (there must be `--questions` to ask).
+fn questions_of(args: &BenchArgs) -> Result<Vec<crate::eval::SetItem>> {
     if args.questions == 0 {
         return Err(crate::Error::invalid("--questions", "must be at least 1").into());
     }
+    Ok(load_set(&args.set)?)
+}
+
+/// The model of `engine` answers the first `--questions` of `items` over
+/// `--db` (the demo database by default), cold and then warm, and every
+/// gold query is replayed through the grammar.
+fn answer_questions(
+    engine: &crate::agent::Engine,
+    adapter: Option<String>,
+    items: &[crate::eval::SetItem],
+    args: &BenchArgs,
+) -> Result<Answers> {
     let sampling = args.sampling.to_params()?;
     let grammar_options = args.grammar.to_options()?;
-    let items = load_set(&args.set)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let db_path = match &args.db {
         Some(p) => p.clone(),
@@ -39,7 +105,6 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         }
     };
     let prompt = PromptSpec::load(&args.prompt)?;
-    let (engine, adapter) = args.model.load_engine()?;
     let db = engine.database(&db_path, &grammar_options)?;
     let options = AskOptions {
         sampling,
@@ -57,107 +122,92 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         spinner.set_message(format!("answering {q:?}"))
     });
     spinner.finish_and_clear();
-    let r = report?;
-    let masks = &r.masks;
-    let mask_json = masks.as_ref().map(|m| {
+    Ok(Answers {
+        report: report?,
+        grammar: grammar_options.mode,
+        vocabulary: engine.tokenizer.vocab_size(),
+    })
+}
+
+impl Answers {
+    /// The `--format json` fields.
+    fn json(&self) -> serde_json::Value {
+        let r = &self.report;
+        let mask_json = r.masks.as_ref().map(|m| {
+            json!({
+                "queries": m.queries,
+                "rejected": m.rejected,
+                "tokens": m.tokens(),
+                "full_mask_us": {"median": percentile(&m.mask_us, 0.5), "p99": percentile(&m.mask_us, 0.99)},
+                "check_us": {"median": percentile(&m.check_us, 0.5), "p99": percentile(&m.check_us, 0.99)},
+            })
+        });
         json!({
-            "queries": m.queries,
-            "rejected": m.rejected,
-            "tokens": m.tokens(),
-            "full_mask_us": {"median": percentile(&m.mask_us, 0.5), "p99": percentile(&m.mask_us, 0.99)},
-            "check_us": {"median": percentile(&m.check_us, 0.5), "p99": percentile(&m.check_us, 0.99)},
+            "grammar": self.grammar,
+            "questions": r.questions,
+            "prompt_tokens_mean": r.prompt_tokens_mean,
+            "prefill_tokens_per_s": r.prefill_tokens_per_s,
+            "decode_tokens_per_s": r.decode_tokens_per_s,
+            "decode_ms": r.decode_ms,
+            "grammar_ms": r.grammar_ms,
+            "grammar_overhead_pct": r.grammar_overhead_pct,
+            "grammar_step_ms": r.grammar_step_ms,
+            "grammar_step_p99_ms": r.grammar_step_p99_ms,
+            "full_masks": r.full_masks,
+            "forced_tokens": r.forced_tokens,
+            "mask_replay": mask_json,
+            "steps_per_token": r.steps_per_token,
+            "warm_latency_ms": r.warm_latency_ms,
+            "vocabulary": self.vocabulary,
         })
-    });
-    let (prompt_tokens, prefill_tps, decode_tps) = (
-        r.prompt_tokens_mean,
-        r.prefill_tokens_per_s,
-        r.decode_tokens_per_s,
-    );
-    let (decode_ms, grammar_ms, overhead_pct) = (r.decode_ms, r.grammar_ms, r.grammar_overhead_pct);
-    let info = &engine.info;
-    let threads = candle_core::utils::get_num_threads();
-    match args.format {
-        Format::Json => outln!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "model": info.path,
-                "weight_type": info.weight_type,
-                "requantized": info.requantized,
-                "device": format!("{:?}", engine.model.device()),
-                "threads": threads,
-                "load_ms": info.load_ms,
-                "grammar": grammar_options.mode,
-                "questions": r.questions,
-                "prompt_tokens_mean": prompt_tokens,
-                "prefill_tokens_per_s": prefill_tps,
-                "decode_tokens_per_s": decode_tps,
-                "decode_ms": decode_ms,
-                "grammar_ms": grammar_ms,
-                "grammar_overhead_pct": overhead_pct,
-                "full_masks": r.full_masks,
-                "forced_tokens": r.forced_tokens,
-                "mask_replay": mask_json,
-                "steps_per_token": r.steps_per_token,
-                "warm_latency_ms": r.warm_latency_ms,
-                "vocabulary": engine.tokenizer.vocab_size(),
-            }))?
-        ),
-        Format::Text => {
-            outln!(
-                "model      {} ({}{}), {:?}, {threads} threads, loaded in {:.0} ms",
-                info.path.display(),
-                info.weight_type,
-                info.requantized
-                    .as_deref()
-                    .map(|r| format!(", re-quantized {r}"))
-                    .unwrap_or_default(),
-                engine.model.device(),
-                info.load_ms
-            );
-            outln!(
-                "questions  {} (prompts of {prompt_tokens:.0} tokens on average), grammar {}",
-                r.questions,
-                grammar_options.mode
-            );
-            outln!("prefill    {prefill_tps:.1} tokens/s (median)");
-            outln!("decode     {decode_tps:.1} tokens/s (median)");
-            let (t, l) = (&r.steps_per_token, &r.warm_latency_ms);
-            outln!(
-                "steps      {:.2} decode steps per emitted token (median; p90 {:.2}, max {:.2})",
-                t.median,
-                t.p90,
-                t.max
-            );
-            outln!(
-                "warm       {:.0} ms a question with the prompt cache (median; p90 {:.0}, max {:.0})",
-                l.median,
-                l.p90,
-                l.max
-            );
-            outln!(
-                "grammar    {overhead_pct:.2}% of decode time ({grammar_ms:.1} ms of {decode_ms:.0} ms; {} full masks, {} forced tokens)",
-                r.full_masks,
-                r.forced_tokens
-            );
-            if let Some(m) = &masks {
-                outln!(
-                    "mask       full mask median {:.1} µs, p99 {:.1} µs; one-token check median {:.1} µs, p99 {:.1} µs",
-                    percentile(&m.mask_us, 0.5),
-                    percentile(&m.mask_us, 0.99),
-                    percentile(&m.check_us, 0.5),
-                    percentile(&m.check_us, 0.99)
-                );
-                outln!(
-                    "           over {} tokens of {} gold queries ({} rejected), vocabulary of {} tokens",
-                    m.tokens(),
-                    m.queries,
-                    m.rejected,
-                    engine.tokenizer.vocab_size()
-                );
-            }
-        }
     }
-    Ok(())
+
+    /// The text report's lines.
+    fn lines(&self) -> Vec<String> {
+        let r = &self.report;
+        let (t, l, g) = (&r.steps_per_token, &r.warm_latency_ms, &r.grammar_step_ms);
+        let mut lines = vec![
+            format!(
+                "questions  {} (prompts of {:.0} tokens on average), grammar {}",
+                r.questions, r.prompt_tokens_mean, self.grammar
+            ),
+            format!("prefill    {:.1} tokens/s (median)", r.prefill_tokens_per_s),
+            format!("decode     {:.1} tokens/s (median)", r.decode_tokens_per_s),
+            format!(
+                "steps      {:.2} decode steps per emitted token (median; p90 {:.2}, max {:.2})",
+                t.median, t.p90, t.max
+            ),
+            format!(
+                "warm       {:.0} ms a question with the prompt cache (median; p90 {:.0}, max {:.0})",
+                l.median, l.p90, l.max
+            ),
+            format!(
+                "grammar    {:.2}% of decode time ({:.1} ms of {:.0} ms; {} full masks, {} forced tokens)",
+                r.grammar_overhead_pct, r.grammar_ms, r.decode_ms, r.full_masks, r.forced_tokens
+            ),
+            format!(
+                "           a step: median {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+                g.median, r.grammar_step_p99_ms, g.max
+            ),
+        ];
+        if let Some(m) = &r.masks {
+            lines.push(format!(
+                "mask       full mask median {:.1} µs, p99 {:.1} µs; one-token check median {:.1} µs, p99 {:.1} µs",
+                percentile(&m.mask_us, 0.5),
+                percentile(&m.mask_us, 0.99),
+                percentile(&m.check_us, 0.5),
+                percentile(&m.check_us, 0.99)
+            ));
+            lines.push(format!(
+                "           over {} tokens of {} gold queries ({} rejected), vocabulary of {} tokens",
+                m.tokens(),
+                m.queries,
+                m.rejected,
+                self.vocabulary
+            ));
+        }
+        lines
+    }
 }
 
 /// `sqlagent bench --prompt-ids FILE`: the network alone on given ids.
@@ -225,6 +275,11 @@ fn bench_shape(name: &str, args: &BenchArgs) -> Result<()> {
     use crate::model::ModelShape;
 
     let shape = ModelShape::parse(name)?;
+    let items = args
+        .tokenizer
+        .as_ref()
+        .map(|_| questions_of(args))
+        .transpose()?;
     if args.runs == 0 {
         return Err(crate::Error::invalid("--runs", "must be at least 1").into());
     }
@@ -269,17 +324,25 @@ fn bench_shape(name: &str, args: &BenchArgs) -> Result<()> {
         candle_core::Device::Cuda(_) => "cuda:0".to_string(),
         candle_core::Device::Metal(_) => "metal:0".to_string(),
     };
+    let activations = format!("{:?}", model.dtype()).to_lowercase();
+    let answers = match (&args.tokenizer, items) {
+        (Some(dir), Some(items)) => {
+            let name = std::path::PathBuf::from(format!("{} shape", shape.name()));
+            let engine = crate::agent::Engine::with_tokenizer_dir(model, dir, &name)?;
+            Some(answer_questions(&engine, None, &items, args)?)
+        }
+        _ => None,
+    };
     let peak = peak_rss_mb();
     match args.format {
-        Format::Json => outln!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
+        Format::Json => {
+            let mut v = json!({
                 "machine": machine,
                 "device": device_name,
                 "threads": threads,
                 "shape": shape.name(),
                 "weights": dtype,
-                "activations": format!("{:?}", model.dtype()).to_lowercase(),
+                "activations": activations,
                 "weight_gb": weight_gb,
                 "build_ms": build_ms,
                 "prompt_tokens": ids.len(),
@@ -290,8 +353,12 @@ fn bench_shape(name: &str, args: &BenchArgs) -> Result<()> {
                 "read_bandwidth_gb_s": bandwidth,
                 "decode_bound_tokens_per_s": bound,
                 "tokens": runs[0].tokens,
-            }))?
-        ),
+            });
+            if let Some(a) = &answers {
+                merge(&mut v, json!({ "answers": a.json() }));
+            }
+            outln!("{}", serde_json::to_string_pretty(&v)?)
+        }
         Format::Text => {
             outln!(
                 "machine  {} ({} cores{}){}",
@@ -330,6 +397,9 @@ fn bench_shape(name: &str, args: &BenchArgs) -> Result<()> {
             );
             if let Some(mb) = peak {
                 outln!("memory   {:.0} MB peak resident", mb);
+            }
+            for line in answers.iter().flat_map(Answers::lines) {
+                outln!("{line}");
             }
         }
     }

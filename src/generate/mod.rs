@@ -327,12 +327,17 @@ pub struct Generation {
     pub decode_steps: usize,
     /// Grammar statistics (zero without a grammar).
     pub grammar: GrammarStats,
+    /// The grammar's time in each decode step (the last one includes
+    /// finishing a query the budget cut short); without a grammar
+    /// it is all zeros.
+    pub grammar_step_ms: Vec<f64>,
 }
 
 /// What the grammar cost during one generation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct GrammarStats {
-    /// Time spent in grammar checks, masks and commits.
+    /// Time spent in grammar checks, masks and commits, and in the text
+    /// checks while writing and at the end.
     pub grammar_ms: f64,
     /// Steps where the model's preferred token was rejected and the full
     /// mask was computed.
@@ -448,7 +453,14 @@ pub fn generate_with(
         max_tokens
     };
 
+    // Grammar time of each step (masks, commits, checks while writing).
+    let mut grammar_step_ms = Vec::new();
+    let mut grammar_mark = 0.0;
     'decode: while d.tokens.len() < budget && steps < step_limit {
+        if steps > 0 {
+            grammar_step_ms.push(d.stats.grammar_ms - grammar_mark);
+            grammar_mark = d.stats.grammar_ms;
+        }
         steps += 1;
         if cancel.is_some_and(CancelFlag::is_cancelled) {
             return Err(Error::Cancelled);
@@ -546,6 +558,9 @@ pub fn generate_with(
     if d.constraint.is_some() && stop == StopReason::MaxTokens {
         d.salvage()?;
     }
+    if steps > 0 {
+        grammar_step_ms.push(d.stats.grammar_ms - grammar_mark);
+    }
     let text = if d.stats.repairs > 0
         || d.stats.early_repairs > 0
         || d.stats.trimmed_tokens > 0
@@ -566,6 +581,7 @@ pub fn generate_with(
         decode_ms: decode_start.elapsed().as_secs_f64() * 1000.0,
         decode_steps: d.decode_steps,
         grammar: d.stats,
+        grammar_step_ms,
     })
 }
 
@@ -783,8 +799,10 @@ impl Decoder<'_, '_> {
         let (Some(check), Some(_)) = (self.check, self.constraint.as_ref()) else {
             return Ok(Repair::Pass);
         };
+        let t = Instant::now();
         let text = self.tokenizer.decode(&self.tokens, true)?;
         let verdict = check.finished(&text);
+        self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
         if verdict == Verdict::Pass {
             return Ok(Repair::Pass);
         }
@@ -813,6 +831,13 @@ impl Decoder<'_, '_> {
     /// After a step: asks the check whether the text so far can still
     /// pass, and says what to do.
     fn check_continued(&mut self) -> Result<Continued> {
+        let t = Instant::now();
+        let verdict = self.continued_verdict();
+        self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
+        verdict
+    }
+
+    fn continued_verdict(&mut self) -> Result<Continued> {
         let (Some(check), Some(_)) = (self.check, self.constraint.as_ref()) else {
             return Ok(Continued::Fine);
         };

@@ -130,6 +130,7 @@ pub struct Spellings {
 
 impl Spellings {
     fn new(env: &TokEnv) -> Self {
+        let start = std::time::Instant::now();
         let trie = env.tok_trie();
         let mut groups: std::collections::HashMap<Vec<u8>, Vec<u32>> = Default::default();
         for token in 0..trie.vocab_size() as u32 {
@@ -139,6 +140,12 @@ impl Spellings {
             }
             groups.entry(spelling(bytes)).or_default().push(token);
         }
+        tracing::debug!(
+            tokens = trie.vocab_size(),
+            groups = groups.len(),
+            ms = start.elapsed().as_secs_f64() * 1000.0,
+            "grouped the vocabulary by spelling"
+        );
         Self { groups }
     }
 }

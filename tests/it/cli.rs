@@ -916,6 +916,11 @@ fn bench_reports_speeds_grammar_overhead_and_mask_times() {
         "{}",
         out.1
     );
+    // The grammar's time per step: every step asks it about a token.
+    let step = &v["grammar_step_ms"];
+    let p99 = v["grammar_step_p99_ms"].as_f64().unwrap();
+    assert!(step["median"].as_f64().unwrap() > 0.0, "{}", out.1);
+    assert!(p99 >= step["median"].as_f64().unwrap() && step["max"].as_f64().unwrap() >= p99);
     // Tokens fed per emitted token (the last one is never fed); the warm pass is timed.
     let steps = &v["steps_per_token"];
     assert!(steps["median"].as_f64().unwrap() > 0.5, "{}", out.1);
@@ -1004,6 +1009,26 @@ fn bench_on_a_shape_builds_random_weights_and_names_the_machine() {
 
     let out = run(&["bench", "--shape", "llama-70b"]);
     assert_clean_failure(&out, &["llama-70b", "llama3.2-1b"]);
+    // Answering questions on a shape needs a tokenizer of its vocabulary:
+    // the Llama 3 one has 128,256 tokens, SmolLM2's embedding 49,152.
+    if let Some(dir) = common::llama3_tokenizer_dir() {
+        let out = run(&[
+            "--threads",
+            "1",
+            "bench",
+            "--shape",
+            "smollm2-135m",
+            "--prompt-tokens",
+            "4",
+            "--decode-steps",
+            "2",
+            "--tokenizer",
+            s(&dir),
+            "--set",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/test-set.jsonl"),
+        ]);
+        assert_clean_failure(&out, &["128256 tokens", "49152"]);
+    }
 }
 
 #[test]
