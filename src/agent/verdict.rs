@@ -52,10 +52,10 @@ pub fn sql_verdict(db: &DatabaseHandle, text: &str) -> Verdict {
     }
 }
 
-/// Subqueries that may be open inside one another. Of Spider's 8,659
-/// training queries 2 nest deeper and none of BIRD mini-dev's 500; a model
-/// that opens a fourth is running away (each repair of a table choice
-/// answered with `(SELECT` one level further down).
+/// Subqueries that may be open inside one another. Gold queries of Spider
+/// and BIRD almost never nest deeper; a model that opens a fourth is
+/// running away (each repair of a table choice answered with `(SELECT`
+/// one level further down).
 pub const MAX_NESTED_SUBQUERIES: usize = 3;
 
 /// Keywords that close the FROM clause before them: every name written so
@@ -157,7 +157,7 @@ fn blame(sql: &str, failure: &CheckFailure, schema: &Schema) -> Option<usize> {
     let table_elsewhere = match name.split_once('.') {
         None => missing && one_table_has_them(sql, at, schema),
         Some((table, column)) => {
-            let (table, column) = (unquote(table), unquote(column));
+            let (table, column) = (sql::unquoted(table), sql::unquoted(column));
             missing
                 && schema
                     .table(&table)
@@ -173,18 +173,12 @@ fn blame(sql: &str, failure: &CheckFailure, schema: &Schema) -> Option<usize> {
     Some(later.map_or(at, |t| t.max(at)))
 }
 
-/// A name as SQLite's message writes it, without quotes around it.
-fn unquote(name: &str) -> String {
-    name.trim_matches(|c| matches!(c, '"' | '`' | '[' | ']'))
-        .to_string()
-}
-
 /// Whether one table of `schema` has every column among the plain names of
 /// the query level of byte `at` (names no table has, such as aliases, do
 /// not count).
 fn one_table_has_them(sql: &str, at: usize, schema: &Schema) -> bool {
     let names = sql::plain_names_in_level(sql, at);
-    let has = |t: &Table, n: &str| t.columns.iter().any(|c| c.name.eq_ignore_ascii_case(n));
+    let has = |t: &Table, n: &str| t.column(n).is_some();
     let columns: Vec<&String> = names
         .iter()
         .filter(|n| schema.tables.iter().any(|t| has(t, n)))

@@ -832,12 +832,13 @@ impl Decoder<'_, '_> {
     /// pass, and says what to do.
     fn check_continued(&mut self) -> Result<Continued> {
         let t = Instant::now();
-        let verdict = self.continued_verdict();
+        let what = self.after_step();
         self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
-        verdict
+        what
     }
 
-    fn continued_verdict(&mut self) -> Result<Continued> {
+    /// [`Decoder::check_continued`], untimed.
+    fn after_step(&mut self) -> Result<Continued> {
         let (Some(check), Some(_)) = (self.check, self.constraint.as_ref()) else {
             return Ok(Continued::Fine);
         };

@@ -38,6 +38,6 @@ pub use import::{import_csv, ImportOptions, ImportReport};
 pub use schema::{Column, ForeignKey, Schema, Table};
 pub(crate) use scope::{
     last_table_in_scope, open_level, open_subqueries, opens_derived_table, plain_names_in_level,
-    repeated_list_item, repeated_tail, unaliased_self_join,
+    repeated_list_item, repeated_tail, unaliased_self_join, unquoted,
 };
 pub use value::{QueryResult, Value};

@@ -281,7 +281,7 @@ pub(crate) fn plain_names_in_level(sql: &str, at: usize) -> Vec<String> {
 }
 
 /// A name without its quotes (`"a ""b"""` → `a "b"`, `[c]` → `c`).
-fn unquoted(text: &str) -> String {
+pub(crate) fn unquoted(text: &str) -> String {
     let mut chars = text.chars();
     match (chars.next(), text.chars().last()) {
         (Some('['), Some(']')) if text.len() >= 2 => text[1..text.len() - 1].to_string(),

@@ -47,52 +47,18 @@ impl TokenModel for Preferring {
 
 #[test]
 fn a_position_whose_every_choice_is_banned_backs_up_to_the_choice_before() {
-    let Some(dir) = common::llama3_tokenizer_dir() else {
-        return;
-    };
-    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    let stop_ids = SpecialTokens::from_hf_dir(&dir, &tokenizer)
-        .unwrap()
-        .stop_ids();
-    let factory = GrammarFactory::new(&tokenizer, tokenizer.vocab_size(), &stop_ids).unwrap();
     // After "SELECT a FROM t" only "x" may follow, so banning it there
-    // leaves nothing; the way out is the other table.
-    let grammar = factory
-        .compile("start: \"SELECT a FROM \" (\"t x\" | \"u y\")")
-        .unwrap();
-    let id = |text: &str| {
-        let ids = tokenizer.encode(text).unwrap();
-        assert_eq!(ids.len(), 1, "{text:?} is one token");
-        ids[0]
-    };
-    // The model wants table t, then x; the check rejects x.
-    let mut model = Preferring {
-        width: tokenizer.vocab_size(),
-        preferred: vec![id(" t"), id(" x"), id("SELECT"), id(" a"), id(" FROM")],
-        fed: 0,
-    };
+    // leaves nothing; the way out is the other table. The model wants
+    // table t, then x; the check rejects x.
+    let grammar = "start: \"SELECT a FROM \" (\"t x\" | \"u y\")";
+    let preferred = [" t", " x", "SELECT", " a", " FROM"];
     let check = |text: &str| match text.rfind(" x") {
         Some(at) => Verdict::Blame(at + 1),
         None => Verdict::Pass,
     };
-    let prompt = tokenizer.encode("SQL:").unwrap();
-    let mut constraint = grammar.constraint();
-    let generation = generate_with(
-        &mut model,
-        &tokenizer,
-        GenerateRequest {
-            prompt_ids: &prompt,
-            stop_ids: &stop_ids,
-            sampling: SamplingParams::default(),
-            constraint: Some(&mut constraint),
-            check: Some(&check),
-            cancel: None,
-            stop_text: &[],
-            prompt_split: None,
-        },
-        &mut |_| {},
-    )
-    .expect("a dead end is not an error");
+    let Some(generation) = under_grammar(grammar, &preferred, &check) else {
+        return;
+    };
     assert_eq!(generation.text, "SELECT a FROM u y");
     assert!(generation.grammar.repairs >= 1);
     assert!(!generation.grammar.check_failed);
@@ -118,41 +84,11 @@ impl TextCheck for TableTIsWrong {
 
 #[test]
 fn text_that_cannot_pass_is_taken_back_as_soon_as_it_is_written() {
-    let Some(dir) = common::llama3_tokenizer_dir() else {
+    let grammar = "start: \"SELECT a FROM \" (\"t\" | \"u\") (\" WHERE b = 1\" | \" LIMIT 1\")";
+    let preferred = [" t", " WHERE", "SELECT", " a", " FROM"];
+    let Some(generation) = under_grammar(grammar, &preferred, &TableTIsWrong) else {
         return;
     };
-    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    let stop_ids = SpecialTokens::from_hf_dir(&dir, &tokenizer)
-        .unwrap()
-        .stop_ids();
-    let factory = GrammarFactory::new(&tokenizer, tokenizer.vocab_size(), &stop_ids).unwrap();
-    let grammar = factory
-        .compile("start: \"SELECT a FROM \" (\"t\" | \"u\") (\" WHERE b = 1\" | \" LIMIT 1\")")
-        .unwrap();
-    let id = |text: &str| tokenizer.encode(text).unwrap()[0];
-    let mut model = Preferring {
-        width: tokenizer.vocab_size(),
-        preferred: vec![id(" t"), id(" WHERE"), id("SELECT"), id(" a"), id(" FROM")],
-        fed: 0,
-    };
-    let prompt = tokenizer.encode("SQL:").unwrap();
-    let mut constraint = grammar.constraint();
-    let generation = generate_with(
-        &mut model,
-        &tokenizer,
-        GenerateRequest {
-            prompt_ids: &prompt,
-            stop_ids: &stop_ids,
-            sampling: SamplingParams::default(),
-            constraint: Some(&mut constraint),
-            check: Some(&TableTIsWrong),
-            cancel: None,
-            stop_text: &[],
-            prompt_split: None,
-        },
-        &mut |_| {},
-    )
-    .unwrap();
     assert_eq!(generation.text, "SELECT a FROM u WHERE b = 1");
     let g = generation.grammar;
     // Caught when WHERE followed the table (the token for it may be
@@ -254,8 +190,9 @@ fn the_sql_check_blames_the_latest_choice_that_can_fix_a_query() {
     }
 }
 
-/// Greedy generation under `grammar` by a model preferring `preferred`,
-/// checked by `check`.
+/// Greedy generation under `grammar` by a model preferring `preferred`
+/// (each one token of the Llama 3 vocabulary), checked by `check`; `None`
+/// without the tokenizer fixture.
 fn under_grammar(grammar: &str, preferred: &[&str], check: &dyn TextCheck) -> Option<Generation> {
     let dir = common::llama3_tokenizer_dir()?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
@@ -291,7 +228,7 @@ fn under_grammar(grammar: &str, preferred: &[&str], check: &dyn TextCheck) -> Op
         },
         &mut |_| {},
     )
-    .unwrap();
+    .expect("a dead end is not an error");
     Some(generation)
 }
 
