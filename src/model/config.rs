@@ -128,6 +128,11 @@ pub struct Config {
     pub rope_theta: f32,
     /// Llama 3 RoPE scaling, if any.
     pub rope_scaling: Option<Llama3RopeScaling>,
+    /// Per-frequency divisors of the inverse frequencies, when the weights
+    /// carry them: llama.cpp's converter writes Llama 3.1+ scaling as a
+    /// `rope_freqs.weight` tensor instead of metadata. They replace
+    /// `rope_scaling`.
+    pub rope_freq_factors: Option<Vec<f32>>,
     /// RoPE pairs interleaved dimensions (2i, 2i+1), as in GGUF files converted
     /// by llama.cpp; `false` pairs (i, i + d/2) as in Hugging Face checkpoints.
     pub rope_interleaved: bool,
@@ -202,6 +207,7 @@ impl RawConfig {
             rms_norm_eps: self.rms_norm_eps.unwrap_or(1e-6),
             rope_theta: self.rope_theta.unwrap_or(10_000.0),
             rope_scaling,
+            rope_freq_factors: None,
             rope_interleaved: false,
             context_length: self
                 .max_position_embeddings
@@ -277,6 +283,7 @@ impl Config {
             rms_norm_eps: get_f64(md, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             rope_theta: get_f64(md, "llama.rope.freq_base").unwrap_or(10_000.0) as f32,
             rope_scaling,
+            rope_freq_factors: None,
             rope_interleaved: true,
             context_length: get_u64(md, "llama.context_length")
                 .map(|v| v as usize)

@@ -66,15 +66,44 @@ impl GgufFile {
         &self.path
     }
 
-    /// Resolves the configuration from the metadata.
-    pub fn config(&self) -> Result<Config> {
-        Config::from_gguf(&self.content, &self.path)
+    /// Resolves the configuration from the metadata, and the per-frequency
+    /// RoPE factors from `rope_freqs.weight` where the file has one.
+    pub fn config(&mut self) -> Result<Config> {
+        let mut cfg = Config::from_gguf(&self.content, &self.path)?;
+        cfg.rope_freq_factors = self.rope_freq_factors(cfg.head_dim / 2)?;
+        Ok(cfg)
+    }
+
+    /// The `rope_freqs.weight` tensor (one divisor per frequency), if present.
+    fn rope_freq_factors(&mut self, n: usize) -> Result<Option<Vec<f32>>> {
+        const NAME: &str = "rope_freqs.weight";
+        if !self.content.tensor_infos.contains_key(NAME) {
+            return Ok(None);
+        }
+        let bad = |why: String| Error::model(&self.path, format!("{NAME}: {why}"));
+        let factors: Vec<f32> = self
+            .content
+            .tensor(&mut self.file, NAME, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1())
+            .map_err(|e| bad(candle_message(&e)))?;
+        if factors.len() != n {
+            return Err(bad(format!(
+                "{} factors for {n} RoPE frequencies",
+                factors.len()
+            )));
+        }
+        if factors.iter().any(|k| !k.is_finite() || *k <= 0.0) {
+            return Err(bad("a factor is not a positive number".into()));
+        }
+        Ok(Some(factors))
     }
 
     /// Reads the tensors and builds the model. Returns the model and the
     /// weight-type changes made at load (see [`GgufOptions::requantize`]).
     pub fn into_model(
-        self,
+        mut self,
         device: &Device,
         options: GgufOptions,
     ) -> Result<(

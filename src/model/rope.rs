@@ -17,13 +17,18 @@ pub struct RopeTables {
 }
 
 /// The inverse frequencies `θ_i = base^(-2i/d)`, scaled for Llama 3 when
-/// configured.
+/// configured: divided by the weights' per-frequency factors where given
+/// (as llama.cpp does with `rope_freqs.weight`), else by the
+/// `rope_scaling` rule.
 pub fn inverse_frequencies(cfg: &Config) -> Vec<f32> {
     let d = cfg.head_dim;
     let base: Vec<f32> = (0..d)
         .step_by(2)
         .map(|i| 1f32 / cfg.rope_theta.powf(i as f32 / d as f32))
         .collect();
+    if let Some(factors) = &cfg.rope_freq_factors {
+        return base.iter().zip(factors).map(|(f, k)| f / k).collect();
+    }
     match &cfg.rope_scaling {
         None => base,
         Some(s) => base.into_iter().map(|f| llama3_scale(f, s)).collect(),
@@ -78,6 +83,7 @@ mod tests {
             rms_norm_eps: 1e-5,
             rope_theta: 500_000.0,
             rope_scaling: scaling,
+            rope_freq_factors: None,
             rope_interleaved: false,
             context_length: 16,
             tie_word_embeddings: false,
@@ -105,6 +111,24 @@ mod tests {
         // In between, scaled frequencies lie between f/8 and f.
         for (p, q) in plain.iter().zip(&scaled) {
             assert!(*q <= *p && *q >= p / 8.0 - 1e-12);
+        }
+    }
+
+    #[test]
+    fn per_frequency_factors_replace_the_scaling_rule() {
+        let s = Llama3RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        let plain = inverse_frequencies(&cfg(None));
+        let factors: Vec<f32> = (0..plain.len()).map(|i| 1.0 + i as f32).collect();
+        let mut c = cfg(Some(s));
+        c.rope_freq_factors = Some(factors.clone());
+        let got = inverse_frequencies(&c);
+        for ((p, k), g) in plain.iter().zip(&factors).zip(&got) {
+            assert_eq!(*g, p / k);
         }
     }
 

@@ -63,6 +63,20 @@ pub fn load_engine(source: sqlagent::agent::ModelSource) -> sqlagent::agent::Eng
     .unwrap()
 }
 
+/// The Llama-3.2-1B-shaped Q8_0 GGUF (random weights, seed 0) that
+/// `scripts/test` makes with the shaped-GGUF script, if made
+/// (`SQLAGENT_TEST_LLAMACPP=skip` leaves it out, also under CI).
+pub fn shaped_1b_q8_gguf() -> Option<PathBuf> {
+    if std::env::var("SQLAGENT_TEST_LLAMACPP").as_deref() == Ok("skip") {
+        eprintln!("SKIP: llama.cpp agreement (SQLAGENT_TEST_LLAMACPP=skip)");
+        return None;
+    }
+    present_or_skip(
+        models_dir().join("shaped/llama3.2-1b-Q8_0.gguf"),
+        "Llama-3.2-1B-shaped Q8_0 GGUF (run scripts/make-llamacpp-reference or scripts/test)",
+    )
+}
+
 /// The real Llama 3 tokenizer directory (tokenizer.json + tokenizer_config.json), if fetched.
 pub fn llama3_tokenizer_dir() -> Option<PathBuf> {
     present_or_skip(

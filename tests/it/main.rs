@@ -10,6 +10,7 @@ mod eval;
 mod generate;
 mod grammar;
 mod hosted;
+mod llamacpp;
 mod lora;
 mod model;
 mod repair;
