@@ -359,6 +359,7 @@ impl Engine {
                 cancel: listener.cancel,
                 stop_text: &[],
                 prompt_split: Some(split),
+                mask_ahead: Default::default(),
             },
             on_text,
         );

@@ -16,7 +16,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::grammar::Constraint;
+use crate::grammar::{Constraint, TokenMask};
 use crate::model::{Cache, Llama, Logits};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -271,6 +271,27 @@ pub struct GenerateRequest<'a> {
     /// a chunk there, so that the next request reuses a kept cache up to
     /// exactly that point (see [`prefill_chunk_ends`]).
     pub prompt_split: Option<usize>,
+    /// When to compute the grammar's mask for the next step while the model
+    /// computes its logits.
+    pub mask_ahead: MaskAhead,
+}
+
+/// When the decode loop computes the next step's full mask on another
+/// thread while the forward pass runs. The mask is needed only when the
+/// model's preferred token is rejected; computed ahead, the step waits only
+/// for what is left of it when the logits are ready (usually nothing),
+/// at the price of a thread beside the model's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MaskAhead {
+    /// After a step whose preferred token was rejected: rejections come in
+    /// runs (a weak or untuned model, a name being spelled), and a model
+    /// that agrees with the grammar pays nothing.
+    #[default]
+    AfterRejection,
+    /// Every step.
+    Always,
+    /// Never: the mask is computed when a rejection asks for it.
+    Never,
 }
 
 /// Back-ups to a failing name before falling back to the longest prefix
@@ -358,6 +379,11 @@ pub struct GrammarStats {
     /// Tokens added without the model to finish a query the budget cut
     /// short (closing strings, parentheses, clauses).
     pub completed_tokens: usize,
+    /// Masks computed ahead, while the forward pass ran ([`MaskAhead`]).
+    pub masks_ahead: usize,
+    /// Their compute time: spent beside the model, not waited for (the
+    /// wait, if any, is in `grammar_ms`).
+    pub mask_ahead_ms: f64,
     /// Whether the returned text failed the check even so.
     pub check_failed: bool,
 }
@@ -400,6 +426,7 @@ pub fn generate_with(
         cancel,
         stop_text,
         prompt_split,
+        mask_ahead,
     } = request;
     let stop_text: &[String] = if constraint.is_some() { &[] } else { stop_text };
     let max_tokens = sampling.max_tokens;
@@ -432,6 +459,9 @@ pub fn generate_with(
         banned: HashMap::new(),
         stats: GrammarStats::default(),
         decode_steps: 0,
+        mask_ahead,
+        ahead: None,
+        last_rejected: false,
     };
     let start = Instant::now();
     let mut logits = d.prefill()?;
@@ -545,7 +575,7 @@ pub fn generate_with(
         if d.tokens.len() >= budget {
             break;
         }
-        logits = d.forward(&step)?;
+        logits = d.forward_and_mask(&step)?;
     }
     if stop != StopReason::StopText {
         if let Some(piece) = stream.finish()? {
@@ -680,6 +710,12 @@ struct Decoder<'m, 'r> {
     stats: GrammarStats,
     /// Tokens fed after the prompt (see [`Generation::decode_steps`]).
     decode_steps: usize,
+    mask_ahead: MaskAhead,
+    /// The mask computed during the last forward pass, and the output
+    /// length it was computed at.
+    ahead: Option<(usize, TokenMask)>,
+    /// Whether the last pick rejected the model's preferred token.
+    last_rejected: bool,
 }
 
 impl Decoder<'_, '_> {
@@ -688,6 +724,45 @@ impl Decoder<'_, '_> {
             self.decode_steps += ids.len();
         }
         self.model.feed(ids)
+    }
+
+    /// [`Decoder::forward`], computing the next step's mask on another
+    /// thread meanwhile when [`MaskAhead`] says so. Only the wait for the
+    /// mask after the logits are ready counts as grammar time.
+    fn forward_and_mask(&mut self, ids: &[u32]) -> Result<Tensor> {
+        let wanted = match self.mask_ahead {
+            MaskAhead::Never => false,
+            MaskAhead::Always => true,
+            MaskAhead::AfterRejection => self.last_rejected,
+        };
+        let c = match self.constraint.as_deref_mut() {
+            Some(c) if wanted && !c.is_stopped() => c,
+            _ => return self.forward(ids),
+        };
+        if self.model.fed() >= self.prompt.len() {
+            self.decode_steps += ids.len();
+        }
+        let model = &mut *self.model;
+        let (logits, mask, waited, took) = std::thread::scope(|s| {
+            let helper = s.spawn(|| {
+                let t = Instant::now();
+                let mask = c.mask();
+                (mask, t.elapsed())
+            });
+            let logits = model.feed(ids);
+            let t = Instant::now();
+            let (mask, took) = helper
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (logits, mask, t.elapsed(), took)
+        });
+        self.stats.grammar_ms += waited.as_secs_f64() * 1000.0;
+        self.stats.mask_ahead_ms += took.as_secs_f64() * 1000.0;
+        self.stats.masks_ahead += 1;
+        // A grammar error here is met again (and reported) if the step
+        // needs the mask.
+        self.ahead = mask.ok().map(|m| (self.tokens.len(), m));
+        logits
     }
 
     fn prefill(&mut self) -> Result<Tensor> {
@@ -728,17 +803,33 @@ impl Decoder<'_, '_> {
                 .map(Some)
                 .ok_or_else(|| Error::invalid("stop ids", "no end token to end the turn with"));
         }
+        let here = self.tokens.len();
+        let ahead = self
+            .ahead
+            .take()
+            .filter(|(at, _)| *at == here)
+            .map(|(_, m)| m);
         // Sampling the preferred token costs the same without a grammar:
         // only what follows counts as grammar time.
         let preferred = self.sampler.sample(logits)?;
         let t = Instant::now();
+        let mut rejected = false;
         let result = (|| {
-            if !banned.is_some_and(|b| b.contains(&preferred)) && c.allows(preferred)? {
+            let allowed = match &ahead {
+                // End tokens are allowed where the grammar can end.
+                Some(mask) if !c.is_stop(preferred) => mask.allows(preferred),
+                _ => c.allows(preferred)?,
+            };
+            if !banned.is_some_and(|b| b.contains(&preferred)) && allowed {
                 return Ok(Some(preferred));
             }
+            rejected = true;
             self.stats.masks += 1;
             let mut values: Vec<f32> = logits.to_vec1()?;
-            c.mask_logits(&mut values)?;
+            match &ahead {
+                Some(mask) => mask.apply(&mut values)?,
+                None => c.mask_logits(&mut values)?,
+            }
             for &b in banned.into_iter().flatten() {
                 if let Some(v) = values.get_mut(b as usize) {
                     *v = f32::NEG_INFINITY;
@@ -751,6 +842,7 @@ impl Decoder<'_, '_> {
             self.sampler.sample(&masked).map(Some)
         })();
         self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
+        self.last_rejected = rejected;
         result
     }
 
@@ -877,6 +969,7 @@ impl Decoder<'_, '_> {
     /// Takes back tokens from `position` on, bans the one chosen there (in
     /// every spelling), and returns the logits for choosing again.
     fn back_up(&mut self, position: usize) -> Result<Tensor> {
+        self.ahead = None;
         let removed = self.tokens.len() - position;
         self.stats.repaired_tokens += removed;
         if let Some(&was) = self.tokens.get(position) {
@@ -997,6 +1090,7 @@ impl Decoder<'_, '_> {
 
     /// Takes the output (and the grammar state) back to its first `n` tokens.
     fn take_back_to(&mut self, n: usize) -> Result<()> {
+        self.ahead = None;
         let removed = self.tokens.len().saturating_sub(n);
         if removed == 0 {
             return Ok(());

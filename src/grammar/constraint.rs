@@ -118,6 +118,40 @@ impl CompiledGrammar {
     }
 }
 
+/// The tokens allowed at one point of a grammar ([`Constraint::mask`]).
+/// It is a plain value: computed on one thread (while the model runs on
+/// another), used on the other.
+#[derive(Debug, Clone)]
+pub struct TokenMask(SimpleVob);
+
+impl TokenMask {
+    /// Whether `token` is allowed.
+    pub fn allows(&self, token: u32) -> bool {
+        self.0.is_allowed(token)
+    }
+
+    /// Sets the logits of disallowed tokens to −∞. Errors when nothing is
+    /// allowed (a grammar dead end).
+    pub fn apply(&self, logits: &mut [f32]) -> Result<()> {
+        if self.0.is_zero() {
+            return Err(grammar_error("no token can continue the query"));
+        }
+        let words = self.0.as_slice();
+        for (i, chunk) in logits.chunks_mut(32).enumerate() {
+            let w = words.get(i).copied().unwrap_or(0);
+            if w == u32::MAX {
+                continue;
+            }
+            for (bit, l) in chunk.iter_mut().enumerate() {
+                if (w >> bit) & 1 == 0 {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The tokens of a vocabulary grouped by what they spell for SQL: the same
 /// text up to ASCII case and the blanks around it (` FROM`, `from`,
 /// `\nFROM`; every run of blanks). A repair that takes back a choice bans
@@ -213,35 +247,19 @@ impl Constraint {
     }
 
     /// The set of allowed next tokens.
-    pub fn mask(&mut self) -> Result<SimpleVob> {
+    pub fn mask(&mut self) -> Result<TokenMask> {
         let r = if self.matcher.is_stopped() {
             self.matcher.compute_mask_or_eos()
         } else {
             self.matcher.compute_mask()
         };
-        self.check(r)
+        self.check(r).map(TokenMask)
     }
 
     /// Sets the logits of disallowed tokens to −∞. Errors when nothing is
     /// allowed (a grammar dead end).
     pub fn mask_logits(&mut self, logits: &mut [f32]) -> Result<()> {
-        let mask = self.mask()?;
-        if mask.is_zero() {
-            return Err(grammar_error("no token can continue the query"));
-        }
-        let words = mask.as_slice();
-        for (i, chunk) in logits.chunks_mut(32).enumerate() {
-            let w = words.get(i).copied().unwrap_or(0);
-            if w == u32::MAX {
-                continue;
-            }
-            for (bit, l) in chunk.iter_mut().enumerate() {
-                if (w >> bit) & 1 == 0 {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-        }
-        Ok(())
+        self.mask()?.apply(logits)
     }
 
     /// Advances the grammar by `token` (which must be allowed).

@@ -11,7 +11,7 @@ mod timing;
 mod tokens;
 
 pub use complete::{complete, Completions};
-pub use constraint::{CompiledGrammar, Constraint, GrammarFactory, Spellings};
+pub use constraint::{CompiledGrammar, Constraint, GrammarFactory, Spellings, TokenMask};
 pub use timing::{percentile, MaskTimings};
 pub use tokens::token_env;
 

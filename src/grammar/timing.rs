@@ -43,7 +43,7 @@ impl MaskTimings {
                 let start = Instant::now();
                 let mask = c.mask()?;
                 t.mask_us.push(start.elapsed().as_secs_f64() * 1e6);
-                if !allowed || !mask.is_allowed(id) {
+                if !allowed || !mask.allows(id) {
                     t.rejected += 1;
                     break;
                 }

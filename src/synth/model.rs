@@ -62,6 +62,7 @@ pub fn new_question(
             cancel: None,
             stop_text: &[],
             prompt_split: None,
+            mask_ahead: Default::default(),
         },
         &mut |_| {},
     );

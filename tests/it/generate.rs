@@ -48,6 +48,7 @@ fn run(
             cancel: None,
             stop_text: &[],
             prompt_split: None,
+            mask_ahead: Default::default(),
         },
         &mut |piece| streamed.push_str(piece),
     )
@@ -150,6 +151,7 @@ fn a_prompt_that_does_not_fit_says_by_how_much() {
             cancel: None,
             stop_text: &[],
             prompt_split: None,
+            mask_ahead: Default::default(),
         },
         &mut |_| {},
     )
@@ -189,6 +191,7 @@ fn run_split(
             cancel: None,
             stop_text: &[],
             prompt_split: split,
+            mask_ahead: Default::default(),
         },
         &mut |_| {},
     )

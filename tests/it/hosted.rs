@@ -59,6 +59,7 @@ fn answer(engine: &Engine, body: &serde_json::Value) -> String {
             cancel: None,
             stop_text: &[],
             prompt_split: None,
+            mask_ahead: Default::default(),
         },
         &mut |_| {},
     )

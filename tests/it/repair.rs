@@ -225,6 +225,7 @@ fn under_grammar(grammar: &str, preferred: &[&str], check: &dyn TextCheck) -> Op
             cancel: None,
             stop_text: &[],
             prompt_split: None,
+            mask_ahead: Default::default(),
         },
         &mut |_| {},
     )

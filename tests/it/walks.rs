@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use sqlagent::agent::{DatabaseHandle, SqlCheck};
-use sqlagent::generate::{generate_with, GenerateRequest, SamplingParams, TokenModel};
+use sqlagent::generate::{
+    generate_with, GenerateRequest, Generation, MaskAhead, SamplingParams, TokenModel,
+};
 use sqlagent::grammar::{lark::lark_grammar, CompiledGrammar, GrammarFactory, GrammarOptions};
 use sqlagent::model::GgufFile;
 use sqlagent::sql::{build_demo_db, constrained_sql, Database};
@@ -107,6 +109,57 @@ fn database(db: &Db, tmp: &Path) -> Option<PathBuf> {
     }
 }
 
+/// One walk from `seed`.
+fn walk_once(
+    v: &Vocabulary,
+    grammar: &CompiledGrammar,
+    check: &SqlCheck,
+    seed: u64,
+    mask_ahead: MaskAhead,
+) -> Generation {
+    // Any prompt: the uniform model ignores it.
+    let prompt = v.tokenizer.encode("SQL:").unwrap();
+    let mut constraint = grammar.constraint();
+    let mut model = Uniform {
+        width: v.tokenizer.vocab_size(),
+        fed: 0,
+    };
+    generate_with(
+        &mut model,
+        &v.tokenizer,
+        GenerateRequest {
+            prompt_ids: &prompt,
+            stop_ids: &v.stop_ids,
+            // A quarter of the budget (32 tokens) is kept to finish.
+            sampling: SamplingParams {
+                temperature: 1.0,
+                top_p: None,
+                seed,
+                max_tokens: WALK_TOKENS + 32,
+            },
+            constraint: Some(&mut constraint),
+            check: Some(check),
+            cancel: None,
+            stop_text: &[],
+            prompt_split: None,
+            mask_ahead,
+        },
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("walk {seed}: {e}"))
+}
+
+/// The grammar of `path` for `v`, with its completions.
+fn grammar_for(v: &Vocabulary, path: &Path) -> CompiledGrammar {
+    let schema = Database::open(path).unwrap().schema().unwrap();
+    let lark = lark_grammar(&schema, &GrammarOptions::default()).unwrap();
+    v.factory
+        .compile(&lark)
+        .unwrap()
+        .with_schema(&schema)
+        .unwrap()
+}
+
 /// Runs the walks for one tokenizer and database; fails listing every
 /// finished query SQLite does not prepare.
 fn walk(vocabulary: Option<Vocabulary>, db: Db) {
@@ -118,49 +171,14 @@ fn walk(vocabulary: Option<Vocabulary>, db: Db) {
         return;
     };
     let db = Database::open(&path).unwrap();
-    let schema = db.schema().unwrap();
-    let lark = lark_grammar(&schema, &GrammarOptions::default()).unwrap();
-    let grammar: CompiledGrammar = v
-        .factory
-        .compile(&lark)
-        .unwrap()
-        .with_schema(&schema)
-        .unwrap();
+    let grammar = grammar_for(&v, &path);
     let handle = DatabaseHandle::without_grammar(&path).unwrap();
     // The checks ask uses: while writing and when finished.
     let check = SqlCheck::new(&handle);
-    // Any prompt: the uniform model ignores it.
-    let prompt = v.tokenizer.encode("SQL:").unwrap();
     let mut failures = Vec::new();
     let mut completed = 0;
     for seed in 0..WALKS {
-        let mut constraint = grammar.constraint();
-        let mut model = Uniform {
-            width: v.tokenizer.vocab_size(),
-            fed: 0,
-        };
-        let generation = generate_with(
-            &mut model,
-            &v.tokenizer,
-            GenerateRequest {
-                prompt_ids: &prompt,
-                stop_ids: &v.stop_ids,
-                // A quarter of the budget (32 tokens) is kept to finish.
-                sampling: SamplingParams {
-                    temperature: 1.0,
-                    top_p: None,
-                    seed,
-                    max_tokens: WALK_TOKENS + 32,
-                },
-                constraint: Some(&mut constraint),
-                check: Some(&check),
-                cancel: None,
-                stop_text: &[],
-                prompt_split: None,
-            },
-            &mut |_| {},
-        )
-        .unwrap_or_else(|e| panic!("walk {seed}: {e}"));
+        let generation = walk_once(&v, &grammar, &check, seed, MaskAhead::default());
         if std::env::var("SQLAGENT_DEBUG_WALKS").is_ok() {
             eprintln!(
                 "walk {seed}: {:?} {:?}",
@@ -231,4 +249,31 @@ fn smollm2_walks_on_car_1_prepare() {
 #[test]
 fn smollm2_walks_on_world_1_prepare() {
     walk(smollm2(), Db::Spider("world_1"));
+}
+
+#[test]
+fn masks_computed_ahead_change_no_walk() {
+    // The uniform model's preferred token is rejected at almost every step,
+    // so each mask is used: computed beside the model or when asked for,
+    // every walk must be the same.
+    let Some(v) = llama3() else {
+        return;
+    };
+    let tmp = common::temp_dir();
+    let path = database(&Db::Demo, tmp.path()).unwrap();
+    let grammar = grammar_for(&v, &path);
+    let handle = DatabaseHandle::without_grammar(&path).unwrap();
+    let check = SqlCheck::new(&handle);
+    for seed in 0..40 {
+        let asked = walk_once(&v, &grammar, &check, seed, MaskAhead::Never);
+        let ahead = walk_once(&v, &grammar, &check, seed, MaskAhead::Always);
+        assert_eq!(asked.tokens, ahead.tokens, "walk {seed}");
+        assert_eq!(asked.grammar.masks, ahead.grammar.masks, "walk {seed}");
+        assert_eq!(asked.grammar.masks_ahead, 0);
+        assert!(
+            ahead.grammar.masks_ahead > 0,
+            "walk {seed}: {:?}",
+            ahead.grammar
+        );
+    }
 }
