@@ -720,10 +720,15 @@ struct Decoder<'m, 'r> {
 
 impl Decoder<'_, '_> {
     fn forward(&mut self, ids: &[u32]) -> Result<Tensor> {
+        self.count_decode_steps(ids);
+        self.model.feed(ids)
+    }
+
+    /// Counts `ids` as decode steps when fed after the whole prompt.
+    fn count_decode_steps(&mut self, ids: &[u32]) {
         if self.model.fed() >= self.prompt.len() {
             self.decode_steps += ids.len();
         }
-        self.model.feed(ids)
     }
 
     /// [`Decoder::forward`], computing the next step's mask on another
@@ -735,13 +740,18 @@ impl Decoder<'_, '_> {
             MaskAhead::Always => true,
             MaskAhead::AfterRejection => self.last_rejected,
         };
-        let c = match self.constraint.as_deref_mut() {
-            Some(c) if wanted && !c.is_stopped() => c,
-            _ => return self.forward(ids),
-        };
-        if self.model.fed() >= self.prompt.len() {
-            self.decode_steps += ids.len();
+        if !wanted
+            || self
+                .constraint
+                .as_deref()
+                .is_none_or(Constraint::is_stopped)
+        {
+            return self.forward(ids);
         }
+        self.count_decode_steps(ids);
+        let Some(c) = self.constraint.as_deref_mut() else {
+            return self.forward(ids);
+        };
         let model = &mut *self.model;
         let (logits, mask, waited, took) = std::thread::scope(|s| {
             let helper = s.spawn(|| {

@@ -93,14 +93,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
-        let s = Llama3RopeScaling {
+    /// Llama 3.1's `rope_scaling`.
+    fn llama31_scaling() -> Llama3RopeScaling {
+        Llama3RopeScaling {
             factor: 8.0,
             low_freq_factor: 1.0,
             high_freq_factor: 4.0,
             original_max_position_embeddings: 8192,
-        };
+        }
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
+        let s = llama31_scaling();
         let plain = inverse_frequencies(&cfg(None));
         let scaled = inverse_frequencies(&cfg(Some(s)));
         // The highest frequency (wavelength 2π < 2048) is untouched.
@@ -116,12 +121,7 @@ mod tests {
 
     #[test]
     fn per_frequency_factors_replace_the_scaling_rule() {
-        let s = Llama3RopeScaling {
-            factor: 8.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_position_embeddings: 8192,
-        };
+        let s = llama31_scaling();
         let plain = inverse_frequencies(&cfg(None));
         let factors: Vec<f32> = (0..plain.len()).map(|i| 1.0 + i as f32).collect();
         let mut c = cfg(Some(s));
