@@ -51,10 +51,10 @@ pub struct Timings {
     pub decode_steps: usize,
     /// Running the SQL.
     pub execute_ms: f64,
-    /// The grammar's time in each decode step (see
-    /// [`crate::generate::Generation::grammar_step_ms`]); not serialized.
+    /// The grammar's time in each decode step, by part (see
+    /// [`crate::generate::Generation::grammar_steps`]); not serialized.
     #[serde(skip)]
-    pub grammar_step_ms: Vec<f64>,
+    pub grammar_steps: Vec<crate::generate::StepGrammar>,
 }
 
 /// The token ids fed to `engine` for `question` over `schema` with
@@ -73,7 +73,7 @@ impl Timings {
             decode_ms: generation.decode_ms,
             decode_steps: generation.decode_steps,
             execute_ms: 0.0,
-            grammar_step_ms: generation.grammar_step_ms.clone(),
+            grammar_steps: generation.grammar_steps.clone(),
         }
     }
 }

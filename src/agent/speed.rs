@@ -8,7 +8,7 @@
 use super::{AskOptions, DatabaseHandle, Engine, Listener};
 use crate::error::{Error, Result};
 use crate::eval::Spread;
-use crate::generate::{measure_forward, ForwardSpeed, LlamaSession};
+use crate::generate::{measure_forward, ForwardSpeed, LlamaSession, StepGrammar};
 use crate::grammar::{percentile, MaskTimings};
 use crate::model::Llama;
 
@@ -33,12 +33,19 @@ pub struct SpeedReport {
     pub full_masks: usize,
     /// Tokens the grammar forced.
     pub forced_tokens: usize,
+    /// Masks computed during the forward pass, beside the model.
+    pub masks_ahead: usize,
     /// The replay of the gold queries (without a grammar: none).
     pub masks: Option<MaskTimings>,
     /// The grammar's time per decode step over all questions (ms).
     pub grammar_step_ms: Spread,
     /// Its 99th percentile (nearest rank, ms).
     pub grammar_step_p99_ms: f64,
+    /// Where the time of the slowest steps went (those at or above the
+    /// 99th percentile): the mean of each part over them.
+    pub slowest_steps: StepGrammar,
+    /// How many steps that is.
+    pub slowest_step_count: usize,
     /// Decode steps per emitted token, per question (repairs count).
     pub steps_per_token: Spread,
     /// Wall time per question answered warm: the same questions again,
@@ -99,11 +106,18 @@ impl Engine {
                 .map(|d| d.timings.decode_steps as f64 / (d.timings.decode_ms / 1000.0))
                 .collect(),
         );
-        let mut step_ms: Vec<f64> = drafts
+        let steps: Vec<&StepGrammar> = drafts
             .iter()
-            .flat_map(|d| d.timings.grammar_step_ms.iter().copied())
+            .flat_map(|d| d.timings.grammar_steps.iter())
             .collect();
+        let mut step_ms: Vec<f64> = steps.iter().map(|s| s.total_ms()).collect();
         step_ms.sort_by(f64::total_cmp);
+        let p99 = percentile(&step_ms, 0.99);
+        let slowest: Vec<&StepGrammar> = steps
+            .iter()
+            .copied()
+            .filter(|s| !step_ms.is_empty() && s.total_ms() >= p99)
+            .collect();
         let decode_ms: f64 = drafts.iter().map(|d| d.timings.decode_ms).sum();
         let grammar_ms: f64 = drafts.iter().map(|d| d.grammar.grammar_ms).sum();
         Ok(SpeedReport {
@@ -124,8 +138,11 @@ impl Engine {
             },
             full_masks: drafts.iter().map(|d| d.grammar.masks).sum(),
             forced_tokens: drafts.iter().map(|d| d.grammar.forced_tokens).sum(),
+            masks_ahead: drafts.iter().map(|d| d.grammar.masks_ahead).sum(),
             masks,
-            grammar_step_p99_ms: percentile(&step_ms, 0.99),
+            grammar_step_p99_ms: p99,
+            slowest_steps: StepGrammar::mean_of(slowest.iter().copied()),
+            slowest_step_count: slowest.len(),
             grammar_step_ms: Spread::of(step_ms),
             steps_per_token: Spread::of(
                 drafts

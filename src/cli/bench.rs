@@ -153,6 +153,8 @@ impl Answers {
             "grammar_overhead_pct": r.grammar_overhead_pct,
             "grammar_step_ms": r.grammar_step_ms,
             "grammar_step_p99_ms": r.grammar_step_p99_ms,
+            "slowest_steps": {"steps": r.slowest_step_count, "mean_ms": r.slowest_steps},
+            "masks_ahead": r.masks_ahead,
             "full_masks": r.full_masks,
             "forced_tokens": r.forced_tokens,
             "mask_replay": mask_json,
@@ -186,8 +188,16 @@ impl Answers {
                 r.grammar_overhead_pct, r.grammar_ms, r.decode_ms, r.full_masks, r.forced_tokens
             ),
             format!(
-                "           a step: median {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-                g.median, r.grammar_step_p99_ms, g.max
+                "           a step: median {:.3} ms, p99 {:.3} ms, max {:.3} ms; {} masks computed during the forward pass",
+                g.median, r.grammar_step_p99_ms, g.max, r.masks_ahead
+            ),
+            format!(
+                "           the slowest {} steps (≥ p99), mean ms: choosing {:.3}, committing {:.3}, checking {:.3}, finishing {:.3}",
+                r.slowest_step_count,
+                r.slowest_steps.mask_ms,
+                r.slowest_steps.commit_ms,
+                r.slowest_steps.check_ms,
+                r.slowest_steps.finish_ms
             ),
         ];
         if let Some(m) = &r.masks {

@@ -283,9 +283,11 @@ pub struct GenerateRequest<'a> {
 /// at the price of a thread beside the model's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum MaskAhead {
-    /// After a step whose preferred token was rejected: rejections come in
-    /// runs (a weak or untuned model, a name being spelled), and a model
-    /// that agrees with the grammar pays nothing.
+    /// After a step whose preferred token was rejected, and after a
+    /// repair's back-up (the model will likely prefer the banned token
+    /// again): rejections come in runs (a weak or untuned model, a name
+    /// being spelled), and a model that agrees with the grammar pays
+    /// nothing.
     #[default]
     AfterRejection,
     /// Every step.
@@ -351,7 +353,71 @@ pub struct Generation {
     /// The grammar's time in each decode step (the last one includes
     /// finishing a query the budget cut short); without a grammar
     /// it is all zeros.
-    pub grammar_step_ms: Vec<f64>,
+    pub grammar_steps: Vec<StepGrammar>,
+}
+
+impl Generation {
+    /// The grammar's total time in each decode step, in ms.
+    pub fn grammar_step_ms(&self) -> Vec<f64> {
+        self.grammar_steps
+            .iter()
+            .map(StepGrammar::total_ms)
+            .collect()
+    }
+}
+
+/// Where the grammar's time in one decode step went, in ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct StepGrammar {
+    /// Choosing the token: the one-token check of the model's preferred
+    /// token and, when it is rejected, the full mask (computed then, or
+    /// the wait for the one computed during the forward pass) applied to
+    /// the logits and sampled from.
+    pub mask_ms: f64,
+    /// Committing the token and finding the tokens it forces.
+    pub commit_ms: f64,
+    /// The text check while writing ([`TextCheck::continued`]).
+    pub check_ms: f64,
+    /// Checking a finished query and finishing one the model left
+    /// unfinished (the search for completion pieces, the salvage).
+    pub finish_ms: f64,
+}
+
+impl StepGrammar {
+    /// The step's whole grammar time.
+    pub fn total_ms(&self) -> f64 {
+        self.mask_ms + self.commit_ms + self.check_ms + self.finish_ms
+    }
+
+    /// The mean of each part over `steps` (zeros when there are none).
+    pub fn mean_of<'a>(steps: impl IntoIterator<Item = &'a StepGrammar>) -> StepGrammar {
+        let mut sum = StepGrammar::default();
+        let mut n = 0usize;
+        for s in steps {
+            sum.mask_ms += s.mask_ms;
+            sum.commit_ms += s.commit_ms;
+            sum.check_ms += s.check_ms;
+            sum.finish_ms += s.finish_ms;
+            n += 1;
+        }
+        if n > 0 {
+            let n = n as f64;
+            sum.mask_ms /= n;
+            sum.commit_ms /= n;
+            sum.check_ms /= n;
+            sum.finish_ms /= n;
+        }
+        sum
+    }
+}
+
+/// A part of [`StepGrammar`].
+#[derive(Clone, Copy)]
+enum Part {
+    Mask,
+    Commit,
+    Check,
+    Finish,
 }
 
 /// What the grammar cost during one generation.
@@ -462,6 +528,7 @@ pub fn generate_with(
         mask_ahead,
         ahead: None,
         last_rejected: false,
+        step: StepGrammar::default(),
     };
     let start = Instant::now();
     let mut logits = d.prefill()?;
@@ -484,12 +551,10 @@ pub fn generate_with(
     };
 
     // Grammar time of each step (masks, commits, checks while writing).
-    let mut grammar_step_ms = Vec::new();
-    let mut grammar_mark = 0.0;
+    let mut grammar_steps = Vec::new();
     'decode: while d.tokens.len() < budget && steps < step_limit {
         if steps > 0 {
-            grammar_step_ms.push(d.stats.grammar_ms - grammar_mark);
-            grammar_mark = d.stats.grammar_ms;
+            grammar_steps.push(std::mem::take(&mut d.step));
         }
         steps += 1;
         if cancel.is_some_and(CancelFlag::is_cancelled) {
@@ -589,7 +654,7 @@ pub fn generate_with(
         d.salvage()?;
     }
     if steps > 0 {
-        grammar_step_ms.push(d.stats.grammar_ms - grammar_mark);
+        grammar_steps.push(std::mem::take(&mut d.step));
     }
     let text = if d.stats.repairs > 0
         || d.stats.early_repairs > 0
@@ -611,7 +676,7 @@ pub fn generate_with(
         decode_ms: decode_start.elapsed().as_secs_f64() * 1000.0,
         decode_steps: d.decode_steps,
         grammar: d.stats,
-        grammar_step_ms,
+        grammar_steps,
     })
 }
 
@@ -716,9 +781,23 @@ struct Decoder<'m, 'r> {
     ahead: Option<(usize, TokenMask)>,
     /// Whether the last pick rejected the model's preferred token.
     last_rejected: bool,
+    /// The grammar's time in the current step.
+    step: StepGrammar,
 }
 
 impl Decoder<'_, '_> {
+    /// Counts `elapsed` as grammar time of the current step, in `part`.
+    fn spent(&mut self, part: Part, elapsed: std::time::Duration) {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        self.stats.grammar_ms += ms;
+        *match part {
+            Part::Mask => &mut self.step.mask_ms,
+            Part::Commit => &mut self.step.commit_ms,
+            Part::Check => &mut self.step.check_ms,
+            Part::Finish => &mut self.step.finish_ms,
+        } += ms;
+    }
+
     fn forward(&mut self, ids: &[u32]) -> Result<Tensor> {
         self.count_decode_steps(ids);
         self.model.feed(ids)
@@ -735,10 +814,18 @@ impl Decoder<'_, '_> {
     /// thread meanwhile when [`MaskAhead`] says so. Only the wait for the
     /// mask after the logits are ready counts as grammar time.
     fn forward_and_mask(&mut self, ids: &[u32]) -> Result<Tensor> {
+        let likely_needed = self.last_rejected;
+        self.forward_masking_ahead(ids, likely_needed)
+    }
+
+    /// [`Decoder::forward`], computing the next step's mask meanwhile
+    /// unless [`MaskAhead`] says never, or says only after a rejection and
+    /// `likely_needed` is false.
+    fn forward_masking_ahead(&mut self, ids: &[u32], likely_needed: bool) -> Result<Tensor> {
         let wanted = match self.mask_ahead {
             MaskAhead::Never => false,
             MaskAhead::Always => true,
-            MaskAhead::AfterRejection => self.last_rejected,
+            MaskAhead::AfterRejection => likely_needed,
         };
         if !wanted
             || self
@@ -766,7 +853,7 @@ impl Decoder<'_, '_> {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (logits, mask, t.elapsed(), took)
         });
-        self.stats.grammar_ms += waited.as_secs_f64() * 1000.0;
+        self.spent(Part::Mask, waited);
         self.stats.mask_ahead_ms += took.as_secs_f64() * 1000.0;
         self.stats.masks_ahead += 1;
         // A grammar error here is met again (and reported) if the step
@@ -851,7 +938,7 @@ impl Decoder<'_, '_> {
             let masked = Tensor::from_vec(values, logits.shape(), logits.device())?;
             self.sampler.sample(&masked).map(Some)
         })();
-        self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
+        self.spent(Part::Mask, t.elapsed());
         self.last_rejected = rejected;
         result
     }
@@ -889,7 +976,7 @@ impl Decoder<'_, '_> {
             self.stats.forced_tokens += forced.len();
             step.extend(forced);
             self.tokens.extend(&step);
-            self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
+            self.spent(Part::Commit, t.elapsed());
         } else {
             self.tokens.extend(&step);
         }
@@ -904,7 +991,7 @@ impl Decoder<'_, '_> {
         let t = Instant::now();
         let text = self.tokenizer.decode(&self.tokens, true)?;
         let verdict = check.finished(&text);
-        self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
+        self.spent(Part::Finish, t.elapsed());
         if verdict == Verdict::Pass {
             return Ok(Repair::Pass);
         }
@@ -935,7 +1022,7 @@ impl Decoder<'_, '_> {
     fn check_continued(&mut self) -> Result<Continued> {
         let t = Instant::now();
         let what = self.after_step();
-        self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
+        self.spent(Part::Check, t.elapsed());
         what
     }
 
@@ -1005,7 +1092,9 @@ impl Decoder<'_, '_> {
         } else {
             self.tokens[position - 1]
         };
-        self.forward(&[last])
+        // The model will likely prefer the token just banned: the mask is
+        // needed, so compute it during the forward pass.
+        self.forward_masking_ahead(&[last], true)
     }
 
     /// The output cannot stand as it is (the budget ran out mid-query, or
@@ -1087,7 +1176,7 @@ impl Decoder<'_, '_> {
         };
         let t = Instant::now();
         let done = crate::grammar::complete(c, &self.tokens, room, &finished)?;
-        self.stats.grammar_ms += t.elapsed().as_secs_f64() * 1000.0;
+        self.spent(Part::Finish, t.elapsed());
         Ok(match done {
             Some(extra) => {
                 self.stats.completed_tokens += extra.len();
