@@ -359,7 +359,7 @@ impl Engine {
                 cancel: listener.cancel,
                 stop_text: &[],
                 prompt_split: Some(split),
-                mask_ahead: Default::default(),
+                mask_ahead: self.mask_ahead(),
             },
             on_text,
         );

@@ -81,7 +81,7 @@ impl Engine {
                 cancel: listener.cancel,
                 stop_text: request.stop,
                 prompt_split: None,
-                mask_ahead: Default::default(),
+                mask_ahead: self.mask_ahead(),
             },
             on_text,
         );

@@ -356,6 +356,13 @@ impl Engine {
         }
         ids
     }
+
+    /// When decoding computes the grammar's mask during the forward pass:
+    /// every step on a large vocabulary (see
+    /// [`crate::generate::MaskAhead::for_vocabulary`]).
+    pub fn mask_ahead(&self) -> crate::generate::MaskAhead {
+        crate::generate::MaskAhead::for_vocabulary(self.model.config().vocab_size)
+    }
 }
 
 /// An adapter the engine has loaded.

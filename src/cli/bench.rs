@@ -192,9 +192,10 @@ impl Answers {
                 g.median, r.grammar_step_p99_ms, g.max, r.masks_ahead
             ),
             format!(
-                "           the slowest {} steps (≥ p99), mean ms: choosing {:.3}, committing {:.3}, checking {:.3}, finishing {:.3}",
+                "           the slowest {} steps (≥ p99), mean ms: choosing {:.3} (waiting for the mask {:.3}), committing {:.3}, checking {:.3}, finishing {:.3}",
                 r.slowest_step_count,
-                r.slowest_steps.mask_ms,
+                r.slowest_steps.mask_ms + r.slowest_steps.mask_wait_ms,
+                r.slowest_steps.mask_wait_ms,
                 r.slowest_steps.commit_ms,
                 r.slowest_steps.check_ms,
                 r.slowest_steps.finish_ms

@@ -34,6 +34,7 @@ impl Default for SamplingParams {
 /// A seeded token picker.
 pub struct Sampler {
     inner: LogitsProcessor,
+    greedy: bool,
 }
 
 impl Sampler {
@@ -53,8 +54,15 @@ impl Sampler {
             }
         };
         Self {
+            greedy: matches!(sampling, Sampling::ArgMax),
             inner: LogitsProcessor::from_sampling(params.seed, sampling),
         }
+    }
+
+    /// Whether it always takes the highest logit (temperature 0): no
+    /// random draw, so a caller may pick the best allowed token itself.
+    pub fn is_greedy(&self) -> bool {
+        self.greedy
     }
 
     /// Picks one id from `logits` of shape `(vocab,)`.

@@ -152,6 +152,43 @@ impl TokenMask {
     }
 }
 
+impl TokenMask {
+    /// The allowed token with the highest logit, not in `banned` (the
+    /// first of equal ones, as an argmax over the masked logits picks);
+    /// `None` when no such token has a logit above −∞. Walks only the
+    /// allowed tokens: greedy decoding under a grammar needs no masked
+    /// copy of the logits. Errors when nothing is allowed (a grammar dead
+    /// end), as [`TokenMask::apply`] does.
+    pub fn best_allowed(
+        &self,
+        logits: &[f32],
+        banned: Option<&std::collections::HashSet<u32>>,
+    ) -> Result<Option<u32>> {
+        if self.0.is_zero() {
+            return Err(grammar_error("no token can continue the query"));
+        }
+        let mut best: Option<(u32, f32)> = None;
+        for (w, &word) in self.0.as_slice().iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let token = w * 32 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let Some(&v) = logits.get(token) else {
+                    return Ok(best.map(|(t, _)| t));
+                };
+                let better = match best {
+                    Some((_, b)) => v > b,
+                    None => v > f32::NEG_INFINITY,
+                };
+                if better && !banned.is_some_and(|b| b.contains(&(token as u32))) {
+                    best = Some((token as u32, v));
+                }
+            }
+        }
+        Ok(best.map(|(t, _)| t))
+    }
+}
+
 /// The tokens of a vocabulary grouped by what they spell for SQL: the same
 /// text up to ASCII case and the blanks around it (` FROM`, `from`,
 /// `\nFROM`; every run of blanks). A repair that takes back a choice bans
@@ -307,5 +344,69 @@ impl Constraint {
     /// Whether `token` ends generation (EOS / end of turn).
     pub fn is_stop(&self, token: u32) -> bool {
         self.stop_ids.contains(&token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The first highest logit among the allowed, unbanned tokens, the way
+    /// the masked-copy path finds it: −∞ everywhere else, then candle's
+    /// argmax.
+    fn argmax_of_masked(
+        mask: &TokenMask,
+        logits: &[f32],
+        banned: &std::collections::HashSet<u32>,
+    ) -> Option<u32> {
+        let mut values = logits.to_vec();
+        mask.apply(&mut values).unwrap();
+        for &b in banned {
+            values[b as usize] = f32::NEG_INFINITY;
+        }
+        if values.iter().all(|v| *v == f32::NEG_INFINITY) {
+            return None;
+        }
+        let t = candle_core::Tensor::new(values.as_slice(), &candle_core::Device::Cpu).unwrap();
+        Some(t.argmax(0).unwrap().to_scalar::<u32>().unwrap())
+    }
+
+    #[test]
+    fn best_allowed_picks_what_the_masked_argmax_picks() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for case in 0..300 {
+            let width = rng.random_range(1..200usize);
+            // Few distinct values, so ties are common.
+            let logits: Vec<f32> = (0..width)
+                .map(|_| match rng.random_range(0..10) {
+                    0 => f32::NEG_INFINITY,
+                    v => v as f32,
+                })
+                .collect();
+            let mut vob = SimpleVob::alloc(width);
+            for t in 0..width {
+                if rng.random_bool(0.3) {
+                    vob.allow_token(t as u32);
+                }
+            }
+            if vob.is_zero() {
+                vob.allow_token(0);
+            }
+            let banned: std::collections::HashSet<u32> =
+                (0..width as u32).filter(|_| rng.random_bool(0.2)).collect();
+            let mask = TokenMask(vob);
+            assert_eq!(
+                mask.best_allowed(&logits, Some(&banned)).unwrap(),
+                argmax_of_masked(&mask, &logits, &banned),
+                "case {case}: {logits:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn best_allowed_of_an_empty_mask_is_a_dead_end_error() {
+        let mask = TokenMask(SimpleVob::alloc(64));
+        assert!(mask.best_allowed(&[0.0; 64], None).is_err());
     }
 }

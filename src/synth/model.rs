@@ -62,7 +62,7 @@ pub fn new_question(
             cancel: None,
             stop_text: &[],
             prompt_split: None,
-            mask_ahead: Default::default(),
+            mask_ahead: engine.mask_ahead(),
         },
         &mut |_| {},
     );
