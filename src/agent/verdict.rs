@@ -97,6 +97,21 @@ fn continued_verdict(db: &DatabaseHandle, text: &str, next: &str) -> Verdict {
     }
     let start = sql::open_level(sql).unwrap_or(0);
     let level = &sql[start..];
+    if word == "SELECT"
+        && start > 0
+        && level.trim().is_empty()
+        && sql::opens_derived_table(sql, start)
+    {
+        // `FROM (SELECT` where one table has every column the query around
+        // it names: that table is the choice, not a subquery (a model
+        // that opens one here, and again after each repair inside it,
+        // nests subquery after subquery).
+        let paren = start - 1;
+        let columns = columns_named(sql, paren, db.schema());
+        if !columns.is_empty() && one_table_has_all(&columns, db.schema()) {
+            return Verdict::Blame(leading_blanks(text) + paren);
+        }
+    }
     // A subquery that may refer to the query around it (not a derived
     // table): a column it lacks may be the outer query's.
     let nested = start > 0 && !sql::opens_derived_table(sql, start);
@@ -177,12 +192,20 @@ fn blame(sql: &str, failure: &CheckFailure, schema: &Schema) -> Option<usize> {
 /// the query level of byte `at` (names no table has, such as aliases, do
 /// not count).
 fn one_table_has_them(sql: &str, at: usize, schema: &Schema) -> bool {
-    let names = sql::plain_names_in_level(sql, at);
+    one_table_has_all(&columns_named(sql, at, schema), schema)
+}
+
+/// The plain names of the query level of byte `at` that are a column of
+/// some table of `schema`.
+fn columns_named(sql: &str, at: usize, schema: &Schema) -> Vec<String> {
+    let mut names = sql::plain_names_in_level(sql, at);
+    names.retain(|n| schema.tables.iter().any(|t| t.column(n).is_some()));
+    names
+}
+
+/// Whether one table of `schema` has every one of `columns`.
+fn one_table_has_all(columns: &[String], schema: &Schema) -> bool {
     let has = |t: &Table, n: &str| t.column(n).is_some();
-    let columns: Vec<&String> = names
-        .iter()
-        .filter(|n| schema.tables.iter().any(|t| has(t, n)))
-        .collect();
     schema
         .tables
         .iter()

@@ -144,6 +144,12 @@ fn the_sql_check_blames_the_latest_choice_that_can_fix_a_query() {
             " WHERE",
             Some("JOIN albums ON albums.artist_id = artists.artist_id"),
         ),
+        // A derived table where one table has every column named around
+        // it: the table is the choice.
+        ("SELECT title FROM (", "SELECT", Some("(")),
+        ("SELECT title FROM artists JOIN (", "SELECT", Some("(")),
+        ("SELECT COUNT(*) FROM (", "SELECT", None),
+        ("SELECT name, title FROM (", "SELECT", None),
         // A derived table is checked on its own; a subquery that may
         // name the outer query's columns is left for the end.
         ("SELECT x FROM (SELECT name FROM albums", " WHERE", Some("albums")),
