@@ -664,48 +664,60 @@ mod tests {
         assert_first_tile_is(&packed, &act, &scalar);
     }
 
-    #[test]
-    fn q4_1_matches_its_dequantized_weight() {
-        let (n, k) = (32, 96);
+    /// `n × k` random weights of `dtype`, repacked by `pack`, multiply 3
+    /// rows like their dequantized weight (only the activations' 8-bit
+    /// quantization differs), and the dispatched kernel's first tile sums
+    /// what `scalar` does.
+    fn check_against_dequantized(
+        dtype: GgmlDType,
+        (n, k): (usize, usize),
+        pack: fn(&[u8], usize, usize) -> Option<PackedBlocks>,
+        scalar: impl Fn(&Tiles, &Activations, &mut [f32; TILE_ROWS]),
+    ) {
         let f = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&f, GgmlDType::Q4_1).unwrap();
-        let packed = PackedBlocks::pack_q4_1(&q.data().unwrap(), n, k).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (2, k), &Device::Cpu).unwrap();
-        let dense = q.dequantize(&Device::Cpu).unwrap();
-        let want = x.matmul(&dense.t().unwrap()).unwrap();
-        let got = x.apply_op1_no_bwd(&BlockGemv(&packed)).unwrap();
-        // Only the activations' 8-bit quantization differs.
-        assert!(max_relative_gap(&got, &want) < 2e-2, "kernel disagrees");
-        let Tiles::Q4_1(tiles) = &packed.tiles else {
-            unreachable!()
-        };
-        let act = quantize(&x.to_vec2::<f32>().unwrap()[0]);
-        let mut scalar = [0f32; TILE_ROWS];
-        tile_dot_q4_1_scalar(&tiles[..k / BLOCK], &act, &mut scalar);
-        assert_first_tile_is(&packed, &act, &scalar);
-    }
-
-    #[test]
-    fn q4k_matches_its_dequantized_weight() {
-        let (n, k) = (32, 512);
-        let f = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&f, GgmlDType::Q4K).unwrap();
-        let packed = PackedBlocks::pack_q4k(&q.data().unwrap(), n, k).unwrap();
+        let q = QTensor::quantize(&f, dtype).unwrap();
+        let packed = pack(&q.data().unwrap(), n, k).unwrap();
         let x = Tensor::randn(0f32, 1.0, (3, k), &Device::Cpu).unwrap();
         let dense = q.dequantize(&Device::Cpu).unwrap();
         let want = x.matmul(&dense.t().unwrap()).unwrap();
         let got = x.apply_op1_no_bwd(&BlockGemv(&packed)).unwrap();
         assert_eq!(got.dims(), &[3, n]);
-        // Only the activations' 8-bit quantization differs.
         let gap = max_relative_gap(&got, &want);
-        assert!(gap < 2e-2, "kernel disagrees: {gap}");
-        let Tiles::Q4K(tiles) = &packed.tiles else {
-            unreachable!()
-        };
+        assert!(gap < 2e-2, "{dtype:?} kernel disagrees: {gap}");
         let act = quantize(&x.to_vec2::<f32>().unwrap()[0]);
-        let mut scalar = [0f32; TILE_ROWS];
-        tile_dot_q4k_scalar(&tiles[..k / SUPER], &act, &mut scalar);
-        assert_first_tile_is(&packed, &act, &scalar);
+        let mut sums = [0f32; TILE_ROWS];
+        scalar(&packed.tiles, &act, &mut sums);
+        assert_first_tile_is(&packed, &act, &sums);
+    }
+
+    #[test]
+    fn q4_1_matches_its_dequantized_weight() {
+        let k = 96;
+        check_against_dequantized(
+            GgmlDType::Q4_1,
+            (32, k),
+            PackedBlocks::pack_q4_1,
+            |t, a, o| {
+                let Tiles::Q4_1(tiles) = t else {
+                    unreachable!()
+                };
+                tile_dot_q4_1_scalar(&tiles[..k / BLOCK], a, o)
+            },
+        );
+    }
+
+    #[test]
+    fn q4k_matches_its_dequantized_weight() {
+        let k = 512;
+        check_against_dequantized(
+            GgmlDType::Q4K,
+            (32, k),
+            PackedBlocks::pack_q4k,
+            |t, a, o| {
+                let Tiles::Q4K(tiles) = t else { unreachable!() };
+                tile_dot_q4k_scalar(&tiles[..k / SUPER], a, o)
+            },
+        );
     }
 
     /// The dispatched kernel on tile 0 gives `want` (the scalar path's sums).
