@@ -394,8 +394,8 @@ impl Generation {
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct StepGrammar {
     /// Choosing the token: the one-token check of the model's preferred
-    /// token and, when it is rejected, the full mask (computed then, or
-    /// taken from the forward pass) applied to the logits and sampled from.
+    /// token and, when it is rejected, the choice among the tokens the full
+    /// mask allows (the mask computed then, or during the forward pass).
     pub mask_ms: f64,
     /// Waiting, after the forward pass, for the mask computed during it.
     pub mask_wait_ms: f64,
