@@ -150,9 +150,7 @@ impl TokenMask {
         }
         Ok(())
     }
-}
 
-impl TokenMask {
     /// The allowed token with the highest logit, not in `banned` (the
     /// first of equal ones, as an argmax over the masked logits picks);
     /// `None` when no such token has a logit above −∞. Walks only the
