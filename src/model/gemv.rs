@@ -1,6 +1,6 @@
 //! Decode-time matrix-vector products, as a candle custom op, for the GGUF
-//! types where candle's CPU kernels are the bottleneck: Q8_0 weights whose
-//! input width is not a multiple of 256, Q4_1 weights, and Q4_K weights.
+//! types where candle's CPU kernels are the bottleneck: Q8_0, Q4_1 and
+//! Q4_K weights.
 //!
 //! candle's repacked x86 kernels quantize activations in 256-value blocks,
 //! so they skip such layers (every projection of SmolLM2, hidden size 576)
@@ -20,6 +20,12 @@
 //! Llama-3-8B shape, Q4_K_M, 2 threads: 7.3 tokens/s against llama.cpp's
 //! 10.4 on the same file). Here they stay one byte each beside an f16
 //! super-block scale and minimum per row: 4.625 bits a weight.
+//!
+//! Every kernel fetches the tiles it will need next ahead of time (see
+//! [`prefetch_ahead`]): with that, Q8_0 weights whose input width is a
+//! multiple of 256 are faster here too than through candle's repacked
+//! tiles (the Llama-3.2-1B shape, Q8_0, 2 threads: 42 against 33 tokens/s
+//! a decode step).
 
 use std::sync::Arc;
 
@@ -29,6 +35,8 @@ use half::f16;
 
 /// Rows interleaved per tile: one 512-bit register of i32 sums.
 const TILE_ROWS: usize = 16;
+/// How far ahead of the tile being multiplied its successors are fetched.
+const PREFETCH_BYTES: usize = 4096;
 /// Values per quantization block (Q8_0's).
 const BLOCK: usize = 32;
 /// Bytes of one GGUF Q8_0 block: an f16 scale, then 32 signed quants.
@@ -137,7 +145,7 @@ impl std::fmt::Debug for PackedBlocks {
 pub fn takes(dtype: GgmlDType, n: usize, k: usize) -> bool {
     let shape_fits = n.is_multiple_of(TILE_ROWS) && k.is_multiple_of(BLOCK);
     let type_fits = match dtype {
-        GgmlDType::Q8_0 => !k.is_multiple_of(256),
+        GgmlDType::Q8_0 => true,
         GgmlDType::Q4_1 => true,
         GgmlDType::Q4K => k.is_multiple_of(SUPER),
         _ => false,
@@ -493,6 +501,8 @@ unsafe fn tile_dot_q4k_avx512(tiles: &[TileQ4K], act: &Activations, out: &mut [f
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(tile.d.as_ptr() as *const _));
         let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(tile.dmin.as_ptr() as *const _));
         for sub in 0..SUBS {
+            // 37 lines a tile: five ahead for each of its 8 sub-blocks.
+            prefetch_ahead(tile, sub * 5, 5);
             let b = sb * SUBS + sub;
             let mut s0 = _mm512_setzero_si512();
             let mut s1 = _mm512_setzero_si512();
@@ -534,6 +544,7 @@ unsafe fn tile_dot_q4_1_avx512(tiles: &[Tile41], act: &Activations, out: &mut [f
     let low = _mm512_set1_epi8(0x0F);
     let q = act.qs.as_ptr();
     for (b, tile) in tiles.iter().enumerate() {
+        prefetch_ahead(tile, 0, size_of::<Tile41>() / 64);
         let mut s0 = _mm512_setzero_si512();
         let mut s1 = _mm512_setzero_si512();
         let base = q.add(b * BLOCK);
@@ -566,6 +577,7 @@ unsafe fn tile_dot_avx512(tiles: &[Tile], act: &Activations, out: &mut [f32; TIL
     let mut acc = _mm512_setzero_ps();
     let q = act.qs.as_ptr();
     for (b, tile) in tiles.iter().enumerate() {
+        prefetch_ahead(tile, 0, size_of::<Tile>() / 64);
         // Two chains of four, so the dpbusd latency overlaps.
         let mut s0 = _mm512_setzero_si512();
         let mut s1 = _mm512_setzero_si512();
@@ -585,6 +597,22 @@ unsafe fn tile_dot_avx512(tiles: &[Tile], act: &Activations, out: &mut [f32; TIL
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc);
     }
     _mm512_storeu_ps(out.as_mut_ptr(), acc);
+}
+
+/// Asks for `lines` cache lines from line `first` of the bytes
+/// [`PREFETCH_BYTES`] past `tile`: a thread's tiles are one sequential
+/// stream, and without this the hardware prefetcher does not run far
+/// enough ahead for the loads to overlap the arithmetic (one thread read
+/// Q4_K weights at 21 GB/s where a plain sum reads 35; with it, 36).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_ahead<T>(tile: &T, first: usize, lines: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let ahead = (tile as *const T as *const i8).wrapping_add(PREFETCH_BYTES + first * 64);
+    for line in 0..lines {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line * 64)) };
+    }
 }
 
 /// `x Wᵀ` over a [`PackedBlocks`] weight, for a few rows of f32 input.
@@ -732,10 +760,6 @@ mod tests {
     #[test]
     fn takes_only_the_weights_it_is_for() {
         assert!(
-            PackedBlocks::for_weight(&weight(48, 512)).is_none(),
-            "k % 256 == 0"
-        );
-        assert!(
             PackedBlocks::for_weight(&weight(40, 576)).is_none(),
             "n % 16 != 0"
         );
@@ -749,9 +773,12 @@ mod tests {
             supported(),
             "Q4_K"
         );
-        assert_eq!(
-            PackedBlocks::for_weight(&weight(48, 576)).is_some(),
-            supported()
-        );
+        for k in [512, 576] {
+            assert_eq!(
+                PackedBlocks::for_weight(&weight(48, k)).is_some(),
+                supported(),
+                "Q8_0, {k} wide"
+            );
+        }
     }
 }
