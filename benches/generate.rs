@@ -26,6 +26,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    sqlagent::heap::reuse_freed_memory();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let models = std::env::var_os("SQLAGENT_MODELS_DIR")
         .map(PathBuf::from)

@@ -14,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod grammar;
+pub mod heap;
 pub mod hosted;
 pub mod lora;
 pub mod machine;
