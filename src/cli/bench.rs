@@ -244,11 +244,16 @@ fn bench_forward(path: &std::path::Path, args: &BenchArgs) -> Result<()> {
     let step_median = Spread::of(runs.iter().flat_map(|r| r.step_ms.iter().copied())).median;
     let info = &engine.info;
     let threads = candle_core::utils::get_num_threads();
+    let weight_gb = engine.model.weight_bytes() as f64 / 1e9;
+    let bound = MemoryBound::measure(engine.model.device(), threads, weight_gb);
     match args.format {
         Format::Json => outln!(
             "{}",
             serde_json::to_string(&json!({
                 "model": info.path,
+                "weight_gb": weight_gb,
+                "read_bandwidth_gb_s": bound.map(|b| b.read_gb_s),
+                "decode_bound_tokens_per_s": bound.map(|b| b.tokens_per_s),
                 "weight_type": info.weight_type,
                 "requantized": info.requantized,
                 "threads": threads,
@@ -272,17 +277,54 @@ fn bench_forward(path: &std::path::Path, args: &BenchArgs) -> Result<()> {
                 ids.len()
             );
             outln!(
-                "decode   {decode:.1} tokens/s (median; {step_median:.1} ms a step, {} steps a run)",
-                args.decode_steps
+                "decode   {decode:.1} tokens/s (median; {step_median:.1} ms a step, {} steps a run){}",
+                args.decode_steps,
+                MemoryBound::note(bound, decode)
             );
         }
     }
     Ok(())
 }
 
+/// The decode speed a CPU's memory allows: every step reads every weight
+/// once, so tokens/s cannot pass the read bandwidth over the weights' size.
+#[derive(Clone, Copy)]
+struct MemoryBound {
+    read_gb_s: f64,
+    tokens_per_s: f64,
+}
+
+impl MemoryBound {
+    /// Measures this machine's read bandwidth with `threads` threads
+    /// (`None` off the CPU, where it is not measured).
+    fn measure(device: &candle_core::Device, threads: usize, weight_gb: f64) -> Option<Self> {
+        device.is_cpu().then(|| {
+            let read_gb_s = crate::machine::read_bandwidth_gb_s(threads);
+            Self {
+                read_gb_s,
+                tokens_per_s: read_gb_s / weight_gb,
+            }
+        })
+    }
+
+    /// `"; memory bound …"` for the decode line, empty without a bound.
+    fn note(bound: Option<Self>, decode: f64) -> String {
+        bound
+            .map(|b| {
+                format!(
+                    "; memory bound {:.1} tokens/s ({:.1} GB/s read, {:.0}% of it)",
+                    b.tokens_per_s,
+                    b.read_gb_s,
+                    100.0 * decode / b.tokens_per_s
+                )
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// `sqlagent bench --shape NAME`: random weights of a known shape.
 fn bench_shape(name: &str, args: &BenchArgs) -> Result<()> {
-    use crate::machine::{peak_rss_mb, read_bandwidth_gb_s, Machine};
+    use crate::machine::{peak_rss_mb, Machine};
     use crate::model::ModelShape;
 
     let shape = ModelShape::parse(name)?;
@@ -324,8 +366,7 @@ fn bench_shape(name: &str, args: &BenchArgs) -> Result<()> {
     let prefill = Spread::of(runs.iter().map(|r| r.prefill_tokens_per_s())).median;
     let decode = Spread::of(runs.iter().map(|r| r.decode_tokens_per_s())).median;
     let weight_gb = model.weight_bytes() as f64 / 1e9;
-    let bandwidth = device.is_cpu().then(|| read_bandwidth_gb_s(threads));
-    let bound = bandwidth.map(|bw| bw / weight_gb);
+    let bound = MemoryBound::measure(&device, threads, weight_gb);
     let dtype = match quantize {
         Some(q) => format!("{q:?}").to_lowercase(),
         None => format!("{:?}", options.dtype).to_lowercase(),
@@ -361,8 +402,8 @@ fn bench_shape(name: &str, args: &BenchArgs) -> Result<()> {
                 "prefill_tokens_per_s": prefill,
                 "decode_tokens_per_s": decode,
                 "peak_rss_mb": peak,
-                "read_bandwidth_gb_s": bandwidth,
-                "decode_bound_tokens_per_s": bound,
+                "read_bandwidth_gb_s": bound.map(|b| b.read_gb_s),
+                "decode_bound_tokens_per_s": bound.map(|b| b.tokens_per_s),
                 "tokens": runs[0].tokens,
             });
             if let Some(a) = &answers {
@@ -398,13 +439,7 @@ fn bench_shape(name: &str, args: &BenchArgs) -> Result<()> {
             outln!(
                 "decode   {decode:.1} tokens/s (median, {} steps a run){}",
                 args.decode_steps,
-                match (bandwidth, bound) {
-                    (Some(bw), Some(b)) => format!(
-                        "; memory bound {b:.1} tokens/s ({bw:.1} GB/s read, {:.0}% of it)",
-                        100.0 * decode / b
-                    ),
-                    _ => String::new(),
-                }
+                MemoryBound::note(bound, decode)
             );
             if let Some(mb) = peak {
                 outln!("memory   {:.0} MB peak resident", mb);

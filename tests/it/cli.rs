@@ -969,6 +969,14 @@ fn bench_on_prompt_ids_times_a_prefill_and_every_decode_step() {
     // Greedy on the same ids: every run picks the same tokens.
     assert_eq!(runs[0]["tokens"], runs[1]["tokens"]);
     assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    // On the CPU, the bound the memory sets: read bandwidth over the weights.
+    let (read, gb) = (
+        v["read_bandwidth_gb_s"].as_f64().unwrap(),
+        v["weight_gb"].as_f64().unwrap(),
+    );
+    assert!(gb > 0.05 && gb < 0.2, "SmolLM2's weights are ~0.1 GB: {gb}");
+    let bound = v["decode_bound_tokens_per_s"].as_f64().unwrap();
+    assert!((bound - read / gb).abs() < 1e-6 * bound, "{}", out.1);
 
     std::fs::write(&ids, "[1, 2, \"three\"]").unwrap();
     let out = run(&["bench", "--model", s(&gguf), "--prompt-ids", s(&ids)]);
