@@ -156,6 +156,8 @@ struct Attention {
     num_kv_heads: usize,
     head_dim: usize,
     interleaved: bool,
+    /// A decode step's attention through [`super::attention`].
+    fused_decode: bool,
 }
 
 impl Attention {
@@ -171,6 +173,7 @@ impl Attention {
             num_kv_heads: cfg.num_kv_heads,
             head_dim: hd,
             interleaved: cfg.rope_interleaved,
+            fused_decode: w.fast_kernels(),
         })
     }
 
@@ -226,6 +229,19 @@ impl Attention {
         let n_rep = nh / nkv;
         let q = q.reshape((b, nkv, n_rep * seq, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
+        if self.fused_decode
+            && seq == 1
+            && mask.is_none()
+            && !pass.differentiable
+            && super::attention::runs_here(&q, &k)
+        {
+            let y = super::attention::attend_one_position(&q, &k, &v, scale as f32)?.reshape((
+                b,
+                seq,
+                nh * hd,
+            ))?;
+            return self.o_proj.forward_pass(&y, pass);
+        }
         // Scaling the queries, not the scores: one score-sized tensor less.
         let att = (q * scale)?.matmul(&k.t()?)?.to_dtype(DType::F32)?;
         let att = match mask {

@@ -1,6 +1,7 @@
 //! The Llama architecture: configuration, weights (safetensors, hub or
 //! GGUF), the one [`Linear`] type, rotary embeddings and the KV [`Cache`].
 
+mod attention;
 mod config;
 mod gemv;
 pub mod hub;

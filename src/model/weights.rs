@@ -165,6 +165,16 @@ impl Weights {
         }
     }
 
+    /// Whether the model built from these weights uses this crate's CPU
+    /// kernels (off only for a GGUF loaded without them, to compare with
+    /// candle's own).
+    pub fn fast_kernels(&self) -> bool {
+        match self.backend.as_ref() {
+            Backend::Gguf { options, .. } => options.fast_kernels,
+            _ => true,
+        }
+    }
+
     /// The same checkpoint, one name level deeper.
     pub fn pp(&self, name: impl std::fmt::Display) -> Self {
         let prefix = if self.prefix.is_empty() {
