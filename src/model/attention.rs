@@ -116,76 +116,72 @@ impl candle_core::CustomOp3 for OnePosition {
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut((out_at as *mut f32).add(head * hd), hd)
                 };
-                let query = q.row(bi, g, r);
-                attend(
-                    query,
-                    |t| k.row(bi, g, t),
-                    |t| v.row(bi, g, t),
-                    scale,
-                    &mut scores,
-                    dst,
-                );
+                let head = Head {
+                    query: q.row(bi, g, r),
+                    keys: &k,
+                    values: &v,
+                    batch: bi,
+                    kv_head: g,
+                };
+                attend(&head, scale, &mut scores, dst);
             }
         });
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
 }
 
+/// One query head and the KV head it reads.
+struct Head<'a> {
+    query: &'a [f32],
+    keys: &'a Rows<'a>,
+    values: &'a Rows<'a>,
+    batch: usize,
+    kv_head: usize,
+}
+
+impl<'a> Head<'a> {
+    fn key(&self, t: usize) -> &'a [f32] {
+        self.keys.row(self.batch, self.kv_head, t)
+    }
+
+    fn value(&self, t: usize) -> &'a [f32] {
+        self.values.row(self.batch, self.kv_head, t)
+    }
+}
+
 /// One head: scores against every key, softmax, weighted sum of values.
-fn attend<'a>(
-    query: &[f32],
-    key: impl Fn(usize) -> &'a [f32],
-    value: impl Fn(usize) -> &'a [f32],
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+fn attend(head: &Head, scale: f32, scores: &mut [f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has the feature the function enables.
-        return unsafe { attend_avx512(query, key, value, scale, scores, out) };
+        return unsafe { attend_avx512(head, scale, scores, out) };
     }
-    attend_portable(query, key, value, scale, scores, out)
+    attend_portable(head, scale, scores, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn attend_avx512<'a>(
-    query: &[f32],
-    key: impl Fn(usize) -> &'a [f32],
-    value: impl Fn(usize) -> &'a [f32],
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    attend_portable(query, key, value, scale, scores, out)
+unsafe fn attend_avx512(head: &Head, scale: f32, scores: &mut [f32], out: &mut [f32]) {
+    attend_portable(head, scale, scores, out)
 }
 
 /// The loops, written so that the compiler vectorizes them (16 lanes of
 /// independent sums) for whatever features the caller enables.
 #[inline(always)]
-fn attend_portable<'a>(
-    query: &[f32],
-    key: impl Fn(usize) -> &'a [f32],
-    value: impl Fn(usize) -> &'a [f32],
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+fn attend_portable(head: &Head, scale: f32, scores: &mut [f32], out: &mut [f32]) {
     let mut max = f32::NEG_INFINITY;
     for (t, s) in scores.iter_mut().enumerate() {
-        *s = dot(query, key(t)) * scale;
+        *s = dot(head.query, head.key(t)) * scale;
         max = max.max(*s);
     }
     for s in scores.iter_mut() {
         *s = exp_of_non_positive(*s - max);
     }
-    let total = sum(scores);
-    let inv = 1.0 / total;
+    let inv = 1.0 / sum(scores);
     out.fill(0.0);
     for (t, &s) in scores.iter().enumerate() {
         let p = s * inv;
-        for (o, x) in out.iter_mut().zip(value(t)) {
+        for (o, x) in out.iter_mut().zip(head.value(t)) {
             *o += p * x;
         }
     }

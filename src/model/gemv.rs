@@ -494,50 +494,26 @@ fn gemv(w: &PackedBlocks, x: &[f32], m: usize, y: &mut [f32]) {
 
 /// The 16 dot products of row tile `nt` with one activation row.
 fn tile_dot(w: &PackedBlocks, nt: usize, act: &Activations, out: &mut [f32; TILE_ROWS]) {
-    let kb = w.k / BLOCK;
+    /// Row tile `nt`'s `k / $block` tiles through the AVX-512 kernel where
+    /// the CPU runs it, else through the scalar one.
+    macro_rules! dispatch {
+        ($all:expr, $block:expr, $avx512:ident, $scalar:ident) => {{
+            let per_row = w.k / $block;
+            let tiles = &$all[nt * per_row..(nt + 1) * per_row];
+            #[cfg(target_arch = "x86_64")]
+            if supported() {
+                // SAFETY: the CPU has the features the function enables.
+                unsafe { $avx512(tiles, act, out) };
+                return;
+            }
+            $scalar(tiles, act, out)
+        }};
+    }
     match &w.tiles {
-        Tiles::Q8_0(all) => {
-            let tiles = &all[nt * kb..(nt + 1) * kb];
-            #[cfg(target_arch = "x86_64")]
-            if supported() {
-                // SAFETY: the CPU has the features the function enables.
-                unsafe { tile_dot_avx512(tiles, act, out) };
-                return;
-            }
-            tile_dot_scalar(tiles, act, out);
-        }
-        Tiles::Q4_1(all) => {
-            let tiles = &all[nt * kb..(nt + 1) * kb];
-            #[cfg(target_arch = "x86_64")]
-            if supported() {
-                // SAFETY: the CPU has the features the function enables.
-                unsafe { tile_dot_q4_1_avx512(tiles, act, out) };
-                return;
-            }
-            tile_dot_q4_1_scalar(tiles, act, out);
-        }
-        Tiles::Q4K(all) => {
-            let kb = w.k / SUPER;
-            let tiles = &all[nt * kb..(nt + 1) * kb];
-            #[cfg(target_arch = "x86_64")]
-            if supported() {
-                // SAFETY: the CPU has the features the function enables.
-                unsafe { tile_dot_q4k_avx512(tiles, act, out) };
-                return;
-            }
-            tile_dot_q4k_scalar(tiles, act, out);
-        }
-        Tiles::Q6K(all) => {
-            let kb = w.k / SUPER;
-            let tiles = &all[nt * kb..(nt + 1) * kb];
-            #[cfg(target_arch = "x86_64")]
-            if supported() {
-                // SAFETY: the CPU has the features the function enables.
-                unsafe { tile_dot_q6k_avx512(tiles, act, out) };
-                return;
-            }
-            tile_dot_q6k_scalar(tiles, act, out);
-        }
+        Tiles::Q8_0(all) => dispatch!(all, BLOCK, tile_dot_avx512, tile_dot_scalar),
+        Tiles::Q4_1(all) => dispatch!(all, BLOCK, tile_dot_q4_1_avx512, tile_dot_q4_1_scalar),
+        Tiles::Q4K(all) => dispatch!(all, SUPER, tile_dot_q4k_avx512, tile_dot_q4k_scalar),
+        Tiles::Q6K(all) => dispatch!(all, SUPER, tile_dot_q6k_avx512, tile_dot_q6k_scalar),
     }
 }
 
