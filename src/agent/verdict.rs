@@ -82,10 +82,19 @@ const GOES_ON_WITH_FROM: [&str; 6] = ["JOIN", "ON", "INNER", "LEFT", "CROSS", "N
 /// of a FROM clause, a column it lacks may belong to the outer query and is
 /// left for the final check.
 fn continued_verdict(db: &DatabaseHandle, text: &str, next: &str) -> Verdict {
+    // A keyword may be written in pieces (`JO` + `IN`): the word is then
+    // the letters the text ends in and those `next` starts with, and the
+    // text checked is what stands before it.
+    let piece = if next.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        word_piece_at_end(text)
+    } else {
+        ""
+    };
+    let text = &text[..text.len() - piece.len()];
     let next = next.trim_start();
-    let word: String = next
+    let word: String = piece
         .chars()
-        .take_while(char::is_ascii_alphabetic)
+        .chain(next.chars().take_while(char::is_ascii_alphabetic))
         .collect::<String>()
         .to_ascii_uppercase();
     let sql = text.trim();
@@ -94,6 +103,29 @@ fn continued_verdict(db: &DatabaseHandle, text: &str, next: &str) -> Verdict {
     }
     if let Some(&at) = sql::open_subqueries(sql).get(MAX_NESTED_SUBQUERIES) {
         return Verdict::Blame(leading_blanks(text) + at);
+    }
+    let closes = CLOSES_FROM.contains(&word.as_str());
+    let goes_on = GOES_ON_WITH_FROM.contains(&word.as_str());
+    let ends_condition =
+        closes || goes_on || matches!(word.as_str(), "AND" | "OR") || next.starts_with(')');
+    if ends_condition {
+        // A condition chain that repeats a condition is a loop: it ends
+        // before the repeat.
+        if let Some(at) = sql::repeated_condition(sql) {
+            return Verdict::Blame(leading_blanks(text) + at);
+        }
+    }
+    if let Some(closed) = parentheses_closed_before_comma(next) {
+        // One token closes parentheses and goes on to the next item (`),`):
+        // the list is checked with the item closed.
+        let sql = format!("{sql}{closed}");
+        let start = sql::open_level(&sql).unwrap_or(0);
+        return sql::repeated_list_item(&sql[start..])
+            .map(|at| start + at)
+            .filter(|&at| at < text.trim_end().len())
+            .map_or(Verdict::Pass, |at| {
+                Verdict::Blame(leading_blanks(text) + at)
+            });
     }
     let start = sql::open_level(sql).unwrap_or(0);
     let level = &sql[start..];
@@ -121,8 +153,7 @@ fn continued_verdict(db: &DatabaseHandle, text: &str, next: &str) -> Verdict {
         return sql::repeated_list_item(level)
             .map_or(Verdict::Pass, |at| Verdict::Blame(offset + at));
     }
-    let closes = CLOSES_FROM.contains(&word.as_str());
-    if !closes && !GOES_ON_WITH_FROM.contains(&word.as_str()) {
+    if !closes && !goes_on {
         return Verdict::Pass;
     }
     if let Some(at) = sql::unaliased_self_join(level) {
@@ -140,7 +171,9 @@ fn continued_verdict(db: &DatabaseHandle, text: &str, next: &str) -> Verdict {
     };
     let settled = match failure.problem {
         Problem::AmbiguousColumn => true,
-        Problem::NoSuchColumn => closes && !nested && !failure.lacks_from_clause(level),
+        // A qualifier the FROM clause already binds gains no other table.
+        Problem::NoSuchColumn if !closes => qualified_by_bound_name(level, &failure),
+        Problem::NoSuchColumn => !nested && !failure.lacks_from_clause(level),
         Problem::NoSuchTable
         | Problem::NoSuchFunction
         | Problem::WrongArgumentCount
@@ -188,6 +221,17 @@ fn blame(sql: &str, failure: &CheckFailure, schema: &Schema) -> Option<usize> {
     Some(later.map_or(at, |t| t.max(at)))
 }
 
+/// Whether the column `failure` names is qualified by a table or alias the
+/// FROM clause of its level already binds (`D.name` after `FROM
+/// professionals D`): no later join can supply it.
+fn qualified_by_bound_name(sql: &str, failure: &CheckFailure) -> bool {
+    let (Some(at), Some(name)) = (failure.at, failure.name.as_deref()) else {
+        return false;
+    };
+    name.split_once('.')
+        .is_some_and(|(qualifier, _)| sql::binds_qualifier(sql, at, qualifier))
+}
+
 /// Whether one table of `schema` has every column among the plain names of
 /// the query level of byte `at` (names no table has, such as aliases, do
 /// not count).
@@ -210,6 +254,35 @@ fn one_table_has_all(columns: &[String], schema: &Schema) -> bool {
         .tables
         .iter()
         .any(|t| columns.iter().all(|n| has(t, n)))
+}
+
+/// The closing parentheses `next` starts with when a comma follows them
+/// (`),`, `)),`): they end a list item as the comma starts the next.
+fn parentheses_closed_before_comma(next: &str) -> Option<&str> {
+    let head = &next[..next.find(',')?];
+    let closed = head.trim();
+    (!closed.is_empty() && closed.bytes().all(|b| b == b')' || b.is_ascii_whitespace()))
+        .then_some(closed)
+}
+
+/// The letters `text` ends in when they start a word (nothing before them
+/// but a blank or punctuation): what a word written in pieces has so far.
+fn word_piece_at_end(text: &str) -> &str {
+    let letters = text
+        .bytes()
+        .rev()
+        .take_while(u8::is_ascii_alphabetic)
+        .count();
+    let start = text.len() - letters;
+    let joined_to_word = text[..start]
+        .bytes()
+        .next_back()
+        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$');
+    if joined_to_word {
+        ""
+    } else {
+        &text[start..]
+    }
 }
 
 /// Bytes of whitespace `text` starts with (checks see it trimmed).

@@ -232,6 +232,21 @@ pub(crate) fn last_table_in_scope(sql: &str, at: usize) -> Option<(usize, Option
     Some((last.name.start, last.join.filter(|_| repeats)))
 }
 
+/// Whether the FROM clause of the query level that byte `at` belongs to
+/// already names `qualifier` (quotes removed, caseless): a table's alias,
+/// or its name when it has none. A column qualified by it can then gain no
+/// other table from a later join.
+pub(crate) fn binds_qualifier(sql: &str, at: usize, qualifier: &str) -> bool {
+    let tokens = tokens(sql);
+    let Some(index) = tokens.iter().rposition(|t| t.start <= at) else {
+        return false;
+    };
+    let qualifier = unquoted(qualifier);
+    from_tables(level_of(&tokens, index), tokens[index].depth)
+        .iter()
+        .any(|t| unquoted(t.alias.unwrap_or(t.name).text).eq_ignore_ascii_case(&qualifier))
+}
+
 /// The plain names (no qualifier, not a function, not an alias being
 /// defined) written in the query level that byte `at` belongs to, outside
 /// its FROM clause: the columns that level expects its tables to have,
@@ -381,11 +396,21 @@ pub(crate) fn opens_derived_table(sql: &str, level: usize) -> bool {
             .is_some_and(|t| t.is_any_word(&["FROM", "JOIN"]))
 }
 
-/// Where the last item of the comma list being written at the top level
-/// starts, when it repeats an earlier item of the same list (`SELECT a, b,
+/// Items a comma list holds before a repeat ends it ([`repeated_list_item`]):
+/// gold queries of Spider and BIRD seldom list more than this many result
+/// columns, group keys or tables.
+const LONG_LIST: usize = 3;
+
+/// Where to back up when the last item of the comma list being written at
+/// the top level repeats an earlier item of the same list (`SELECT a, b,
 /// a`, `GROUP BY x, x`): a list that repeats itself is a loop, never an
-/// answer. Only lists of the clause the text ends in count (SELECT, FROM,
-/// GROUP BY, ORDER BY); items compare by their tokens, ignoring case and spacing.
+/// answer. A short list backs up to the repeated item (another item may be
+/// meant); a list of [`LONG_LIST`] items or more backs up to the comma
+/// before it, ending the list there (a model that repeats itself after
+/// that many items has nothing new to add, and banning one repeat after
+/// another only makes it write the next). Only lists of the clause the text
+/// ends in count (SELECT, FROM, GROUP BY, ORDER BY); items compare by
+/// their tokens, ignoring case and spacing.
 pub(crate) fn repeated_list_item(sql: &str) -> Option<usize> {
     let tokens = tokens(sql);
     let last = tokens.last()?;
@@ -417,17 +442,84 @@ pub(crate) fn repeated_list_item(sql: &str) -> Option<usize> {
         .map(|item| &item[..without_alias(item)])
         .collect();
     let current = items.pop()?;
-    let same = |a: &[Token<'_>], b: &[Token<'_>]| {
-        a.len() == b.len()
-            && a.iter()
-                .zip(b)
-                .all(|(x, y)| x.text.eq_ignore_ascii_case(y.text))
-    };
     let first = current.first()?;
-    items
+    if !items.iter().any(|earlier| same_tokens(earlier, current)) {
+        return None;
+    }
+    if items.len() < LONG_LIST {
+        return Some(first.start);
+    }
+    // The comma before the repeat: the last top-level one before its first token.
+    body.iter()
+        .rev()
+        .find(|t| t.depth == 0 && t.is_punct(",") && t.start < first.start)
+        .map(|comma| comma.start)
+}
+
+/// Whether two runs of tokens are the same, ignoring case and spacing.
+fn same_tokens(a: &[Token<'_>], b: &[Token<'_>]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.text.eq_ignore_ascii_case(y.text))
+}
+
+/// The two sides of a condition `x = y` whose `=` stands at `depth`.
+fn equality_sides<'s, 't>(
+    condition: &'s [Token<'t>],
+    depth: usize,
+) -> Option<(&'s [Token<'t>], &'s [Token<'t>])> {
+    let eq = condition
         .iter()
-        .any(|earlier| same(earlier, current))
-        .then_some(first.start)
+        .position(|t| t.depth == depth && t.is_punct("="))?;
+    Some((&condition[..eq], &condition[eq + 1..]))
+}
+
+/// Where the `AND`/`OR` before the last condition of the WHERE, ON or
+/// HAVING clause being written at the top level stands, when that
+/// condition repeats an earlier one of the same clause (`ON a.x = b.x OR
+/// b.x = a.x`; an equality compares the same with its sides swapped): a
+/// condition chain that repeats itself is a loop, and the chain ends
+/// before the repeat.
+pub(crate) fn repeated_condition(sql: &str) -> Option<usize> {
+    let tokens = tokens(sql);
+    let last = tokens.last()?;
+    let depth = last.depth;
+    let clause = tokens.iter().rposition(|t| {
+        t.depth == depth
+            && t.is_any_word(&[
+                "SELECT", "FROM", "JOIN", "WHERE", "ON", "HAVING", "GROUP", "ORDER", "LIMIT",
+            ])
+    })?;
+    if !tokens[clause].is_any_word(&["WHERE", "ON", "HAVING"]) {
+        return None;
+    }
+    let body = &tokens[clause + 1..];
+    // Only tokens at the clause's own depth separate its conditions; a
+    // parenthesis opened inside it (a subquery) is not one of them.
+    if body.iter().any(|t| t.depth < depth) {
+        return None;
+    }
+    let connective = |t: &Token<'_>| t.depth == depth && t.is_any_word(&["AND", "OR"]);
+    let mut terms: Vec<&[Token<'_>]> = body.split(connective).collect();
+    let current = terms.pop()?;
+    if current.is_empty() {
+        return None;
+    }
+    let swapped = |a: &[Token<'_>], b: &[Token<'_>]| {
+        matches!((equality_sides(a, depth), equality_sides(b, depth)), (Some((al, ar)), Some((bl, br)))
+            if same_tokens(al, br) && same_tokens(ar, bl))
+    };
+    terms
+        .iter()
+        .any(|earlier| same_tokens(earlier, current) || swapped(earlier, current))
+        .then(|| {
+            body.iter()
+                .rev()
+                .find(|t| connective(t) && t.start < current[0].start)
+        })
+        .flatten()
+        .map(|t| t.start)
 }
 
 #[cfg(test)]
@@ -516,6 +608,22 @@ mod tests {
         for sql in cases {
             assert_eq!(unaliased_self_join(sql), None, "{sql}");
         }
+    }
+
+    #[test]
+    fn a_qualifier_the_from_clause_binds() {
+        let sql = "SELECT D.name FROM professionals D JOIN dogs ON";
+        assert!(binds_qualifier(sql, 7, "D"));
+        assert!(binds_qualifier(sql, 7, "d"));
+        assert!(!binds_qualifier(sql, 7, "professionals"));
+        assert!(!binds_qualifier(sql, 7, "dogs_x"));
+        let sql = "SELECT \"Dogs\".age FROM dogs, owners AS o";
+        assert!(binds_qualifier(sql, 7, "\"Dogs\""));
+        assert!(binds_qualifier(sql, 7, "O"));
+        // The level of the mention only: a subquery's tables are its own.
+        let sql = "SELECT x.a FROM t WHERE b IN (SELECT c FROM u x";
+        assert!(!binds_qualifier(sql, 7, "x"));
+        assert!(binds_qualifier(sql, sql.find("c FROM").unwrap(), "x"));
     }
 
     #[test]

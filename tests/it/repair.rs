@@ -136,8 +136,28 @@ fn the_sql_check_blames_the_latest_choice_that_can_fix_a_query() {
         // A table joined to itself without aliases: the join is wrong.
         ("SELECT name FROM artists INNER JOIN artists", " ON", Some("INNER JOIN artists")),
         ("SELECT name FROM artists JOIN artists", " AS", None),
-        // Loops: a list item again, a clause again.
+        // A qualifier the FROM clause binds gains no column from a join.
+        ("SELECT a.title FROM artists a", " JOIN", Some("a.title FROM artists a")),
+        // A keyword written in pieces counts once whole.
+        ("SELECT a.title FROM artists a\nJO", "IN", Some("a.title FROM artists a\nJO")),
+        ("SELECT name, title FROM artists W", "HERE", Some("title FROM artists W")),
+        ("SELECT name, title FROM artists_W", "HERE", None),
+        ("SELECT albums.title FROM artists", " JOIN", None),
+        // Loops: a list item again, a clause again, a condition again.
         ("SELECT name, country, name", ",", Some("name")),
+        // An item closed by the token that starts the next one.
+        ("SELECT name, COUNT(*), MAX(title), COUNT(*", "),", Some(", COUNT(*")),
+        ("SELECT name, MAX(title), COUNT(*", "),", None),
+        // A long list that repeats itself ends before the repeat.
+        ("SELECT name, country, artist_id, name", " FROM", Some(", name")),
+        (
+            "SELECT name FROM artists JOIN albums ON albums.artist_id = artists.artist_id \
+             OR artists.artist_id = albums.artist_id",
+            " WHERE",
+            Some("OR artists.artist_id = albums.artist_id"),
+        ),
+        ("SELECT name FROM artists WHERE name = 'a' AND name = 'a'", ")", Some("AND name = 'a'")),
+        ("SELECT name FROM artists WHERE name = 'a' OR name = 'b'", " AND", None),
         (
             "SELECT name FROM artists JOIN albums ON albums.artist_id = artists.artist_id \
              JOIN albums ON albums.artist_id = artists.artist_id",
