@@ -173,6 +173,13 @@ pub trait SqlWriter {
     fn adapter(&self) -> Option<AdapterInfo> {
         None
     }
+
+    /// Gets ready for questions about `db` before the first one is timed
+    /// (the local engine prefills the schema into its prompt cache).
+    fn prepare(&self, db: &DatabaseHandle) -> Result<()> {
+        let _ = db;
+        Ok(())
+    }
 }
 
 /// The local engine answering with `options`.
@@ -200,6 +207,10 @@ impl SqlWriter for LocalWriter<'_> {
             .answering_adapter(self.options.adapter.as_deref())
             .ok()
             .flatten()
+    }
+
+    fn prepare(&self, db: &DatabaseHandle) -> Result<()> {
+        self.engine.prefill_schema(db, self.options).map(|_| ())
     }
 }
 
@@ -317,6 +328,28 @@ impl Engine {
             options,
         };
         answer(&writer, db, question, options, listener)
+    }
+
+    /// Prefills what every prompt about `db` with `options` shares (the
+    /// system prompt and the schema, up to where the question starts) into
+    /// the prompt cache, so that the first question about `db` starts as
+    /// warm as the later ones: what a session that opens a database does
+    /// before its first question. Returns the tokens fed (0 when the cache
+    /// already held them or keeps nothing).
+    pub fn prefill_schema(&self, db: &DatabaseHandle, options: &AskOptions) -> Result<usize> {
+        if self.prompt_cache().capacity() == 0 {
+            return Ok(0);
+        }
+        let adapter = self.adapter_slot_for(options.adapter.as_deref())?;
+        // Where a question's prompt parts from the probe's: the same for
+        // every question (see `question_start`).
+        let other = super::prompt_ids(self, &options.prompt, db.schema(), "\u{2}?", &[])?;
+        let split = super::question_start(self, &options.prompt, db.schema(), &other)?;
+        let prefix = &other[..split];
+        let mut session = self.prompt_cache().checkout(&self.model, adapter, prefix);
+        let fed = generate::prefill_ahead(&mut session, prefix);
+        self.prompt_cache().checkin(session);
+        fed
     }
 
     /// Writes SQL for `question` about `db` after the failed attempts

@@ -179,7 +179,14 @@ pub fn run_plan(
         let item = &plan.items[*i];
         if !dbs.contains_key(path) {
             let opened = match open_db(path) {
-                Ok(db) => Ok(db),
+                Ok(db) => {
+                    // Warm before the first question is timed; a prompt
+                    // that cannot be fed fails that question instead.
+                    if let Err(e) = writer.prepare(&db) {
+                        tracing::warn!(db = %path.display(), error = %e, "could not prefill the schema");
+                    }
+                    Ok(db)
+                }
                 Err(e @ (Error::Database { .. } | Error::Query { .. })) => Err(e.to_string()),
                 Err(e) => return Err(e),
             };

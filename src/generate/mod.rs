@@ -497,6 +497,39 @@ pub struct GrammarStats {
     pub check_failed: bool,
 }
 
+/// Feeds `prefix` (the start every later prompt shares, e.g. a system
+/// prompt and schema) ahead of any generation, in the chunks that the
+/// prefill of a prompt split at its end feeds it ([`prefill_chunk_ends`]),
+/// so that a generation whose prompt starts with it and splits there reuses
+/// its keys and values exactly. What `model` already holds of it in those
+/// chunks is kept. Returns how many tokens were fed.
+pub fn prefill_ahead(model: &mut dyn TokenModel, prefix: &[u32]) -> Result<usize> {
+    let Some(&first) = prefix.first() else {
+        return Ok(0);
+    };
+    if prefix.len() >= model.context_length() {
+        return Err(Error::PromptTooLong {
+            prompt_tokens: prefix.len(),
+            context: model.context_length(),
+            reserved: 0,
+        });
+    }
+    // Asked as for a prompt one token longer, so that all of `prefix` may
+    // be kept (the last token of a prompt is always fed for its logits).
+    let mut asked = prefix.to_vec();
+    asked.push(first);
+    let kept = model.reuse_prefix(&asked, &prefill_chunk_ends(asked.len(), Some(prefix.len())));
+    let mut start = kept;
+    for end in prefill_chunk_ends(prefix.len(), None) {
+        if end > start {
+            let _span = tracing::debug_span!("prefill ahead", tokens = end - start).entered();
+            model.feed(&prefix[start..end])?;
+            start = end;
+        }
+    }
+    Ok(prefix.len() - kept)
+}
+
 /// Runs the prompt through `model` and decodes until a stop id or the budget.
 /// `on_text` receives text as soon as it is complete (for streaming; after a
 /// back-up, [`Generation::text`] is what counts).

@@ -138,6 +138,40 @@ fn interleaved_databases_each_keep_their_prompt_prefix() {
 }
 
 #[test]
+fn a_prefilled_schema_makes_the_first_question_warm_with_the_same_answer() {
+    let Some(engine) = engine() else { return };
+    let tmp = common::temp_dir();
+    let music = tmp.path().join("music.db");
+    build_demo_db(&music).unwrap();
+    let db = engine.database(&music, &GrammarOptions::default()).unwrap();
+    let o = options(24);
+    let question = "Which artists have more than one album?";
+    engine.set_keep_cache(false);
+    assert_eq!(
+        engine.prefill_schema(&db, &o).unwrap(),
+        0,
+        "nothing is kept"
+    );
+    let cold = engine
+        .ask(&db, question, &o, &mut Listener::default())
+        .unwrap();
+    engine.set_keep_cache(true);
+    let fed = engine.prefill_schema(&db, &o).unwrap();
+    assert!(fed > 0);
+    assert_eq!(engine.prefill_schema(&db, &o).unwrap(), 0, "already held");
+    let warm = engine
+        .ask(&db, question, &o, &mut Listener::default())
+        .unwrap();
+    let (cold, warm) = (cold.draft(), warm.draft());
+    assert_eq!(warm.timings.reused_prompt_tokens, fed);
+    assert!(
+        fed + 32 >= warm.timings.prompt_tokens,
+        "only the question is left"
+    );
+    assert_eq!(warm.sql, cold.sql);
+}
+
+#[test]
 fn a_cancelled_generation_stops_with_its_error() {
     let Some(engine) = engine() else { return };
     let tmp = common::temp_dir();
