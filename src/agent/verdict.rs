@@ -101,6 +101,18 @@ fn continued_verdict(db: &DatabaseHandle, text: &str, next: &str) -> Verdict {
     if let Some(at) = sql::repeated_tail(sql) {
         return Verdict::Blame(leading_blanks(text) + at);
     }
+    if let Some((at, name)) = sql::name_with_repeated_parts(sql) {
+        // Unless it is (the start of) a real name.
+        let real = |n: &str| n.len() >= name.len() && n[..name.len()].eq_ignore_ascii_case(name);
+        let schema = db.schema();
+        let is_real = schema
+            .tables
+            .iter()
+            .any(|t| real(&t.name) || t.columns.iter().any(|c| real(&c.name)));
+        if !is_real {
+            return Verdict::Blame(leading_blanks(text) + at);
+        }
+    }
     if let Some(&at) = sql::open_subqueries(sql).get(MAX_NESTED_SUBQUERIES) {
         return Verdict::Blame(leading_blanks(text) + at);
     }

@@ -14,7 +14,7 @@
 //! - Every lexeme is bounded: whitespace runs, identifiers, numbers, and
 //!   string literals (`max_string_len` characters), so a model cannot be
 //!   trapped inside one. A whitespace run holds at most one line break
-//!   and an indentation of 16 blanks: a model that would pad every token
+//!   and an indentation of 8 blanks: a model that would pad every token
 //!   with blank lines and tabs spends its tokens on SQL instead.
 //! - Expressions are flat operator lists; layered precedence rules exceed
 //!   the parser's item limit.
@@ -201,7 +201,7 @@ fn terminals(max_string_len: usize) -> String {
     let mut out = String::new();
     let n = max_string_len;
     out.push_str(&format!(
-        r#"S: /[ \t]{{1,8}}|[ \t]{{0,8}}\r?\n[ \t]{{0,16}}/
+        r#"S: /[ \t]{{1,8}}|[ \t]{{0,8}}\r?\n[ \t]{{0,8}}/
 STAR: "*"
 MINUS: "-"
 UNARY: /[+~]/

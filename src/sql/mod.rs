@@ -37,8 +37,8 @@ pub use ident::{is_keyword, is_plain, quote_ident, SQLITE_KEYWORDS};
 pub use import::{import_csv, ImportOptions, ImportReport};
 pub use schema::{Column, ForeignKey, Schema, Table};
 pub(crate) use scope::{
-    binds_qualifier, last_table_in_scope, open_level, open_subqueries, opens_derived_table,
-    plain_names_in_level, repeated_condition, repeated_list_item, repeated_tail,
-    unaliased_self_join, unquoted,
+    binds_qualifier, last_table_in_scope, name_with_repeated_parts, open_level, open_subqueries,
+    opens_derived_table, plain_names_in_level, repeated_condition, repeated_list_item,
+    repeated_tail, unaliased_self_join, unquoted,
 };
 pub use value::{QueryResult, Value};

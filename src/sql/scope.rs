@@ -323,6 +323,28 @@ pub(crate) fn unaliased_self_join(sql: &str) -> Option<usize> {
     clash.then_some(last.join).flatten()
 }
 
+/// Where the name `sql` ends in starts, when one of its `_`-separated parts
+/// comes three times (`total_total_total`, `rA_rA_rA`): a loop inside one
+/// word. Returns the name too, so that a real name of the schema can be
+/// told apart.
+pub(crate) fn name_with_repeated_parts(sql: &str) -> Option<(usize, &str)> {
+    let tokens = tokens(sql);
+    let last = tokens.last()?;
+    if last.kind != Kind::Word || last.start + last.text.len() != sql.len() {
+        return None;
+    }
+    let parts: Vec<String> = last
+        .text
+        .split('_')
+        .filter(|p| !p.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    parts
+        .iter()
+        .any(|p| parts.iter().filter(|q| *q == p).count() >= 3)
+        .then_some((last.start, last.text))
+}
+
 /// Fewest tokens a stretch of text must have for its immediate repeat to
 /// count as a loop ([`repeated_tail`]). Shorter repeats occur in real
 /// queries (`1, 1`); a condition, join or subquery head written twice in a
@@ -608,6 +630,25 @@ mod tests {
         for sql in cases {
             assert_eq!(unaliased_self_join(sql), None, "{sql}");
         }
+    }
+
+    #[test]
+    fn a_name_whose_parts_repeat() {
+        let sql = "SELECT a AS total_cost_total_total";
+        assert_eq!(
+            name_with_repeated_parts(sql),
+            Some((at(sql, "total_"), "total_cost_total_total"))
+        );
+        assert_eq!(
+            name_with_repeated_parts("SELECT a AS rA_Ra_ra"),
+            Some((12, "rA_Ra_ra"))
+        );
+        assert_eq!(
+            name_with_repeated_parts("SELECT a AS total_cost_total"),
+            None
+        );
+        assert_eq!(name_with_repeated_parts("SELECT a AS x_x_x "), None);
+        assert_eq!(name_with_repeated_parts("SELECT 'x_x_x'"), None);
     }
 
     #[test]

@@ -143,6 +143,8 @@ fn the_sql_check_blames_the_latest_choice_that_can_fix_a_query() {
         ("SELECT name, title FROM artists W", "HERE", Some("title FROM artists W")),
         ("SELECT name, title FROM artists_W", "HERE", None),
         ("SELECT albums.title FROM artists", " JOIN", None),
+        // A name whose parts repeat, unless the schema has it.
+        ("SELECT name AS total_name_total_total", "_", Some("total_name_total_total")),
         // Loops: a list item again, a clause again, a condition again.
         ("SELECT name, country, name", ",", Some("name")),
         // An item closed by the token that starts the next one.
@@ -299,4 +301,22 @@ fn a_ban_holds_across_blanks_written_after_it() {
     };
     assert_eq!(g.text, "SELECT a FROM\nu");
     assert_eq!(g.grammar.repairs, 1, "{:?}", g.grammar);
+}
+
+#[test]
+fn a_name_of_the_schema_whose_parts_repeat_is_not_a_loop() {
+    let tmp = common::temp_dir();
+    let path = tmp.path().join("x.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE t (x_y_x_y_x INTEGER)")
+        .unwrap();
+    drop(conn);
+    let db = DatabaseHandle::without_grammar(&path).unwrap();
+    let check = SqlCheck::new(&db);
+    assert_eq!(check.continued("SELECT x_y_x_y_x", " FROM"), Verdict::Pass);
+    assert_eq!(check.continued("SELECT x_y_x_y", "_"), Verdict::Pass);
+    assert_eq!(
+        check.continued("SELECT x_y_x_y_x AS y_x_x_x", " FROM"),
+        Verdict::Blame("SELECT x_y_x_y_x AS ".len())
+    );
 }
