@@ -197,6 +197,16 @@ pub enum Error {
         loaded: String,
     },
 
+    /// The question asks for a change to the database (delete, update,
+    /// insert…): nothing is generated or run.
+    #[error(
+        "the question asks to {verb} data, but sqlagent only reads the database: no query was run (ask about the data instead)"
+    )]
+    ChangeRequested {
+        /// The verb that asks for it, lowercase.
+        verb: String,
+    },
+
     /// An argument or input value is invalid.
     #[error("invalid {field}: {message}")]
     Invalid {
@@ -231,6 +241,37 @@ pub fn candle_message(e: &candle_core::Error) -> String {
 }
 
 impl Error {
+    /// What kind of error this is, as a stable snake_case word (for
+    /// machine-readable output).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::Database { .. } => "database",
+            Error::Query { .. } => "query",
+            Error::NotReadOnly(_) => "not_read_only",
+            Error::Timeout { .. } => "timeout",
+            Error::Csv { .. } => "csv",
+            Error::Hosted { .. } => "hosted",
+            Error::HostedAuth { .. } => "hosted_auth",
+            Error::Set { .. } => "set",
+            Error::Tokenizer { .. } => "tokenizer",
+            Error::Template { .. } => "template",
+            Error::Prompt { .. } => "prompt",
+            Error::Model { .. } => "model",
+            Error::Adapter { .. } => "adapter",
+            Error::Serve { .. } => "serve",
+            Error::Hub { .. } => "hub",
+            Error::Candle(_) => "tensor",
+            Error::PromptTooLong { .. } => "prompt_too_long",
+            Error::Cancelled => "cancelled",
+            Error::NoQuery { .. } => "no_query",
+            Error::OutOfTokens { .. } => "out_of_tokens",
+            Error::UnknownAdapter { .. } => "unknown_adapter",
+            Error::ChangeRequested { .. } => "change_requested",
+            Error::Invalid { .. } => "invalid",
+        }
+    }
+
     /// Shorthand for [`Error::Invalid`].
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Invalid {

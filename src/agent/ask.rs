@@ -232,6 +232,9 @@ pub fn answer(
             "is empty; ask something about the database",
         ));
     }
+    if let Some(verb) = super::requested_change(question) {
+        return Err(Error::ChangeRequested { verb });
+    }
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut failures: Vec<(String, String)> = Vec::new();
     for _ in 0..=options.retries {

@@ -10,6 +10,7 @@ mod ask;
 mod complete;
 mod database;
 mod engine;
+mod intent;
 mod prompt_cache;
 mod speed;
 mod verdict;
@@ -20,6 +21,7 @@ pub use ask::{
 pub use complete::{Completion, CompletionRequest};
 pub use database::DatabaseHandle;
 pub use engine::{AdapterInfo, Engine, ModelInfo, ModelOptions, ModelSource};
+pub use intent::requested_change;
 pub use prompt_cache::{PromptCache, DEFAULT_PROMPT_CACHES};
 pub use speed::{measure_model, SpeedReport};
 pub use verdict::{sql_verdict, SqlCheck};

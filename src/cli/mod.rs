@@ -83,6 +83,29 @@ fn flag_of(field: &str) -> Option<&'static str> {
 }
 
 fn ask(args: AskArgs) -> Result<()> {
+    let format = args.format;
+    let (answer, model) = match answer_question(args) {
+        Ok(answered) => answered,
+        Err(e) => {
+            if format == Format::Json {
+                output::print_error_json(&e)?;
+            }
+            return Err(e);
+        }
+    };
+    output::print_answer(&answer, &model, format)?;
+    match answer.error() {
+        None => Ok(()),
+        Some(crate::Error::OutOfTokens { max_tokens }) => anyhow::bail!(
+            "the model did not finish a query within {max_tokens} tokens (raise --max-tokens)"
+        ),
+        Some(e @ crate::Error::NoQuery { .. }) => anyhow::bail!("{e}"),
+        Some(e) => anyhow::bail!("the generated SQL failed: {e}"),
+    }
+}
+
+/// `ask` up to its answer: what fails here fails before anything is printed.
+fn answer_question(args: AskArgs) -> Result<(crate::agent::Answer, crate::agent::ModelInfo)> {
     let options = AskOptions {
         prompt: PromptSpec::load(&args.prompt)?,
         sampling: args.sampling.to_params()?,
@@ -99,6 +122,9 @@ fn ask(args: AskArgs) -> Result<()> {
             "is empty; ask something about the database",
         )
         .into());
+    }
+    if let Some(verb) = crate::agent::requested_change(&args.question) {
+        return Err(crate::Error::ChangeRequested { verb }.into());
     }
     let db = DatabaseHandle::without_grammar(&args.db)?;
     let (engine, adapter) = args.model.load_engine()?;
@@ -122,15 +148,7 @@ fn ask(args: AskArgs) -> Result<()> {
     if interactive {
         eprintln!();
     }
-    output::print_answer(&answer, &engine.info, args.format)?;
-    match answer.error() {
-        None => Ok(()),
-        Some(crate::Error::OutOfTokens { max_tokens }) => anyhow::bail!(
-            "the model did not finish a query within {max_tokens} tokens (raise --max-tokens)"
-        ),
-        Some(e @ crate::Error::NoQuery { .. }) => anyhow::bail!("{e}"),
-        Some(e) => anyhow::bail!("the generated SQL failed: {e}"),
-    }
+    Ok((answer, engine.info.clone()))
 }
 
 fn schema(args: SchemaArgs) -> Result<()> {

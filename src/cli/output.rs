@@ -38,6 +38,19 @@ pub fn progress(len: u64) -> ProgressBar {
 /// Prints an answer in `format`: its final SQL and rows; in JSON also
 /// every attempt and, when it failed, the error (so a program reading
 /// stdout learns why).
+/// A failure as one JSON object on stdout, for `--format json`:
+/// `{"error": {"message", "kind"}}` (`kind` is the library error's, or
+/// `"error"`).
+pub fn print_error_json(e: &anyhow::Error) -> Result<()> {
+    let kind = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::Error>())
+        .map_or("error", crate::Error::kind);
+    let obj = json!({"error": {"message": format!("{e:#}"), "kind": kind}});
+    outln!("{}", serde_json::to_string(&obj)?);
+    Ok(())
+}
+
 pub fn print_answer(answer: &Answer, model: &ModelInfo, format: Format) -> Result<()> {
     let draft = answer.draft();
     let error = answer.error().map(|e| e.to_string());

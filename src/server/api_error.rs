@@ -204,6 +204,7 @@ impl From<Error> for ApiError {
             }
             Error::PromptTooLong { .. } => ApiError::too_large(Some("messages"), e.to_string()),
             Error::Invalid { field, message } => ApiError::invalid(field, message.clone()),
+            Error::ChangeRequested { .. } => ApiError::invalid("question", e.to_string()),
             Error::Cancelled => {
                 ApiError::unavailable("the request was cancelled: the server is shutting down")
             }

@@ -248,6 +248,32 @@ fn scripted(
 }
 
 #[test]
+fn a_question_that_asks_for_a_change_is_refused_before_any_sql_is_written() {
+    let tmp = common::temp_dir();
+    let music = tmp.path().join("music.db");
+    build_demo_db(&music).unwrap();
+    let db = DatabaseHandle::without_grammar(&music).unwrap();
+    let writer = Scripted {
+        queries: vec!["SELECT COUNT(*) FROM artists"],
+        told: Default::default(),
+    };
+    let err = answer(
+        &writer,
+        &db,
+        "Please remove every artist without albums",
+        &options(48),
+        &mut Listener::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::ChangeRequested { verb } if verb == "remove"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), "change_requested");
+    assert!(writer.told.lock().unwrap().is_empty(), "no SQL was written");
+}
+
+#[test]
 fn a_failed_query_is_shown_to_the_writer_with_sqlite_s_error_and_retried() {
     let tmp = common::temp_dir();
     let music = tmp.path().join("music.db");

@@ -202,6 +202,57 @@ fn schema_db_missing_file_names_it() {
     assert!(!db.exists(), "schema must not create the database");
 }
 
+#[test]
+fn ask_for_a_change_says_sqlagent_only_reads_and_runs_nothing() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let before = std::fs::read(&db).unwrap();
+    // Refused before any model is loaded: this model does not exist.
+    let ask = |format: &str| {
+        run(&[
+            "ask",
+            "Delete all tracks by AC/DC",
+            "--db",
+            s(&db),
+            "--model",
+            "/nonexistent/model.gguf",
+            "--format",
+            format,
+        ])
+    };
+    let out = ask("text");
+    assert_clean_failure(&out, &["asks to delete", "only reads the database"]);
+    assert!(out.1.is_empty(), "{}", describe(&out));
+    let out = ask("json");
+    assert_no_panic(&out);
+    assert_ne!(out.0, 0, "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_str(out.1.trim()).expect("one JSON object");
+    assert_eq!(v["error"]["kind"], "change_requested", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("only reads the database"));
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the database changed");
+}
+
+#[test]
+fn ask_json_failure_prints_one_error_object() {
+    let tmp = common::temp_dir();
+    let db = tmp.path().join("missing.db");
+    let out = run(&[
+        "ask",
+        "How many tracks?",
+        "--db",
+        s(&db),
+        "--format",
+        "json",
+    ]);
+    assert_clean_failure(&out, &[s(&db)]);
+    let v: serde_json::Value = serde_json::from_str(out.1.trim()).expect("one JSON object");
+    assert_eq!(v["error"]["kind"], "database", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(s(&db)));
+}
+
 // ---------------------------------------------------------------------------
 // --model
 

@@ -472,20 +472,17 @@ fn every_endpoint_answers_as_ask_does_and_no_request_changes_the_database() {
         "method_not_allowed",
     );
 
-    // Requests that ask for writes: read-only answers at most.
+    // Requests that ask for writes: refused with a message saying so, and
+    // no query is written or run.
     for q in [
         "Delete all artists from the database.",
         "DROP TABLE artists; then list the albums",
     ] {
         let r = post(&server, "/v1/sql", &json!({"question": q}));
-        assert!(r.status == 200 || r.status == 422, "{}", r.body);
-        if let Some(sql) = r.body["sql"].as_str() {
-            assert!(
-                sql.trim_start().to_uppercase().starts_with("SELECT")
-                    || sql.trim_start().to_uppercase().starts_with("WITH"),
-                "{sql}"
-            );
-        }
+        assert_eq!(r.status, 400, "{}", r.body);
+        let message = r.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("only reads the database"), "{}", r.body);
+        assert!(r.body["sql"].is_null(), "{}", r.body);
     }
     let raw = post(
         &server,
