@@ -95,13 +95,13 @@ pub fn requested_change(question: &str) -> Option<String> {
         .split(|c: char| c.is_whitespace() || matches!(c, ',' | '.' | '!' | '?' | ':' | ';'))
         .filter(|w| !w.is_empty())
         .collect();
-    loop {
-        let Some(skip) = LEAD_INS.iter().find_map(|lead| {
+    let lead_in = |words: &[&str]| {
+        LEAD_INS.iter().find_map(|lead| {
             let lead: Vec<&str> = lead.split(' ').collect();
             words.starts_with(&lead).then_some(lead.len())
-        }) else {
-            break;
-        };
+        })
+    };
+    while let Some(skip) = lead_in(&words) {
         words.drain(..skip);
     }
     let verb = *words.first()?;
