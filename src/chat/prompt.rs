@@ -48,6 +48,9 @@ const USER: &str = "user.j2";
 const RETRY: &str = "retry.j2";
 const BUILTIN_RETRY: &str = include_str!("../../prompts/default/retry.j2");
 
+/// Where in an adapter directory the prompt it was trained with is kept.
+pub const CARRIED_PROMPT_DIR: &str = "prompt";
+
 /// The files of a prompt directory, in the order they are hashed.
 pub const PROMPT_FILES: [&str; 4] = [SYSTEM, SCHEMA, EXAMPLES, USER];
 
@@ -79,6 +82,8 @@ pub struct PromptSpec {
     name: String,
     /// The directory it was read from; `None` for the built-in default.
     dir: Option<PathBuf>,
+    /// Its files (name, text), `retry.j2` included, as hashed.
+    files: Vec<(String, String)>,
     examples: Vec<Example>,
     env: Environment<'static>,
     hash: String,
@@ -195,10 +200,65 @@ impl PromptSpec {
         Ok(PromptSpec {
             name,
             dir,
+            files: files
+                .iter()
+                .map(|(f, t)| (f.to_string(), t.clone()))
+                .collect(),
             examples,
             env,
             hash,
         })
+    }
+
+    /// The prompt an adapter was trained with, if the adapter directory
+    /// carries it (`DIR/prompt/`, written by tuning, named and hashed in
+    /// `DIR/training.json`). It keeps its recorded name. A carried prompt
+    /// whose files no longer hash as recorded is an error: the adapter
+    /// would answer with a prompt it was not trained on.
+    pub fn carried_by(adapter_dir: &Path) -> Result<Option<PromptSpec>> {
+        let dir = adapter_dir.join(CARRIED_PROMPT_DIR);
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let mut prompt = PromptSpec::from_dir(&dir)?;
+        let record_path = adapter_dir.join("training.json");
+        let record: Option<serde_json::Value> = match std::fs::read_to_string(&record_path) {
+            Ok(text) => Some(serde_json::from_str(&text).map_err(|e| Error::Prompt {
+                path: record_path.clone(),
+                message: format!("not valid JSON: {e}"),
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(record_path, e)),
+        };
+        if let Some(record) = record {
+            if let Some(name) = record["prompt"].as_str() {
+                prompt.name = name.to_string();
+            }
+            if let Some(hash) = record["prompt_hash"].as_str() {
+                if hash != prompt.hash {
+                    return Err(Error::Prompt {
+                        path: dir,
+                        message: format!(
+                            "its files hash to {} but {} records {hash}: the adapter was trained with other files",
+                            prompt.hash,
+                            record_path.display()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(Some(prompt))
+    }
+
+    /// Writes the prompt's files (`retry.j2` too) into `dir`, created if
+    /// missing: what an adapter carries ([`PromptSpec::carried_by`]).
+    pub fn save_to(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        for (file, text) in &self.files {
+            let path = dir.join(file);
+            std::fs::write(&path, text).map_err(|e| Error::io(path, e))?;
+        }
+        Ok(())
     }
 
     /// The prompt's name (its directory name, or `default` when built in).

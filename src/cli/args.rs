@@ -168,6 +168,34 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The directory of the adapter that answers: the one `--use` names,
+    /// the only one, or the merged one (`None` for the base model).
+    pub fn answering_adapter_dir(&self) -> crate::Result<Option<PathBuf>> {
+        let specs = self.adapter_specs()?;
+        let chosen = match (&self.use_adapter, specs.as_slice()) {
+            (Some(name), _) => specs.iter().find(|(n, _)| n == name),
+            (None, [only]) => Some(only),
+            (None, [first, ..]) if self.merge_adapter => Some(first),
+            _ => None,
+        };
+        Ok(chosen.map(|(_, dir)| dir.clone()))
+    }
+
+    /// The prompt to answer with: `given` (`--prompt`) when set, else the
+    /// prompt the answering adapter carries, else `default`.
+    pub fn answer_prompt(&self, given: Option<&str>) -> crate::Result<crate::chat::PromptSpec> {
+        use crate::chat::PromptSpec;
+        if let Some(name) = given {
+            return PromptSpec::load(name);
+        }
+        if let Some(dir) = self.answering_adapter_dir()? {
+            if let Some(carried) = PromptSpec::carried_by(&dir)? {
+                return Ok(carried);
+            }
+        }
+        PromptSpec::load(crate::chat::DEFAULT_PROMPT)
+    }
+
     /// The adapters as (name, directory): `NAME=DIR`, or `DIR` named after
     /// its last path component.
     pub fn adapter_specs(&self) -> crate::Result<Vec<(String, PathBuf)>> {
@@ -358,9 +386,10 @@ pub struct AskArgs {
     /// The SQLite database (opened read-only).
     #[arg(long, env = "SQLAGENT_DB")]
     pub db: PathBuf,
-    /// Prompt: a name under prompts/ or a directory.
-    #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
-    pub prompt: String,
+    /// Prompt: a name under prompts/ or a directory (default: the prompt the answering adapter
+    /// carries, else `default`).
+    #[arg(long, env = "SQLAGENT_PROMPT")]
+    pub prompt: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -427,9 +456,10 @@ pub struct ServeArgs {
     /// Seconds a shutdown waits for requests in flight before cancelling them.
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace_s: u64,
-    /// Prompt: a name under prompts/ or a directory.
-    #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
-    pub prompt: String,
+    /// Prompt: a name under prompts/ or a directory (default: the prompt the answering adapter
+    /// carries, else `default`).
+    #[arg(long, env = "SQLAGENT_PROMPT")]
+    pub prompt: Option<String>,
     /// Further attempts after a query that fails to run (chat and /v1/sql).
     #[arg(long, default_value_t = 0)]
     pub retries: usize,
@@ -517,9 +547,10 @@ pub struct BenchArgs {
     /// Measured runs with --prompt-ids or --shape (after one warm-up).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
-    /// Prompt: a name under prompts/ or a directory.
-    #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
-    pub prompt: String,
+    /// Prompt: a name under prompts/ or a directory (default: the prompt the answering adapter
+    /// carries, else `default`).
+    #[arg(long, env = "SQLAGENT_PROMPT")]
+    pub prompt: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -617,9 +648,10 @@ pub struct EvalArgs {
     /// (waits double from 0.5 s, or as Retry-After says).
     #[arg(long, default_value_t = 4)]
     pub hosted_retries: u32,
-    /// Prompt: a name under prompts/ or a directory.
-    #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
-    pub prompt: String,
+    /// Prompt: a name under prompts/ or a directory (default: the prompt the answering adapter
+    /// carries, else `default`).
+    #[arg(long, env = "SQLAGENT_PROMPT")]
+    pub prompt: Option<String>,
     /// `text`: a Markdown summary; `json`: the whole report.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -863,9 +895,10 @@ pub struct SynthArgs {
     /// with --from-model.
     #[arg(long)]
     pub seed_set: Option<PathBuf>,
-    /// Prompt the model answers with: a name under prompts/ or a directory.
-    #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
-    pub prompt: String,
+    /// Prompt the model answers with: a name under prompts/ or a directory (default: the prompt the answering adapter
+    /// carries, else `default`).
+    #[arg(long, env = "SQLAGENT_PROMPT")]
+    pub prompt: Option<String>,
     /// The model (used with --from-model).
     #[command(flatten)]
     pub model: ModelArgs,

@@ -10,7 +10,6 @@ use serde_json::json;
 use super::args::{BenchArgs, Format};
 use super::output;
 use crate::agent::AskOptions;
-use crate::chat::PromptSpec;
 use crate::eval::{load_set, Spread};
 use crate::grammar::percentile;
 use crate::sql::build_demo_db;
@@ -104,7 +103,7 @@ fn answer_questions(
             p
         }
     };
-    let prompt = PromptSpec::load(&args.prompt)?;
+    let prompt = args.model.answer_prompt(args.prompt.as_deref())?;
     let db = engine.database(&db_path, &grammar_options)?;
     let options = AskOptions {
         sampling,

@@ -80,7 +80,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         chosen.push((i, path));
     }
 
-    let prompt = PromptSpec::load(&args.prompt)?;
+    let prompt = args.model.answer_prompt(args.prompt.as_deref())?;
     let mut options = AskOptions {
         sampling,
         limits,

@@ -29,8 +29,22 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    // One prompt for every request when --prompt is given; else each
+    // adapter answers with the prompt it carries.
+    let mut adapter_prompts = std::collections::BTreeMap::new();
+    if args.prompt.is_none() {
+        for (name, dir) in args.model.adapter_specs()? {
+            if let Some(prompt) = PromptSpec::carried_by(&dir)? {
+                adapter_prompts.insert(name, prompt);
+            }
+        }
+    }
     let ask = AskOptions {
-        prompt: PromptSpec::load(&args.prompt)?,
+        prompt: PromptSpec::load(
+            args.prompt
+                .as_deref()
+                .unwrap_or(crate::chat::DEFAULT_PROMPT),
+        )?,
         sampling: args.sampling.to_params()?,
         limits: args.exec.to_limits()?,
         adapter: args.model.use_adapter.clone(),
@@ -54,6 +68,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| model_name(&args.model.model)),
         ask,
+        adapter_prompts,
         workers,
         queue: args.queue,
         api_key,

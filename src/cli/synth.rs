@@ -9,7 +9,6 @@ use rand::SeedableRng;
 
 use super::args::SynthArgs;
 use crate::agent::AskOptions;
-use crate::chat::PromptSpec;
 use crate::eval::load_set;
 use crate::grammar::GrammarOptions;
 use crate::sql::Database;
@@ -128,7 +127,7 @@ fn from_model(
     let options = AskOptions {
         adapter,
         execute: false,
-        ..AskOptions::new(PromptSpec::load(&args.prompt)?)
+        ..AskOptions::new(args.model.answer_prompt(args.prompt.as_deref())?)
     };
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(args.from_model as u64),

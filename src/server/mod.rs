@@ -70,6 +70,9 @@ pub struct ServeOptions {
     /// Defaults of every request: prompt, sampling, execution limits,
     /// retries (a request overrides sampling and the row cap).
     pub ask: AskOptions,
+    /// The prompt each adapter answers with instead of `ask.prompt` (the
+    /// prompts adapters carry; empty when one prompt was chosen for all).
+    pub adapter_prompts: std::collections::BTreeMap<String, crate::chat::PromptSpec>,
     /// The name clients give the base model (`/v1/models`).
     pub model_name: String,
     /// Generation workers.
@@ -83,6 +86,19 @@ pub struct ServeOptions {
     /// How long a shutdown waits for requests in flight before it cancels
     /// them.
     pub shutdown_grace: Duration,
+}
+
+impl ServeOptions {
+    /// A request's options before its own overrides: the defaults, answered
+    /// by `adapter` with that adapter's prompt.
+    pub fn ask_with(&self, adapter: Option<String>) -> AskOptions {
+        let mut options = self.ask.clone();
+        if let Some(prompt) = adapter.as_ref().and_then(|a| self.adapter_prompts.get(a)) {
+            options.prompt = prompt.clone();
+        }
+        options.adapter = adapter;
+        options
+    }
 }
 
 /// What the server tells its caller as it goes.

@@ -208,9 +208,8 @@ pub async fn chat_completions(
         .map(Content::text)
         .ok_or_else(|| ApiError::invalid("messages", "no user message to answer"))?;
     check_question(state, &question, "messages")?;
-    let mut options = state.options.ask.clone();
+    let mut options = state.options.ask_with(adapter);
     options.sampling = sampling(state, c)?;
-    options.adapter = adapter;
     // The reply is the SQL; with retries the server runs it to learn
     // whether to write another.
     options.execute = options.retries > 0;

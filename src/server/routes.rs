@@ -188,10 +188,11 @@ pub async fn sql(
     let ready = state.ready()?;
     let db = Arc::clone(database(ready, request.db.as_deref())?);
     check_question(state, &request.question, "question")?;
-    let mut options = state.options.ask.clone();
-    if let Some(name) = &request.adapter {
-        options.adapter = adapter_by_name(ready, name, "adapter")?;
-    }
+    let adapter = match &request.adapter {
+        Some(name) => adapter_by_name(ready, name, "adapter")?,
+        None => state.options.ask.adapter.clone(),
+    };
+    let mut options = state.options.ask_with(adapter);
     if let Some(execute) = request.execute {
         options.execute = execute;
     }

@@ -245,6 +245,7 @@ mod tests {
             databases: Vec::new(),
             grammar: Default::default(),
             ask: AskOptions::new(PromptSpec::load("default").unwrap()),
+            adapter_prompts: Default::default(),
             model_name: "m".into(),
             workers: 1,
             queue: 1,

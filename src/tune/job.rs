@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use super::data::{example, TrainExample};
 use super::train::{checkpoint_dir, peft_config, train, Progress, TrainState, TuneOptions};
 use crate::agent::Engine;
-use crate::chat::PromptSpec;
+use crate::chat::{PromptSpec, CARRIED_PROMPT_DIR};
 use crate::error::{Error, Result};
 use crate::eval::{file_sha256, load_set, model_fingerprint, SetItem};
 use crate::lora::Adapter;
@@ -187,6 +187,8 @@ impl LocalTune<'_> {
             &peft_config(&self.options, Some(self.base_model)),
             &outcome.deltas,
         )?;
+        // The adapter carries the prompt it was trained with.
+        self.prompt.save_to(&self.out.join(CARRIED_PROMPT_DIR))?;
         let state = outcome.state;
         let peak = peak_rss_mb();
         let record = serde_json::json!({
@@ -198,6 +200,7 @@ impl LocalTune<'_> {
             "data_sha256": file_sha256(self.train_file)?,
             "prompt": self.prompt.name(),
             "prompt_hash": self.prompt.content_hash(),
+            "prompt_dir": CARRIED_PROMPT_DIR,
             "pairs": {
                 "total": self.pairs.len(),
                 "train": train_set.len(),

@@ -1237,6 +1237,22 @@ fn tune_writes_a_peft_adapter_and_its_record_that_ask_loads() {
     let train = tmp.path().join("pairs.jsonl");
     train_file(&train, 6);
     let out = tmp.path().join("adapter");
+    // A prompt of its own, which the adapter then carries.
+    let prompt = tmp.path().join("my-prompt");
+    std::fs::create_dir_all(&prompt).unwrap();
+    for f in ["system.txt", "schema.j2", "examples.jsonl", "user.j2"] {
+        std::fs::copy(
+            common::root().join("prompts/default").join(f),
+            prompt.join(f),
+        )
+        .unwrap();
+    }
+    let system = std::fs::read_to_string(prompt.join("system.txt")).unwrap();
+    std::fs::write(
+        prompt.join("system.txt"),
+        format!("{system}\nAnswer with one query and nothing else, please."),
+    )
+    .unwrap();
     let args = [
         "--threads",
         "1",
@@ -1247,6 +1263,8 @@ fn tune_writes_a_peft_adapter_and_its_record_that_ask_loads() {
         s(&db),
         "--model",
         s(&model),
+        "--prompt",
+        s(&prompt),
         "--out",
         s(&out),
         "--epochs",
@@ -1291,23 +1309,52 @@ fn tune_writes_a_peft_adapter_and_its_record_that_ask_loads() {
             .unwrap();
     assert_eq!(config["peft_type"], "LORA");
     assert_eq!(config["r"], 2);
+    assert_eq!(record["prompt"], "my-prompt");
+    assert_eq!(record["prompt_dir"], "prompt");
+    assert!(
+        out.join("prompt/system.txt").is_file(),
+        "the prompt is carried"
+    );
 
-    let asked = run(&[
-        "--threads",
-        "1",
-        "ask",
-        "How many tracks are there?",
-        "--db",
-        s(&db),
-        "--model",
-        s(&model),
-        "--adapter",
-        s(&out),
-        "--no-execute",
-        "--max-tokens",
-        "24",
-    ]);
-    assert_success(&asked);
+    // The adapter answers with the prompt it carries unless --prompt says
+    // otherwise (run from a directory without prompts/).
+    let ask = |extra: &[&str]| {
+        let mut a = vec![
+            "--threads",
+            "1",
+            "ask",
+            "How many tracks are there?",
+            "--db",
+            s(&db),
+            "--model",
+            s(&model),
+            "--adapter",
+            s(&out),
+            "--no-execute",
+            "--max-tokens",
+            "24",
+            "--format",
+            "json",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    let prompt_tokens = |out: &Out| {
+        assert_success(out);
+        let v: serde_json::Value = serde_json::from_str(out.1.trim()).unwrap();
+        v["timings"]["prompt_tokens"].as_u64().unwrap()
+    };
+    let carried = prompt_tokens(&ask(&[]));
+    assert_eq!(carried, prompt_tokens(&ask(&["--prompt", s(&prompt)])));
+    assert!(carried > prompt_tokens(&ask(&["--prompt", "default"])));
+    // Carried files that no longer hash as recorded are refused.
+    std::fs::write(out.join("prompt/system.txt"), "Write SQL.").unwrap();
+    assert_clean_failure(&ask(&[]), &["trained with other files", "prompt"]);
+    std::fs::write(
+        out.join("prompt/system.txt"),
+        std::fs::read_to_string(prompt.join("system.txt")).unwrap(),
+    )
+    .unwrap();
 
     // An unfinished run is not overwritten by a fresh one.
     std::fs::create_dir_all(out.join("checkpoint")).unwrap();

@@ -431,3 +431,18 @@ fn adapters_apply_unmerged_and_merged_on_a_quantized_gguf_base() {
     let one = logits_of(&m, &ids[..1], Some(slot));
     assert!(max_diff(&one, &logits_of(&m, &ids[..1], None)) > 1e-2);
 }
+
+#[test]
+fn the_committed_adapters_carry_the_prompt_they_were_trained_with() {
+    for name in ["spotify-songs", "music-demo"] {
+        let dir = common::root().join("adapters").join(name);
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("training.json")).unwrap())
+                .unwrap();
+        let prompt = sqlagent::chat::PromptSpec::carried_by(&dir)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} carries no prompt"));
+        assert_eq!(prompt.name(), record["prompt"].as_str().unwrap());
+        assert_eq!(prompt.content_hash(), record["prompt_hash"].as_str().unwrap());
+    }
+}
