@@ -242,6 +242,16 @@ impl Attention {
             ))?;
             return self.o_proj.forward_pass(&y, pass);
         }
+        if pass.differentiable && super::causal_attention::runs_here(&q, &k) {
+            // Training: no score matrix kept for the backward pass (the
+            // mask is the causal one this op applies).
+            let y = super::causal_attention::causal_attention(&q, &k, &v, seq, scale as f32)?;
+            let y = y
+                .reshape((b, nh, seq, hd))?
+                .transpose(1, 2)?
+                .reshape((b, seq, nh * hd))?;
+            return self.o_proj.forward_pass(&y, pass);
+        }
         // Scaling the queries, not the scores: one score-sized tensor less.
         let att = (q * scale)?.matmul(&k.t()?)?.to_dtype(DType::F32)?;
         let att = match mask {

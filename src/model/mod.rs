@@ -2,6 +2,7 @@
 //! GGUF), the one [`Linear`] type, rotary embeddings and the KV [`Cache`].
 
 mod attention;
+mod causal_attention;
 mod config;
 mod gemv;
 pub mod hub;

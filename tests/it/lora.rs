@@ -443,6 +443,9 @@ fn the_committed_adapters_carry_the_prompt_they_were_trained_with() {
             .unwrap()
             .unwrap_or_else(|| panic!("{name} carries no prompt"));
         assert_eq!(prompt.name(), record["prompt"].as_str().unwrap());
-        assert_eq!(prompt.content_hash(), record["prompt_hash"].as_str().unwrap());
+        assert_eq!(
+            prompt.content_hash(),
+            record["prompt_hash"].as_str().unwrap()
+        );
     }
 }
