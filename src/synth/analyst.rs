@@ -10,7 +10,10 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 
 use super::lexicon::{degrees_of, is_year, plural, short_name, who_verbs, Degrees};
-use super::templates::{fill, is_key, is_numeric, name_column, pick, shown, singular, words};
+use super::roles::{role, Role};
+use super::templates::{
+    fill, is_key, is_numeric, name_column, pick, shown, singular, table_noun, words,
+};
 use super::Candidate;
 use crate::sql::{Column, Table};
 
@@ -69,7 +72,7 @@ pub fn questions(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
     let Some(name) = name_column(t) else {
         return;
     };
-    let many = words(&t.name);
+    let many = table_noun(&t.name);
     let s = Subject {
         one: singular(&many),
         many,
@@ -86,6 +89,12 @@ pub fn questions(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
         lookups(&s, name, c, rng, out);
         if !c.not_null {
             missing(&s, c, rng, out);
+        }
+        // Keys, contact details, dates, names and free text are looked up
+        // only: never computed with, grouped or counted by.
+        match role(t, c) {
+            Role::Key | Role::Contact | Role::Date | Role::Name | Role::Text => continue,
+            Role::Year | Role::Money | Role::Measure | Role::Category => {}
         }
         if is_numeric(c) {
             let cw = words(&c.name);
@@ -115,7 +124,7 @@ pub fn questions(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
             for _ in 0..VALUES_PER_FILTER {
                 value_filters(&s, c, &others, rng, out);
             }
-            for m in others.iter().filter(|m| is_numeric(m)) {
+            for m in others.iter().filter(|m| role(t, m).is_measure()) {
                 if let Some(d) = degrees_of(&words(&m.name)).filter(|d| d.of_groups) {
                     group_superlatives(&s, c, m, d, rng, out);
                 }

@@ -9,8 +9,7 @@
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 
-use super::lexicon::is_year;
-use super::templates::{fill, is_key, is_numeric, name_column, pick, shown, singular, words};
+use super::templates::{fill, name_column, pick, shown, singular, table_noun, words};
 use super::Candidate;
 use crate::sql::{quote_ident, Column, ForeignKey, Schema, Table};
 
@@ -62,7 +61,7 @@ fn push(out: &mut Vec<Candidate>, template: &'static str, question: String, sql:
 fn measures(t: &Table) -> Vec<&Column> {
     t.columns
         .iter()
-        .filter(|c| is_numeric(c) && !is_key(c) && !is_year(&words(&c.name)))
+        .filter(|c| super::roles::role(t, c).is_measure())
         .collect()
 }
 
@@ -82,7 +81,10 @@ pub fn questions(
         return;
     };
     let (cq, pq) = (&child.quoted, &link.parent.quoted);
-    let (cw, pw) = (words(&child.name), singular(&words(&link.parent.name)));
+    let (cw, pw) = (
+        table_noun(&child.name),
+        singular(&table_noun(&link.parent.name)),
+    );
     let from = format!("{cq} JOIN {pq} ON {}", link.on);
     let pnq = format!("{pq}.{}", pn.quoted);
     let fills = [
@@ -239,8 +241,7 @@ pub fn questions(
             .parent
             .columns
             .iter()
-            .filter(|g| !is_key(g) && g.name != pn.name)
-            .filter(|g| !is_numeric(g) || is_year(&words(&g.name)))
+            .filter(|g| g.name != pn.name && super::roles::role(link.parent, g).is_category())
             .collect();
         if let Some(g) = categories.choose(rng) {
             if let Some(v) = g.samples.choose(rng) {

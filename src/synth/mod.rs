@@ -9,6 +9,7 @@ pub mod filter;
 mod joined;
 mod lexicon;
 pub mod model;
+mod roles;
 pub mod templates;
 
 pub use filter::{normalized_sql, skeleton, Filter, Rejection};

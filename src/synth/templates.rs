@@ -92,9 +92,30 @@ pub fn candidates(schema: &Schema, rng: &mut StdRng) -> Vec<Candidate> {
         }
     }
     for c in &mut out {
-        c.question = articles(&c.question);
+        c.question = articles(&without_doubled_words(&c.question));
     }
     out
+}
+
+/// A word written twice in a row once: "the total total" (a column called
+/// `Total` summed) → "the total".
+fn without_doubled_words(question: &str) -> String {
+    let bare = |w: &str| {
+        w.trim_matches(|c: char| c.is_ascii_punctuation())
+            .to_lowercase()
+    };
+    let mut words: Vec<&str> = Vec::new();
+    for w in question.split(' ') {
+        // `total total?` keeps the second, with its punctuation.
+        if words
+            .last()
+            .is_some_and(|last| !bare(w).is_empty() && bare(last) == bare(w))
+        {
+            words.pop();
+        }
+        words.push(w);
+    }
+    words.join(" ")
 }
 
 /// "a" before a vowel made "an": `a energy` → `an energy`.
@@ -114,9 +135,45 @@ fn articles(question: &str) -> String {
     out
 }
 
-/// How a name reads in a question: `top genre`, `beats per minute`.
+/// How a name reads in a question: `top genre`, `beats per minute`,
+/// `InvoiceLine` → `invoice line`, `SupportRepId` → `support rep id`,
+/// `XMLData` → `xml data`.
 pub(super) fn words(name: &str) -> String {
-    name.replace(['_', '.', '-'], " ").trim().to_lowercase()
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if matches!(c, '_' | '.' | '-' | ' ') {
+            out.push(' ');
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|p| chars[p]);
+        let next = chars.get(i + 1).copied();
+        // A new word at `aB`, and at the `C` of `ABCd` (an acronym's end).
+        let starts_word = c.is_uppercase()
+            && prev.is_some_and(|p| {
+                p.is_lowercase()
+                    || p.is_ascii_digit()
+                    || (p.is_uppercase() && next.is_some_and(char::is_lowercase))
+            });
+        if starts_word {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A table's rows as a plural noun: `InvoiceLine` → `invoice lines`,
+/// `artists` stays `artists`, `Media_Type` → `media types`.
+pub(super) fn table_noun(name: &str) -> String {
+    let w = words(name);
+    if singular(&w) != w {
+        return w;
+    }
+    match w.rsplit_once(' ') {
+        Some((head, last)) => format!("{head} {}", super::lexicon::plural(last)),
+        None => super::lexicon::plural(&w),
+    }
 }
 
 /// A plural table name made singular for "each artist", "the album with":
@@ -141,8 +198,9 @@ pub(super) fn is_numeric(c: &Column) -> bool {
 }
 
 pub(super) fn is_key(c: &Column) -> bool {
-    let n = c.name.to_ascii_lowercase();
-    c.primary_key || n == "id" || n.ends_with("_id") || n.ends_with("id") && n.len() <= 4
+    let w = words(&c.name);
+    let last = w.rsplit(' ').next().unwrap_or_default();
+    c.primary_key || matches!(last, "id" | "key" | "guid" | "uuid")
 }
 
 /// The column that names a row: one called like a name or title, else the
@@ -181,7 +239,7 @@ pub(super) fn shown(literal: &str) -> String {
 }
 
 fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
-    let tw = words(&t.name);
+    let tw = table_noun(&t.name);
     let tq = &t.quoted;
     let mut push = |template: &'static str, question: String, sql: String| {
         out.push(Candidate {
@@ -207,15 +265,13 @@ fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
     );
 
     let name = name_column(t);
-    let numeric: Vec<&Column> = t
-        .columns
-        .iter()
-        .filter(|c| is_numeric(c) && !is_key(c))
-        .collect();
+    let role = |c: &Column| super::roles::role(t, c);
+    // Only measures are computed with; only categories are counted by.
+    let numeric: Vec<&Column> = t.columns.iter().filter(|c| role(c).is_measure()).collect();
     let text: Vec<&Column> = t
         .columns
         .iter()
-        .filter(|c| !is_numeric(c) && !is_key(c))
+        .filter(|c| role(c) == super::roles::Role::Category)
         .collect();
 
     for c in &numeric {
@@ -314,11 +370,13 @@ fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
         }
     }
 
-    // Categories to count, filter and group by: text columns, and years.
-    let years = numeric
+    // Categories to count, filter and group by: text categories, and years.
+    let years: Vec<&Column> = t
+        .columns
         .iter()
-        .filter(|c| super::lexicon::is_year(&words(&c.name)));
-    for c in text.iter().chain(years) {
+        .filter(|c| role(c) == super::roles::Role::Year)
+        .collect();
+    for c in text.iter().chain(years.iter()) {
         let cw = words(&c.name);
         let cq = &c.quoted;
         for v in c
@@ -468,6 +526,35 @@ mod tests {
         assert_eq!(
             articles("Which songs have a energy above a 5? A apple, a unit."),
             "Which songs have an energy above a 5? A apple, a unit."
+        );
+    }
+
+    #[test]
+    fn names_read_as_words_and_tables_as_plural_nouns() {
+        for (name, w) in [
+            ("InvoiceLine", "invoice line"),
+            ("SupportRepId", "support rep id"),
+            ("BillingPostalCode", "billing postal code"),
+            ("XMLData", "xml data"),
+            ("top genre", "top genre"),
+            ("beats.per.minute", "beats per minute"),
+            ("student_enrolment_id", "student enrolment id"),
+            ("Address2", "address2"),
+        ] {
+            assert_eq!(words(name), w, "{name}");
+        }
+        for (name, noun) in [
+            ("InvoiceLine", "invoice lines"),
+            ("Customer", "customers"),
+            ("artists", "artists"),
+            ("Media_Type", "media types"),
+            ("Category", "categories"),
+        ] {
+            assert_eq!(table_noun(name), noun, "{name}");
+        }
+        assert_eq!(
+            without_doubled_words("For each state, what is the total total?"),
+            "For each state, what is the total?"
         );
     }
 
