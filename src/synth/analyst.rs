@@ -11,9 +11,7 @@ use rand::seq::IndexedRandom;
 
 use super::lexicon::{degrees_of, is_year, plural, short_name, who_verbs, Degrees};
 use super::roles::{role, Role};
-use super::templates::{
-    fill, is_key, is_numeric, name_column, pick, shown, singular, table_noun, words,
-};
+use super::templates::{fill, is_numeric, name_column, pick, shown, singular, table_noun, words};
 use super::Candidate;
 use crate::sql::{Column, Table};
 
@@ -43,6 +41,8 @@ const VALUES_PER_FILTER: usize = 3;
 /// What a table's questions need: its words, its quoted name and the
 /// column that names a row.
 struct Subject<'a> {
+    /// The table.
+    table: &'a Table,
     /// `songs`.
     many: String,
     /// `song`.
@@ -74,6 +74,7 @@ pub fn questions(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
     };
     let many = table_noun(&t.name);
     let s = Subject {
+        table: t,
         one: singular(&many),
         many,
         quoted: &t.quoted,
@@ -83,7 +84,7 @@ pub fn questions(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
     let others: Vec<&Column> = t
         .columns
         .iter()
-        .filter(|c| !is_key(c) && c.name != name.name)
+        .filter(|c| role(t, c) != Role::Key && c.name != name.name)
         .collect();
     for c in &others {
         lookups(&s, name, c, rng, out);
@@ -366,7 +367,7 @@ fn value_filters(
     );
     let numeric: Vec<&&Column> = others
         .iter()
-        .filter(|m| is_numeric(m) && !is_year(&words(&m.name)))
+        .filter(|m| role(s.table, m).is_measure())
         .collect();
     if let Some(m) = numeric.choose(rng) {
         let (func, word) = *[("AVG", "average"), ("MAX", "highest"), ("MIN", "lowest")]
@@ -638,7 +639,7 @@ fn group_filters(
     );
     let numeric: Vec<&&Column> = others
         .iter()
-        .filter(|m| is_numeric(m) && m.name != c.name && !is_year(&words(&m.name)))
+        .filter(|m| m.name != c.name && role(s.table, m).is_measure())
         .collect();
     if let Some(m) = numeric.choose(rng) {
         let q = pick(

@@ -301,8 +301,8 @@ fn two_hops(
             first.parent.quoted, first.on, second.on
         );
         let (cw, gw) = (
-            words(&first.child.name),
-            singular(&words(&second.parent.name)),
+            table_noun(&first.child.name),
+            singular(&table_noun(&second.parent.name)),
         );
         let gnq = format!("{gq}.{}", gn.quoted);
         if let Some(v) = gn.samples.choose(rng) {

@@ -47,7 +47,7 @@ impl Role {
 /// Words of contact details.
 const CONTACT: &[&str] = &[
     "phone", "fax", "email", "mail", "postal", "zip", "postcode", "address", "website", "url",
-    "mobile", "cell",
+    "mobile", "cell", "street",
 ];
 
 /// Words of money.
