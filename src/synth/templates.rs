@@ -97,6 +97,94 @@ pub fn candidates(schema: &Schema, rng: &mut StdRng) -> Vec<Candidate> {
     out
 }
 
+/// The year a date literal starts with (`'2021-01-03 00:00:00'` → `2021`).
+fn year_of(literal: &str) -> Option<String> {
+    let year: String = shown(literal).chars().take(4).collect();
+    (year.len() == 4 && year.chars().all(|c| c.is_ascii_digit())).then_some(year)
+}
+
+/// Year questions over date column `c` of `t`: rows per year, rows in one
+/// year, and the total of a measure (money first) in one year.
+fn date_questions(
+    t: &Table,
+    c: &Column,
+    tw: &str,
+    measures: &[&Column],
+    rng: &mut StdRng,
+    push: &mut dyn FnMut(&'static str, String, String),
+) {
+    let (tq, cq, cw) = (&t.quoted, &c.quoted, words(&c.name));
+    let by_year = format!("strftime('%Y', {cq})");
+    // "invoices in 2021" only for the table's own date (`InvoiceDate`);
+    // another date is named ("employees with a birth date in 1973").
+    let own = cw.starts_with(&singular(tw)) || cw == "date";
+    let q = if own {
+        pick(
+            rng,
+            &[
+                "How many {t} are there per year?",
+                "How many {t} were there each year?",
+            ],
+        )
+    } else {
+        pick(
+            rng,
+            &[
+                "How many {t} are there per year of {c}?",
+                "Count the {t} by year of {c}.",
+            ],
+        )
+    };
+    push(
+        "date_per_year",
+        fill(q, &[("t", tw), ("c", &cw)]),
+        format!("SELECT {by_year}, COUNT(*) FROM {tq} GROUP BY {by_year}"),
+    );
+    let Some(year) = c.samples.choose(rng).and_then(|v| year_of(v)) else {
+        return;
+    };
+    let q = if own {
+        pick(
+            rng,
+            &["How many {t} were there in {y}?", "Count the {t} of {y}."],
+        )
+    } else {
+        pick(
+            rng,
+            &[
+                "How many {t} have a {c} in {y}?",
+                "Count the {t} whose {c} is in {y}.",
+            ],
+        )
+    };
+    push(
+        "date_in_year",
+        fill(q, &[("t", tw), ("c", &cw), ("y", &year)]),
+        format!("SELECT COUNT(*) FROM {tq} WHERE {by_year} = '{year}'"),
+    );
+    let money = measures
+        .iter()
+        .find(|m| super::roles::role(t, m) == super::roles::Role::Money)
+        .or_else(|| measures.first());
+    if let Some(m) = money.filter(|_| own) {
+        let q = pick(
+            rng,
+            &[
+                "What is the total {m} of the {t} in {y}?",
+                "What was the total {m} in {y}?",
+            ],
+        );
+        push(
+            "date_year_total",
+            fill(q, &[("t", tw), ("m", &words(&m.name)), ("y", &year)]),
+            format!(
+                "SELECT SUM({}) FROM {tq} WHERE {by_year} = '{year}'",
+                m.quoted
+            ),
+        );
+    }
+}
+
 /// A word written twice in a row once: "the total total" (a column called
 /// `Total` summed) → "the total".
 fn without_doubled_words(question: &str) -> String {
@@ -370,6 +458,15 @@ fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
         }
     }
 
+    // Dates are asked by year.
+    for c in t
+        .columns
+        .iter()
+        .filter(|c| role(c) == super::roles::Role::Date)
+    {
+        date_questions(t, c, &tw, &numeric, rng, &mut push);
+    }
+
     // Categories to count, filter and group by: text categories, and years.
     let years: Vec<&Column> = t
         .columns
@@ -556,6 +653,65 @@ mod tests {
             without_doubled_words("For each state, what is the total total?"),
             "For each state, what is the total?"
         );
+    }
+
+    fn column(name: &str, decl_type: &str, samples: &[&str]) -> Column {
+        Column {
+            name: name.into(),
+            quoted: name.into(),
+            decl_type: decl_type.into(),
+            not_null: false,
+            primary_key: name == "InvoiceId",
+            samples: samples.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_real_schema_s_keys_contacts_and_dates_get_the_right_questions() {
+        let many: Vec<String> = (0..50).map(|i| format!("'{i:05}'")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let invoice = Table {
+            name: "Invoice".into(),
+            quoted: "Invoice".into(),
+            is_view: false,
+            columns: vec![
+                column("InvoiceId", "INTEGER", &["1", "2"]),
+                column("CustomerId", "INTEGER", &["1", "2"]),
+                column("InvoiceDate", "DATETIME", &["'2021-01-01 00:00:00'"]),
+                column("BillingPostalCode", "NVARCHAR(10)", &many),
+                column("BillingCountry", "NVARCHAR(40)", &["'USA'", "'Canada'"]),
+                column("Total", "NUMERIC(10,2)", &["1.98", "3.96"]),
+            ],
+            primary_key: vec!["InvoiceId".into()],
+            foreign_keys: vec![crate::sql::ForeignKey {
+                columns: vec!["CustomerId".into()],
+                table: "Customer".into(),
+                to_columns: vec!["CustomerId".into()],
+            }],
+            row_count: 412,
+        };
+        let schema = Schema {
+            tables: vec![invoice],
+        };
+        let mut rng = rand::SeedableRng::seed_from_u64(0);
+        let all = candidates(&schema, &mut rng);
+        for c in &all {
+            for computed in ["AVG(", "SUM(", "MAX(", "MIN("] {
+                for key in ["InvoiceId", "CustomerId", "BillingPostalCode"] {
+                    assert!(!c.sql.contains(&format!("{computed}{key}")), "{c:?}");
+                }
+            }
+            assert!(!c.sql.contains("GROUP BY BillingPostalCode"), "{c:?}");
+            assert!(!c.question.contains("invoiceid"), "{c:?}");
+        }
+        let template = |name: &str| all.iter().filter(|c| c.template == name).count();
+        assert!(template("date_per_year") > 0 && template("date_in_year") > 0);
+        assert!(all.iter().any(|c| c.sql
+            == "SELECT SUM(Total) FROM Invoice WHERE strftime('%Y', InvoiceDate) = '2021'"));
+        assert!(all
+            .iter()
+            .any(|c| c.sql.contains("GROUP BY BillingCountry")));
+        assert!(all.iter().any(|c| c.question.contains("invoices")));
     }
 
     #[test]
