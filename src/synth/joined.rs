@@ -65,6 +65,31 @@ fn measures(t: &Table) -> Vec<&Column> {
         .collect()
 }
 
+/// How a question names the parent of a foreign key: by the key's own
+/// words when they say more than the parent table's name (`SupportRepId`
+/// → Employee: "support rep"), else by the table (`CustomerId` →
+/// "customer"; `ReportsTo` → "employee", a verb is no noun).
+fn parent_noun(key: &[String], table_noun: &str) -> String {
+    let [column] = key else {
+        return table_noun.to_string();
+    };
+    let w = words(column);
+    let role = [" id", " key", " code"]
+        .iter()
+        .find_map(|suffix| w.strip_suffix(suffix))
+        .unwrap_or(&w);
+    let last = role.rsplit(' ').next().unwrap_or_default();
+    let verb_like = matches!(
+        last,
+        "to" | "of" | "by" | "for" | "from" | "in" | "on" | "at" | "id"
+    );
+    if role.is_empty() || verb_like || role == table_noun {
+        table_noun.to_string()
+    } else {
+        role.to_string()
+    }
+}
+
 /// Every extra join candidate over `fk` of `child` (and over the keys of
 /// its parent after it), one draw of phrasings and values.
 pub fn questions(
@@ -83,7 +108,7 @@ pub fn questions(
     let (cq, pq) = (&child.quoted, &link.parent.quoted);
     let (cw, pw) = (
         table_noun(&child.name),
-        singular(&table_noun(&link.parent.name)),
+        parent_noun(&fk.columns, &singular(&table_noun(&link.parent.name))),
     );
     let from = format!("{cq} JOIN {pq} ON {}", link.on);
     let pnq = format!("{pq}.{}", pn.quoted);
@@ -362,5 +387,26 @@ fn two_hops(
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent_noun;
+
+    #[test]
+    fn a_foreign_key_names_its_parent_by_its_own_words_when_they_say_more() {
+        let key = |c: &str| vec![c.to_string()];
+        assert_eq!(parent_noun(&key("SupportRepId"), "employee"), "support rep");
+        assert_eq!(parent_noun(&key("CustomerId"), "customer"), "customer");
+        assert_eq!(parent_noun(&key("ReportsTo"), "employee"), "employee");
+        assert_eq!(parent_noun(&key("artist_id"), "artist"), "artist");
+        assert_eq!(parent_noun(&key("home_team_id"), "team"), "home team");
+        assert_eq!(parent_noun(&key("owner_id"), "owner"), "owner");
+        assert_eq!(
+            parent_noun(&key("treatment_type_code"), "treatment type"),
+            "treatment type"
+        );
+        assert_eq!(parent_noun(&[], "album"), "album");
     }
 }
