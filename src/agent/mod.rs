@@ -10,6 +10,7 @@ mod ask;
 mod complete;
 mod database;
 mod engine;
+mod focus;
 mod intent;
 mod prompt_cache;
 mod speed;
@@ -21,6 +22,7 @@ pub use ask::{
 pub use complete::{Completion, CompletionRequest};
 pub use database::DatabaseHandle;
 pub use engine::{AdapterInfo, Engine, ModelInfo, ModelOptions, ModelSource};
+pub use focus::{focus_schema, rank_tables};
 pub use intent::requested_change;
 pub use prompt_cache::{PromptCache, DEFAULT_PROMPT_CACHES};
 pub use speed::{measure_model, SpeedReport};
@@ -88,12 +90,23 @@ pub fn prompt_ids(
     question: &str,
     failures: &[(String, String)],
 ) -> Result<Vec<u32>> {
-    let mut messages = prompt.messages(schema, question)?;
-    for (sql, error) in failures {
-        messages.extend(prompt.retry_messages(sql, error)?);
+    let render = |schema: &Schema| -> Result<Vec<u32>> {
+        let mut messages = prompt.messages(schema, question)?;
+        for (sql, error) in failures {
+            messages.extend(prompt.retry_messages(sql, error)?);
+        }
+        let text = engine.template.render(&messages, true)?;
+        engine.tokenizer.encode(&text)
+    };
+    let ids = render(schema)?;
+    match prompt.schema_budget() {
+        Some(budget) if ids.len() > budget => {
+            let focused =
+                focus::focus_schema(schema, question, &mut |s| Ok(render(s)?.len() <= budget))?;
+            render(&focused)
+        }
+        _ => Ok(ids),
     }
-    let text = engine.template.render(&messages, true)?;
-    engine.tokenizer.encode(&text)
 }
 
 /// A question no one asks, whose prompt is compared with a real one.

@@ -84,6 +84,9 @@ pub struct PromptSpec {
     dir: Option<PathBuf>,
     /// Its files (name, text), `retry.j2` included, as hashed.
     files: Vec<(String, String)>,
+    /// Most tokens a prompt may have before its schema is focused on the
+    /// question's tables (`None`: the whole schema, always).
+    schema_budget: Option<usize>,
     examples: Vec<Example>,
     env: Environment<'static>,
     hash: String,
@@ -204,6 +207,7 @@ impl PromptSpec {
                 .iter()
                 .map(|(f, t)| (f.to_string(), t.clone()))
                 .collect(),
+            schema_budget: None,
             examples,
             env,
             hash,
@@ -259,6 +263,19 @@ impl PromptSpec {
             std::fs::write(&path, text).map_err(|e| Error::io(path, e))?;
         }
         Ok(())
+    }
+
+    /// The same prompt, its schema focused on the tables a question needs
+    /// when the whole prompt would be longer than `budget` tokens
+    /// ([`crate::agent::focus_schema`]; `None`: never).
+    pub fn with_schema_budget(mut self, budget: Option<usize>) -> Self {
+        self.schema_budget = budget;
+        self
+    }
+
+    /// See [`PromptSpec::with_schema_budget`].
+    pub fn schema_budget(&self) -> Option<usize> {
+        self.schema_budget
     }
 
     /// The prompt's name (its directory name, or `default` when built in).

@@ -390,6 +390,10 @@ pub struct AskArgs {
     /// carries, else `default`).
     #[arg(long, env = "SQLAGENT_PROMPT")]
     pub prompt: Option<String>,
+    /// Focus the prompt's schema on the question's tables when the whole
+    /// prompt would be longer than this many tokens.
+    #[arg(long, value_name = "TOKENS")]
+    pub schema_budget: Option<usize>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -652,6 +656,10 @@ pub struct EvalArgs {
     /// carries, else `default`).
     #[arg(long, env = "SQLAGENT_PROMPT")]
     pub prompt: Option<String>,
+    /// Focus each prompt's schema on the question's tables when the whole
+    /// prompt would be longer than this many tokens.
+    #[arg(long, value_name = "TOKENS")]
+    pub schema_budget: Option<usize>,
     /// `text`: a Markdown summary; `json`: the whole report.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,

@@ -80,7 +80,10 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         chosen.push((i, path));
     }
 
-    let prompt = args.model.answer_prompt(args.prompt.as_deref())?;
+    let prompt = args
+        .model
+        .answer_prompt(args.prompt.as_deref())?
+        .with_schema_budget(args.schema_budget);
     let mut options = AskOptions {
         sampling,
         limits,
@@ -146,6 +149,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         sample_seed: args.limit.map(|_| args.sample_seed),
         retries: args.retries,
         adapters,
+        schema_budget: args.schema_budget,
     };
 
     // Items already done (--resume), and where new ones go.

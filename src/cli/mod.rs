@@ -107,7 +107,10 @@ fn ask(args: AskArgs) -> Result<()> {
 /// `ask` up to its answer: what fails here fails before anything is printed.
 fn answer_question(args: AskArgs) -> Result<(crate::agent::Answer, crate::agent::ModelInfo)> {
     let options = AskOptions {
-        prompt: args.model.answer_prompt(args.prompt.as_deref())?,
+        prompt: args
+            .model
+            .answer_prompt(args.prompt.as_deref())?
+            .with_schema_budget(args.schema_budget),
         sampling: args.sampling.to_params()?,
         limits: args.exec.to_limits()?,
         adapter: None,

@@ -142,6 +142,7 @@ mod tests {
                 sample_seed: None,
                 retries: 0,
                 adapters: vec![],
+                schema_budget: None,
             },
             summary: summarize(&items, 0),
             items,

@@ -45,6 +45,10 @@ pub struct EvalConfig {
     /// the one that answered first when several are loaded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adapters: Vec<String>,
+    /// `--schema-budget`: prompts longer than this showed only the tables
+    /// their question needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_budget: Option<usize>,
 }
 
 /// Counts for one tag.

@@ -309,3 +309,29 @@ fn a_failed_query_is_shown_to_the_writer_with_sqlite_s_error_and_retried() {
         a.error()
     );
 }
+
+#[test]
+fn a_schema_budget_focuses_the_prompt_on_the_question_s_tables() {
+    let Some(engine) = engine() else { return };
+    let tmp = common::temp_dir();
+    let music = tmp.path().join("music.db");
+    build_demo_db(&music).unwrap();
+    let db = engine.database(&music, &GrammarOptions::default()).unwrap();
+    let question = "How many streams did each track get?";
+    let prompt = PromptSpec::load("default").unwrap();
+    let whole = sqlagent::agent::prompt_ids(&engine, &prompt, db.schema(), question, &[]).unwrap();
+    let text = |ids: &[u32]| engine.tokenizer.decode(ids, false).unwrap();
+    assert!(text(&whole).contains("CREATE TABLE artists"));
+    // A budget the whole prompt fits changes nothing.
+    let roomy = prompt.clone().with_schema_budget(Some(whole.len()));
+    assert_eq!(
+        sqlagent::agent::prompt_ids(&engine, &roomy, db.schema(), question, &[]).unwrap(),
+        whole
+    );
+    let tight = prompt.with_schema_budget(Some(whole.len() - 1));
+    let focused = sqlagent::agent::prompt_ids(&engine, &tight, db.schema(), question, &[]).unwrap();
+    assert!(focused.len() < whole.len());
+    let shown = text(&focused);
+    assert!(shown.contains("CREATE TABLE streams") && shown.contains("CREATE TABLE tracks"));
+    assert!(!shown.contains("CREATE TABLE artists"), "{shown}");
+}
