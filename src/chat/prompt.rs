@@ -216,7 +216,7 @@ impl PromptSpec {
 
     /// The prompt an adapter was trained with, if the adapter directory
     /// carries it (`DIR/prompt/`, written by tuning, named and hashed in
-    /// `DIR/training.json`). It keeps its recorded name. A carried prompt
+    /// `DIR/training.json`). It keeps its recorded name and schema budget. A carried prompt
     /// whose files no longer hash as recorded is an error: the adapter
     /// would answer with a prompt it was not trained on.
     pub fn carried_by(adapter_dir: &Path) -> Result<Option<PromptSpec>> {
@@ -238,6 +238,8 @@ impl PromptSpec {
             if let Some(name) = record["prompt"].as_str() {
                 prompt.name = name.to_string();
             }
+            // Trained on focused schemas: answer with them too.
+            prompt.schema_budget = record["schema_budget"].as_u64().map(|b| b as usize);
             if let Some(hash) = record["prompt_hash"].as_str() {
                 if hash != prompt.hash {
                     return Err(Error::Prompt {

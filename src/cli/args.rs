@@ -797,6 +797,11 @@ pub struct TuneArgs {
     /// one after tuning.
     #[arg(long, env = "SQLAGENT_PROMPT", default_value = "default")]
     pub prompt: String,
+    /// Focus each pair's schema on its question's tables when the whole
+    /// prompt would be longer than this many tokens (recorded with the
+    /// adapter, which then answers the same way).
+    #[arg(long, value_name = "TOKENS")]
+    pub schema_budget: Option<usize>,
     /// LoRA rank.
     #[arg(long, default_value_t = 8)]
     pub rank: usize,

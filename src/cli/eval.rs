@@ -80,10 +80,10 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         chosen.push((i, path));
     }
 
-    let prompt = args
-        .model
-        .answer_prompt(args.prompt.as_deref())?
-        .with_schema_budget(args.schema_budget);
+    let prompt = super::with_budget(
+        args.model.answer_prompt(args.prompt.as_deref())?,
+        args.schema_budget,
+    );
     let mut options = AskOptions {
         sampling,
         limits,
@@ -149,7 +149,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         sample_seed: args.limit.map(|_| args.sample_seed),
         retries: args.retries,
         adapters,
-        schema_budget: args.schema_budget,
+        schema_budget: prompt.schema_budget(),
     };
 
     // Items already done (--resume), and where new ones go.

@@ -104,13 +104,22 @@ fn ask(args: AskArgs) -> Result<()> {
     }
 }
 
+/// `prompt` with `--schema-budget` when it is given; else as it came (an
+/// adapter's carried prompt keeps the budget it was trained with).
+pub(crate) fn with_budget(prompt: PromptSpec, budget: Option<usize>) -> PromptSpec {
+    match budget {
+        Some(_) => prompt.with_schema_budget(budget),
+        None => prompt,
+    }
+}
+
 /// `ask` up to its answer: what fails here fails before anything is printed.
 fn answer_question(args: AskArgs) -> Result<(crate::agent::Answer, crate::agent::ModelInfo)> {
     let options = AskOptions {
-        prompt: args
-            .model
-            .answer_prompt(args.prompt.as_deref())?
-            .with_schema_budget(args.schema_budget),
+        prompt: with_budget(
+            args.model.answer_prompt(args.prompt.as_deref())?,
+            args.schema_budget,
+        ),
         sampling: args.sampling.to_params()?,
         limits: args.exec.to_limits()?,
         adapter: None,

@@ -21,7 +21,7 @@ pub fn tune(args: TuneArgs) -> Result<()> {
         bail!("--adapter: tune trains a new adapter on the base model; it does not start from one");
     }
     let pairs = pairs_with_databases(&args.train, args.db.as_deref())?;
-    let prompt = PromptSpec::load(&args.prompt)?;
+    let prompt = PromptSpec::load(&args.prompt)?.with_schema_budget(args.schema_budget);
     let job = LocalTune {
         train_file: &args.train,
         pairs: &pairs,
@@ -125,6 +125,9 @@ fn lamini(args: &TuneArgs) -> Result<()> {
                 "{} records a job already: follow it with --resume, or choose another --out",
                 record_path.display()
             );
+        }
+        if args.schema_budget.is_some() {
+            bail!("--schema-budget applies to local tuning only (the hosted job renders whole schemas)");
         }
         let prompt = PromptSpec::load(&args.prompt)?;
         let pairs = render_pairs(

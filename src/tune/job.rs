@@ -201,6 +201,7 @@ impl LocalTune<'_> {
             "prompt": self.prompt.name(),
             "prompt_hash": self.prompt.content_hash(),
             "prompt_dir": CARRIED_PROMPT_DIR,
+            "schema_budget": self.prompt.schema_budget(),
             "pairs": {
                 "total": self.pairs.len(),
                 "train": train_set.len(),

@@ -1265,6 +1265,8 @@ fn tune_writes_a_peft_adapter_and_its_record_that_ask_loads() {
         s(&model),
         "--prompt",
         s(&prompt),
+        "--schema-budget",
+        "100000",
         "--out",
         s(&out),
         "--epochs",
@@ -1311,6 +1313,11 @@ fn tune_writes_a_peft_adapter_and_its_record_that_ask_loads() {
     assert_eq!(config["r"], 2);
     assert_eq!(record["prompt"], "my-prompt");
     assert_eq!(record["prompt_dir"], "prompt");
+    assert_eq!(record["schema_budget"], 100000);
+    let carried = sqlagent::chat::PromptSpec::carried_by(&out)
+        .unwrap()
+        .unwrap();
+    assert_eq!(carried.schema_budget(), Some(100000));
     assert!(
         out.join("prompt/system.txt").is_file(),
         "the prompt is carried"
