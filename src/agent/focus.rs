@@ -82,32 +82,20 @@ fn score(t: &Table, asked: &[String]) -> usize {
     own + columns + values
 }
 
-/// Lowercase words of `text`, camelCase and `snake_case` split, a plural
-/// `s` dropped, common words left out.
+/// Lowercase words of `text` (names split as [`crate::sql::name_words`]
+/// splits them), a plural `s` dropped, common words left out.
 fn words_of(text: &str) -> Vec<String> {
     const COMMON: &[&str] = &[
         "the", "a", "an", "of", "in", "on", "for", "to", "and", "or", "is", "are", "what", "which",
         "who", "how", "many", "much", "with", "by", "each", "all", "that", "there", "do", "does",
         "have", "has", "id", "name", "list", "show", "give", "me", "their", "its", "from",
     ];
-    let mut spaced = String::with_capacity(text.len() + 8);
-    let mut prev_lower = false;
-    for c in text.chars() {
-        if c.is_uppercase() && prev_lower {
-            spaced.push(' ');
-        }
-        prev_lower = c.is_lowercase() || c.is_ascii_digit();
-        spaced.push(c);
-    }
-    spaced
+    crate::sql::name_words(text)
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(|w| {
-            let w = w.to_lowercase();
-            match w.strip_suffix('s') {
-                Some(stem) if stem.len() > 2 && !w.ends_with("ss") => stem.to_string(),
-                _ => w,
-            }
+        .map(|w| match w.strip_suffix('s') {
+            Some(stem) if stem.len() > 2 && !w.ends_with("ss") => stem.to_string(),
+            _ => w.to_string(),
         })
         .filter(|w| !COMMON.contains(&w.as_str()))
         .collect()

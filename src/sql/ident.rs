@@ -189,6 +189,35 @@ pub fn is_plain(name: &str) -> bool {
     chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// How a name reads as words, lowercase: `top genre`, `beats.per.minute` →
+/// `beats per minute`, `InvoiceLine` → `invoice line`, `SupportRepId` →
+/// `support rep id`, `XMLData` → `xml data`. Question synthesis and
+/// schema focus read names this way.
+pub fn name_words(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if matches!(c, '_' | '.' | '-' | ' ') {
+            out.push(' ');
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|p| chars[p]);
+        let next = chars.get(i + 1).copied();
+        // A new word at `aB`, and at the `C` of `ABCd` (an acronym's end).
+        let starts_word = c.is_uppercase()
+            && prev.is_some_and(|p| {
+                p.is_lowercase()
+                    || p.is_ascii_digit()
+                    || (p.is_uppercase() && next.is_some_and(char::is_lowercase))
+            });
+        if starts_word {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +273,21 @@ mod tests {
         from_sqlite.sort();
         let ours: Vec<String> = SQLITE_KEYWORDS.iter().map(|s| s.to_string()).collect();
         assert_eq!(ours, from_sqlite);
+    }
+
+    #[test]
+    fn names_read_as_words() {
+        for (name, w) in [
+            ("InvoiceLine", "invoice line"),
+            ("SupportRepId", "support rep id"),
+            ("BillingPostalCode", "billing postal code"),
+            ("XMLData", "xml data"),
+            ("top genre", "top genre"),
+            ("beats.per.minute", "beats per minute"),
+            ("student_enrolment_id", "student enrolment id"),
+            ("Address2", "address2"),
+        ] {
+            assert_eq!(name_words(name), w, "{name}");
+        }
     }
 }

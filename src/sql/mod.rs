@@ -33,7 +33,7 @@ pub use compare::{orders_rows, results_match, same_value, REL_TOLERANCE};
 pub use database::{Database, ExecLimits};
 pub use demo::{build_demo_db, DemoReport, DEMO_SQL};
 pub use extract::{constrained_sql, extract_sql};
-pub use ident::{is_keyword, is_plain, quote_ident, SQLITE_KEYWORDS};
+pub use ident::{is_keyword, is_plain, name_words, quote_ident, SQLITE_KEYWORDS};
 pub use import::{import_csv, ImportOptions, ImportReport};
 pub use schema::{Column, ForeignKey, Schema, Table};
 pub(crate) use scope::{

@@ -223,33 +223,8 @@ fn articles(question: &str) -> String {
     out
 }
 
-/// How a name reads in a question: `top genre`, `beats per minute`,
-/// `InvoiceLine` → `invoice line`, `SupportRepId` → `support rep id`,
-/// `XMLData` → `xml data`.
-pub(super) fn words(name: &str) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    let mut out = String::with_capacity(name.len() + 4);
-    for (i, &c) in chars.iter().enumerate() {
-        if matches!(c, '_' | '.' | '-' | ' ') {
-            out.push(' ');
-            continue;
-        }
-        let prev = i.checked_sub(1).map(|p| chars[p]);
-        let next = chars.get(i + 1).copied();
-        // A new word at `aB`, and at the `C` of `ABCd` (an acronym's end).
-        let starts_word = c.is_uppercase()
-            && prev.is_some_and(|p| {
-                p.is_lowercase()
-                    || p.is_ascii_digit()
-                    || (p.is_uppercase() && next.is_some_and(char::is_lowercase))
-            });
-        if starts_word {
-            out.push(' ');
-        }
-        out.extend(c.to_lowercase());
-    }
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+/// How a name reads in a question (see [`crate::sql::name_words`]).
+pub(super) use crate::sql::name_words as words;
 
 /// A table's rows as a plural noun: `InvoiceLine` → `invoice lines`,
 /// `artists` stays `artists`, `Media_Type` → `media types`.
@@ -627,19 +602,7 @@ mod tests {
     }
 
     #[test]
-    fn names_read_as_words_and_tables_as_plural_nouns() {
-        for (name, w) in [
-            ("InvoiceLine", "invoice line"),
-            ("SupportRepId", "support rep id"),
-            ("BillingPostalCode", "billing postal code"),
-            ("XMLData", "xml data"),
-            ("top genre", "top genre"),
-            ("beats.per.minute", "beats per minute"),
-            ("student_enrolment_id", "student enrolment id"),
-            ("Address2", "address2"),
-        ] {
-            assert_eq!(words(name), w, "{name}");
-        }
+    fn tables_read_as_plural_nouns() {
         for (name, noun) in [
             ("InvoiceLine", "invoice lines"),
             ("Customer", "customers"),
