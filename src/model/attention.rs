@@ -273,16 +273,7 @@ mod tests {
         let got = attend_one_position(&q, &k, &v, scale).unwrap();
         let want = reference(&q, &k.contiguous().unwrap(), &v, scale);
         assert_eq!(got.dims(), want.dims());
-        let gap = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let gap = crate::model::max_abs_diff(&got, &want);
         assert!(gap < 1e-5, "gap {gap}");
     }
 
@@ -306,16 +297,7 @@ mod tests {
         let k = Tensor::randn(0f32, 1.0, (1, 1, 5, 24), &dev).unwrap();
         let got = attend_one_position(&q, &k, &k, 0.3).unwrap();
         let want = reference(&q, &k, &k, 0.3);
-        let gap: f32 = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let gap = crate::model::max_abs_diff(&got, &want);
         assert!(gap < 1e-5, "gap {gap}");
         // One position, laid out as a transposed `(b, seq, heads, hd)`.
         let one = Tensor::randn(0f32, 1.0, (1, 1, 3, 24), &dev)
@@ -325,17 +307,7 @@ mod tests {
         let q3 = Tensor::randn(0f32, 1.0, (1, 3, 2, 24), &dev).unwrap();
         let got = attend_one_position(&q3, &one, &one, 0.3).unwrap();
         let want = reference(&q3, &one.contiguous().unwrap(), &one, 0.3);
-        assert!(
-            got.sub(&want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                < 1e-5
-        );
+        assert!(crate::model::max_abs_diff(&got, &want) < 1e-5);
         let other = Tensor::randn(0f32, 1.0, (1, 2, 5, 24), &dev).unwrap();
         assert!(attend_one_position(&q, &other, &other, 0.3).is_err());
         let half = k.to_dtype(DType::F16).unwrap();

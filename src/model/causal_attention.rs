@@ -261,12 +261,13 @@ impl candle_core::CustomOp3 for CausalAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::max_abs_diff as max_diff;
     use candle_core::{DType, Device, Var};
 
     /// The same attention through candle's generic ops, with an explicit
     /// additive causal mask.
     fn reference(q: &Tensor, k: &Tensor, v: &Tensor, seq: usize, scale: f64) -> Tensor {
-        let (b, g, rows, _) = q.dims4().unwrap();
+        let rows = q.dim(2).unwrap();
         let positions = k.dim(2).unwrap();
         let offset = positions - seq;
         let mask: Vec<f32> = (0..rows)
@@ -284,7 +285,6 @@ mod tests {
         let att = (q * scale).unwrap().matmul(&k.t().unwrap()).unwrap();
         let att = att.broadcast_add(&mask).unwrap();
         let att = crate::model::softmax::softmax_last_dim_trainable(&att).unwrap();
-        let _ = (b, g);
         att.matmul(v).unwrap()
     }
 
@@ -294,19 +294,6 @@ mod tests {
         let n = shape.0 * shape.1 * shape.2 * shape.3;
         let data: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
         Var::from_tensor(&Tensor::from_vec(data, shape, &Device::Cpu).unwrap()).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]

@@ -25,3 +25,11 @@ pub use rope::{inverse_frequencies, RopeTables};
 pub use shapes::ModelShape;
 pub use softmax::softmax_last_dim_trainable;
 pub use weights::{gguf_name, EmbeddingTable, GgufOptions, Requantize, Weights};
+
+/// The largest absolute difference between two tensors of one shape (f32).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("tensors of one shape")
+}

@@ -49,8 +49,7 @@ fn shop_db(dir: &std::path::Path) -> std::path::PathBuf {
 fn concurrent_requests_on_two_databases_answer_as_each_alone() {
     let Some(engine) = engine() else { return };
     let tmp = common::temp_dir();
-    let music = tmp.path().join("music.db");
-    build_demo_db(&music).unwrap();
+    let music = music_db(&tmp);
     let shop = shop_db(tmp.path());
     let grammar = GrammarOptions::default();
     let requests = [
@@ -103,8 +102,7 @@ fn concurrent_requests_on_two_databases_answer_as_each_alone() {
 fn interleaved_databases_each_keep_their_prompt_prefix() {
     let Some(engine) = engine() else { return };
     let tmp = common::temp_dir();
-    let music = tmp.path().join("music.db");
-    build_demo_db(&music).unwrap();
+    let music = music_db(&tmp);
     let shop = shop_db(tmp.path());
     let grammar = GrammarOptions::default();
     let (m, s) = (
@@ -141,8 +139,7 @@ fn interleaved_databases_each_keep_their_prompt_prefix() {
 fn a_prefilled_schema_makes_the_first_question_warm_with_the_same_answer() {
     let Some(engine) = engine() else { return };
     let tmp = common::temp_dir();
-    let music = tmp.path().join("music.db");
-    build_demo_db(&music).unwrap();
+    let music = music_db(&tmp);
     let db = engine.database(&music, &GrammarOptions::default()).unwrap();
     let o = options(24);
     let question = "Which artists have more than one album?";
@@ -175,8 +172,7 @@ fn a_prefilled_schema_makes_the_first_question_warm_with_the_same_answer() {
 fn a_cancelled_generation_stops_with_its_error() {
     let Some(engine) = engine() else { return };
     let tmp = common::temp_dir();
-    let music = tmp.path().join("music.db");
-    build_demo_db(&music).unwrap();
+    let music = music_db(&tmp);
     let db = engine.database(&music, &GrammarOptions::default()).unwrap();
     let cancel = CancelFlag::new();
     cancel.cancel();
@@ -250,8 +246,7 @@ fn scripted(
 #[test]
 fn a_question_that_asks_for_a_change_is_refused_before_any_sql_is_written() {
     let tmp = common::temp_dir();
-    let music = tmp.path().join("music.db");
-    build_demo_db(&music).unwrap();
+    let music = music_db(&tmp);
     let db = DatabaseHandle::without_grammar(&music).unwrap();
     let writer = Scripted {
         queries: vec!["SELECT COUNT(*) FROM artists"],
@@ -276,8 +271,7 @@ fn a_question_that_asks_for_a_change_is_refused_before_any_sql_is_written() {
 #[test]
 fn a_failed_query_is_shown_to_the_writer_with_sqlite_s_error_and_retried() {
     let tmp = common::temp_dir();
-    let music = tmp.path().join("music.db");
-    build_demo_db(&music).unwrap();
+    let music = music_db(&tmp);
     let db = DatabaseHandle::without_grammar(&music).unwrap();
     let (a, told) = scripted(
         &db,
@@ -314,8 +308,7 @@ fn a_failed_query_is_shown_to_the_writer_with_sqlite_s_error_and_retried() {
 fn a_schema_budget_focuses_the_prompt_on_the_question_s_tables() {
     let Some(engine) = engine() else { return };
     let tmp = common::temp_dir();
-    let music = tmp.path().join("music.db");
-    build_demo_db(&music).unwrap();
+    let music = music_db(&tmp);
     let db = engine.database(&music, &GrammarOptions::default()).unwrap();
     let question = "How many streams did each track get?";
     let prompt = PromptSpec::load("default").unwrap();
@@ -334,4 +327,11 @@ fn a_schema_budget_focuses_the_prompt_on_the_question_s_tables() {
     let shown = text(&focused);
     assert!(shown.contains("CREATE TABLE streams") && shown.contains("CREATE TABLE tracks"));
     assert!(!shown.contains("CREATE TABLE artists"), "{shown}");
+}
+
+/// The demo database, built in `tmp`.
+fn music_db(tmp: &tempfile::TempDir) -> std::path::PathBuf {
+    let music = tmp.path().join("music.db");
+    build_demo_db(&music).unwrap();
+    music
 }
