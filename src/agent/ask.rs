@@ -344,13 +344,9 @@ impl Engine {
             return Ok(0);
         }
         let adapter = self.adapter_slot_for(options.adapter.as_deref())?;
-        // Where a question's prompt parts from the probe's: the same for
-        // every question (see `question_start`).
-        let other = super::prompt_ids(self, &options.prompt, db.schema(), "\u{2}?", &[])?;
-        let split = super::question_start(self, &options.prompt, db.schema(), &other)?;
-        let prefix = &other[..split];
-        let mut session = self.prompt_cache().checkout(&self.model, adapter, prefix);
-        let fed = generate::prefill_ahead(&mut session, prefix);
+        let prefix = super::schema_prefix_ids(self, &options.prompt, db.schema())?;
+        let mut session = self.prompt_cache().checkout(&self.model, adapter, &prefix);
+        let fed = generate::prefill_ahead(&mut session, &prefix);
         self.prompt_cache().checkin(session);
         fed
     }

@@ -126,3 +126,16 @@ pub fn question_start(
     let probe = prompt_ids(engine, prompt, schema, PROBE_QUESTION, &[])?;
     Ok(ids.iter().zip(&probe).take_while(|(a, b)| a == b).count())
 }
+
+/// The ids every prompt about `schema` starts with, up to where a
+/// question's part begins ([`question_start`], found with a second probe).
+pub fn schema_prefix_ids(
+    engine: &Engine,
+    prompt: &PromptSpec,
+    schema: &Schema,
+) -> Result<Vec<u32>> {
+    let mut ids = prompt_ids(engine, prompt, schema, "\u{2}?", &[])?;
+    let split = question_start(engine, prompt, schema, &ids)?;
+    ids.truncate(split);
+    Ok(ids)
+}
