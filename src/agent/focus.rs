@@ -126,13 +126,9 @@ mod tests {
             is_view: false,
             columns: columns
                 .iter()
-                .map(|(c, samples)| Column {
-                    name: c.to_string(),
-                    quoted: c.to_string(),
-                    decl_type: "TEXT".into(),
-                    not_null: false,
-                    primary_key: false,
-                    samples: samples.iter().map(|s| format!("'{s}'")).collect(),
+                .map(|(c, samples)| {
+                    let samples = samples.iter().map(|s| format!("'{s}'")).collect();
+                    Column::for_test(c, "TEXT", samples)
                 })
                 .collect(),
             primary_key: Vec::new(),

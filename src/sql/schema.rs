@@ -146,6 +146,22 @@ impl Table {
     }
 }
 
+#[cfg(test)]
+impl Column {
+    /// A nullable, non-key column named `name` (quoted as SQL needs) with
+    /// these sample literals, for tests.
+    pub(crate) fn for_test(name: &str, decl_type: &str, samples: Vec<String>) -> Column {
+        Column {
+            name: name.into(),
+            quoted: super::quote_ident(name),
+            decl_type: decl_type.into(),
+            not_null: false,
+            primary_key: false,
+            samples,
+        }
+    }
+}
+
 impl ForeignKey {
     /// `REFERENCES table(columns)`, or `REFERENCES table` when the key points
     /// at the referenced table's primary key.

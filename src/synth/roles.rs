@@ -158,14 +158,11 @@ mod tests {
     use crate::sql::ForeignKey;
 
     fn column(name: &str, decl_type: &str, samples: usize) -> Column {
-        Column {
-            name: name.into(),
-            quoted: name.into(),
-            decl_type: decl_type.into(),
-            not_null: false,
-            primary_key: false,
-            samples: (0..samples).map(|i| format!("'v{i}'")).collect(),
-        }
+        Column::for_test(
+            name,
+            decl_type,
+            (0..samples).map(|i| format!("'v{i}'")).collect(),
+        )
     }
 
     #[test]

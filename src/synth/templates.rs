@@ -619,13 +619,10 @@ mod tests {
     }
 
     fn column(name: &str, decl_type: &str, samples: &[&str]) -> Column {
+        let samples = samples.iter().map(|s| s.to_string()).collect();
         Column {
-            name: name.into(),
-            quoted: name.into(),
-            decl_type: decl_type.into(),
-            not_null: false,
             primary_key: name == "InvoiceId",
-            samples: samples.iter().map(|s| s.to_string()).collect(),
+            ..Column::for_test(name, decl_type, samples)
         }
     }
 
