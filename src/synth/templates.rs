@@ -260,16 +260,10 @@ pub(super) fn is_numeric(c: &Column) -> bool {
         .any(|k| t.contains(k))
 }
 
-pub(super) fn is_key(c: &Column) -> bool {
-    let w = words(&c.name);
-    let last = w.rsplit(' ').next().unwrap_or_default();
-    c.primary_key || matches!(last, "id" | "key" | "guid" | "uuid")
-}
-
 /// The column that names a row: one called like a name or title, else the
-/// first text column.
+/// first text column that is no key.
 pub(super) fn name_column(t: &Table) -> Option<&Column> {
-    let text = |c: &&Column| !is_numeric(c) && !is_key(c);
+    let text = |c: &&Column| !is_numeric(c) && super::roles::role(t, c) != super::roles::Role::Key;
     t.columns
         .iter()
         .filter(text)
