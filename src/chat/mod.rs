@@ -11,5 +11,5 @@
 pub mod prompt;
 pub mod template;
 
-pub use prompt::{Example, PromptSpec, CARRIED_PROMPT_DIR, DEFAULT_PROMPT};
+pub use prompt::{Example, PromptSpec, CARRIED_PROMPT_DIR, DEFAULT_PROMPT, TUNED_PROMPT};
 pub use template::{ChatTemplate, Message};

@@ -36,7 +36,7 @@ pub const DIALECT: &str = "SQLite";
 /// Environment variable naming a directory of prompt directories.
 pub const PROMPTS_DIR_ENV: &str = "SQLAGENT_PROMPTS_DIR";
 
-/// The name of the prompt built into the binary.
+/// The name of the prompt used when none is named (built into the binary).
 pub const DEFAULT_PROMPT: &str = "default";
 
 const SYSTEM: &str = "system.txt";
@@ -63,6 +63,19 @@ const BUILTIN_DEFAULT: [(&str, &str); 4] = [
         include_str!("../../prompts/default/examples.jsonl"),
     ),
     (USER, include_str!("../../prompts/default/user.j2")),
+];
+
+/// The prompt adapters are tuned with (`prompts/tuned/`): the schema and
+/// the question, no few-shot examples; compiled in like the default, so
+/// `adapt` works outside the repository.
+pub const TUNED_PROMPT: &str = "tuned";
+
+/// `prompts/tuned/`, compiled in.
+const BUILTIN_TUNED: [(&str, &str); 4] = [
+    (SYSTEM, include_str!("../../prompts/tuned/system.txt")),
+    (SCHEMA, include_str!("../../prompts/tuned/schema.j2")),
+    (EXAMPLES, include_str!("../../prompts/tuned/examples.jsonl")),
+    (USER, include_str!("../../prompts/tuned/user.j2")),
 ];
 
 /// One few-shot example (a line of `examples.jsonl`; extra fields are
@@ -96,7 +109,7 @@ pub struct PromptSpec {
 #[derive(Debug, PartialEq)]
 enum Source {
     Dir(PathBuf),
-    Builtin,
+    Builtin(&'static str),
 }
 
 impl PromptSpec {
@@ -104,14 +117,15 @@ impl PromptSpec {
     /// 1. `name_or_dir` is an existing directory;
     /// 2. `$SQLAGENT_PROMPTS_DIR/NAME`;
     /// 3. `./prompts/NAME`;
-    /// 4. for `default`, the copy of `prompts/default/` built into the binary.
+    /// 4. for `default` and `tuned`, the copy of `prompts/NAME/` built into
+    ///    the binary.
     ///
     /// An unknown name is an [`Error::Prompt`] listing the prompts that exist.
     pub fn load(name_or_dir: &str) -> Result<PromptSpec> {
         let env_dir = std::env::var_os(PROMPTS_DIR_ENV).map(PathBuf::from);
         match resolve(name_or_dir, env_dir.as_deref(), Path::new("prompts"))? {
             Source::Dir(dir) => PromptSpec::from_dir(&dir),
-            Source::Builtin => PromptSpec::builtin_default(),
+            Source::Builtin(name) => PromptSpec::builtin(name),
         }
     }
 
@@ -155,12 +169,29 @@ impl PromptSpec {
     /// The `default` prompt as built into the binary (a copy of
     /// `prompts/default/` at build time).
     pub fn builtin_default() -> Result<PromptSpec> {
-        let mut files: Vec<(&str, String)> = BUILTIN_DEFAULT
+        PromptSpec::builtin(DEFAULT_PROMPT)
+    }
+
+    /// A prompt built into the binary by name: `default` or `tuned`.
+    pub fn builtin(name: &str) -> Result<PromptSpec> {
+        let (name, table) = match name {
+            DEFAULT_PROMPT => (DEFAULT_PROMPT, &BUILTIN_DEFAULT),
+            TUNED_PROMPT => (TUNED_PROMPT, &BUILTIN_TUNED),
+            other => {
+                return Err(Error::Prompt {
+                    path: PathBuf::from(other),
+                    message: format!(
+                        "no prompt named {other:?} is built in ({DEFAULT_PROMPT}, {TUNED_PROMPT})"
+                    ),
+                })
+            }
+        };
+        let mut files: Vec<(&str, String)> = table
             .iter()
             .map(|(file, text)| (*file, (*text).to_owned()))
             .collect();
         files.push((RETRY, BUILTIN_RETRY.to_owned()));
-        PromptSpec::from_files(DEFAULT_PROMPT.to_owned(), None, &files)
+        PromptSpec::from_files(name.to_owned(), None, &files)
     }
 
     fn from_files(
@@ -169,7 +200,7 @@ impl PromptSpec {
         files: &[(&str, String)],
     ) -> Result<PromptSpec> {
         let origin = dir.clone();
-        let path_of = |file: &str| file_path(origin.as_deref(), file);
+        let path_of = |file: &str| file_path(origin.as_deref(), &name, file);
 
         let mut hasher = Sha256::new();
         for (file, text) in files {
@@ -280,7 +311,8 @@ impl PromptSpec {
         self.schema_budget
     }
 
-    /// The prompt's name (its directory name, or `default` when built in).
+    /// The prompt's name (its directory name, or `default`/`tuned` when
+    /// built in).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -379,7 +411,7 @@ impl PromptSpec {
     }
 
     fn render(&self, file: &str, ctx: Value) -> Result<String> {
-        let path = || file_path(self.dir.as_deref(), file);
+        let path = || file_path(self.dir.as_deref(), &self.name, file);
         let template = self.env.get_template(file).map_err(|e| Error::Prompt {
             path: path(),
             message: error_chain(&e),
@@ -398,11 +430,11 @@ fn strip_semicolons(sql: &str) -> &str {
 }
 
 /// The path a prompt file is reported under (built-in files are named
-/// after their source in `prompts/default/`).
-fn file_path(dir: Option<&Path>, file: &str) -> PathBuf {
+/// after their source in `prompts/NAME/`).
+fn file_path(dir: Option<&Path>, name: &str, file: &str) -> PathBuf {
     match dir {
         Some(dir) => dir.join(file),
-        None => PathBuf::from(format!("(built-in) prompts/{DEFAULT_PROMPT}/{file}")),
+        None => PathBuf::from(format!("(built-in) prompts/{name}/{file}")),
     }
 }
 
@@ -434,8 +466,10 @@ fn resolve(name_or_dir: &str, env_dir: Option<&Path>, prompts_dir: &Path) -> Res
             return Ok(Source::Dir(dir));
         }
     }
-    if name_or_dir == DEFAULT_PROMPT {
-        return Ok(Source::Builtin);
+    for builtin in [DEFAULT_PROMPT, TUNED_PROMPT] {
+        if name_or_dir == builtin {
+            return Ok(Source::Builtin(builtin));
+        }
     }
 
     let mut known = Vec::new();
@@ -450,8 +484,10 @@ fn resolve(name_or_dir: &str, env_dir: Option<&Path>, prompts_dir: &Path) -> Res
             }
         }
     }
-    if !known.iter().any(|n| n == DEFAULT_PROMPT) {
-        known.push(format!("{DEFAULT_PROMPT} (built in)"));
+    for builtin in [DEFAULT_PROMPT, TUNED_PROMPT] {
+        if !known.iter().any(|n| n == builtin) {
+            known.push(format!("{builtin} (built in)"));
+        }
     }
     known.sort();
     Err(Error::Prompt {
@@ -733,7 +769,11 @@ CREATE TABLE plays (
             r("b", Some(env_dir.path())).expect("found"),
             Source::Dir(local.path().join("b"))
         );
-        assert_eq!(r("default", None).expect("found"), Source::Builtin);
+        assert_eq!(
+            r("default", None).expect("found"),
+            Source::Builtin("default")
+        );
+        assert_eq!(r("tuned", None).expect("found"), Source::Builtin("tuned"));
         let by_path = local.path().join("a");
         assert_eq!(
             resolve(&by_path.to_string_lossy(), None, Path::new("nowhere")).expect("found"),
@@ -742,7 +782,7 @@ CREATE TABLE plays (
 
         let err = r("nope", Some(env_dir.path())).unwrap_err().to_string();
         assert!(
-            err.contains("\"nope\"") && err.contains("b, default (built in)"),
+            err.contains("\"nope\"") && err.contains("b, default (built in), tuned (built in)"),
             "{err}"
         );
         let err = resolve("no/such/dir", None, local.path())
@@ -753,7 +793,7 @@ CREATE TABLE plays (
 
     #[test]
     fn builtin_errors_name_the_builtin_file() {
-        let path = file_path(None, SCHEMA);
+        let path = file_path(None, DEFAULT_PROMPT, SCHEMA);
         assert_eq!(path, PathBuf::from("(built-in) prompts/default/schema.j2"));
     }
 }

@@ -51,6 +51,8 @@ pub enum Command {
     Tune(TuneArgs),
     /// Generate question/SQL training pairs for a database, verified by running them.
     Synth(SynthArgs),
+    /// From a database to a tuned adapter: synthesize pairs, hold some out, tune, evaluate base vs adapter.
+    Adapt(AdaptArgs),
     /// Serve the model over HTTP: OpenAI-compatible chat and completions, /v1/sql, metrics.
     Serve(ServeArgs),
 }
@@ -861,6 +863,75 @@ pub struct TuneArgs {
     #[arg(long, default_value_t = 30)]
     pub poll_s: u64,
     /// The model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// `sqlagent adapt`.
+#[derive(Debug, Args)]
+pub struct AdaptArgs {
+    /// The database to adapt to (opened read-only).
+    #[arg(long, env = "SQLAGENT_DB")]
+    pub db: PathBuf,
+    /// Where the adapter, the report and the run's files go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A question set (JSONL) to evaluate base and adapter on as well;
+    /// its questions are kept out of the synthesized pairs. Repeatable.
+    #[arg(long = "eval", value_name = "SET.jsonl")]
+    pub eval: Vec<PathBuf>,
+    /// Pairs to synthesize (training and held-out together).
+    #[arg(long, default_value_t = 400)]
+    pub pairs: usize,
+    /// Held-out pairs to evaluate on (whole SQL shapes, at most a quarter
+    /// of the pairs).
+    #[arg(long, default_value_t = 60)]
+    pub held_out: usize,
+    /// At most this many pairs of one SQL shape.
+    #[arg(long, default_value_t = 5)]
+    pub max_per_skeleton: usize,
+    /// Prompt the adapter is trained with and answers with.
+    #[arg(long, default_value = crate::chat::TUNED_PROMPT)]
+    pub prompt: String,
+    /// Prompt the base model answers with in the comparison.
+    #[arg(long, default_value = crate::chat::DEFAULT_PROMPT)]
+    pub base_prompt: String,
+    /// Prompts longer than this many tokens show only the tables a
+    /// question needs, in training and answering alike (0: never).
+    #[arg(long, value_name = "TOKENS", default_value_t = 1024)]
+    pub schema_budget: usize,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    pub rank: usize,
+    /// LoRA alpha (the update is scaled by alpha / rank).
+    #[arg(long, default_value_t = 16.0)]
+    pub alpha: f64,
+    /// Projections to adapt, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    )]
+    pub targets: Vec<String>,
+    /// Passes over the training pairs.
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Pairs per optimizer step.
+    #[arg(long, default_value_t = 8)]
+    pub grad_accum: usize,
+    /// Pairs longer than this many tokens (prompt and answer) are skipped.
+    #[arg(long, default_value_t = 2048)]
+    pub max_len: usize,
+    /// Seed of synthesis, the split and training.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Continue the run in --out where it stopped.
+    #[arg(long)]
+    pub resume: bool,
+    /// The base model.
     #[command(flatten)]
     pub model: ModelArgs,
 }

@@ -11,6 +11,7 @@ macro_rules! outln {
     }};
 }
 
+mod adapt;
 pub mod args;
 mod bench;
 mod eval;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::eval(a),
         Command::Tune(a) => tune::tune(a),
         Command::Synth(a) => synth::synth(a),
+        Command::Adapt(a) => adapt::adapt(a),
         Command::Serve(a) => serve::serve(a),
     };
     result.map_err(name_the_flag)

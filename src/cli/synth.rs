@@ -12,7 +12,7 @@ use crate::agent::AskOptions;
 use crate::eval::load_set;
 use crate::grammar::GrammarOptions;
 use crate::sql::Database;
-use crate::synth::{candidates, interleave, model, with_values, Filter};
+use crate::synth::{filter_for, model, template_pairs, Filter, SynthPair};
 
 /// Runs `sqlagent synth`.
 pub fn synth(args: SynthArgs) -> Result<()> {
@@ -46,13 +46,7 @@ pub fn synth(args: SynthArgs) -> Result<()> {
         );
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let tables: Vec<String> = schema.tables.iter().map(|t| t.name.clone()).collect();
-    let columns: Vec<String> = schema
-        .tables
-        .iter()
-        .flat_map(|t| t.columns.iter().map(|c| c.name.clone()))
-        .collect();
-    let mut filter = Filter::new(&tables, &eval, args.max_per_skeleton).with_columns(&columns);
+    let mut filter = filter_for(&schema, &eval, args.max_per_skeleton);
     let mut kept = Vec::new();
     let mut by_template: BTreeMap<&str, usize> = BTreeMap::new();
     if args.from_model > 0 {
@@ -60,20 +54,9 @@ pub fn synth(args: SynthArgs) -> Result<()> {
         by_template.insert("model", model_kept.len());
         kept.extend(model_kept);
     }
-    let all = interleave(candidates(&with_values(&db, &schema), &mut rng), &mut rng);
-    for c in &all {
-        if kept.len() == args.count {
-            break;
-        }
-        if filter.keep(&db, &c.question, &c.sql) {
-            *by_template.entry(c.template).or_default() += 1;
-            kept.push(serde_json::json!({
-                "question": c.question,
-                "sql": c.sql,
-                "source": format!("template:{}", c.template),
-            }));
-        }
-    }
+    let (templated, counts) = template_pairs(&db, &mut filter, args.count - kept.len(), &mut rng)?;
+    by_template.extend(counts);
+    kept.extend(templated.iter().map(SynthPair::to_json));
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -9,8 +9,10 @@ pub mod filter;
 mod joined;
 mod lexicon;
 pub mod model;
+mod pairs;
 mod roles;
 pub mod templates;
 
 pub use filter::{normalized_sql, skeleton, Filter, Rejection};
+pub use pairs::{filter_for, template_pairs, SynthPair};
 pub use templates::{candidates, interleave, with_values, Candidate, VALUES_PER_COLUMN};

@@ -1,9 +1,11 @@
 //! LoRA tuning on the local machine with candle's autograd: examples built
 //! by the inference prompt code ([`data`]), the training loop with
 //! checkpoints ([`train`]), one whole run with its record ([`job`]), and AdamW with saveable state; or as a job on
-//! the hosted Lamini platform ([`lamini`]).
+//! the hosted Lamini platform ([`lamini`]); and [`adapt`], from a database to
+//! an evaluated adapter in one run.
 
 mod adamw;
+pub mod adapt;
 pub mod data;
 pub mod job;
 pub mod lamini;

@@ -427,6 +427,15 @@ fn builtin_default_is_prompts_default() {
 }
 
 #[test]
+fn builtin_tuned_is_prompts_tuned() {
+    let on_disk = PromptSpec::from_dir(&common::root().join("prompts/tuned")).expect("tuned");
+    let builtin = PromptSpec::builtin("tuned").expect("built in");
+    assert_eq!(builtin.name(), "tuned");
+    assert_eq!(builtin.dir(), None);
+    assert_eq!(builtin.content_hash(), on_disk.content_hash());
+}
+
+#[test]
 fn content_hash_changes_when_a_file_changes() {
     let dir = common::temp_dir();
     let prompt = dir.path().join("p");

@@ -1392,6 +1392,35 @@ fn tune_pairs_without_a_database_name_the_pair() {
     assert_clean_failure(&done, &[s(&train), "pair 1", "--db"]);
 }
 
+#[test]
+fn adapt_refuses_bad_plans_before_loading_the_model() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let out = tmp.path().join("adapted");
+    let adapt = |extra: &[&str]| {
+        let mut a = vec![
+            "adapt",
+            "--db",
+            s(&db),
+            "--out",
+            s(&out),
+            "--model",
+            "models/no-such-model.gguf",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    assert_clean_failure(&adapt(&["--pairs", "4"]), &["--pairs", "at least 8"]);
+    assert_clean_failure(&adapt(&["--held-out", "0"]), &["--held-out"]);
+    let missing = tmp.path().join("missing.jsonl");
+    assert_clean_failure(&adapt(&["--eval", s(&missing)]), &[s(&missing)]);
+    // A directory holding a run is resumed, never overwritten.
+    std::fs::create_dir_all(out.join("adapt")).unwrap();
+    std::fs::write(out.join("adapt/plan.json"), "{}").unwrap();
+    assert_clean_failure(&adapt(&[]), &["holds a run", "--resume"]);
+    assert_clean_failure(&adapt(&["--resume"]), &["--resume", "was started with"]);
+}
+
 // ---------------------------------------------------------------------------
 // synth
 

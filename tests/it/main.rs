@@ -2,6 +2,7 @@
 
 mod common;
 
+mod adapt;
 mod agent;
 mod chat;
 mod cli;
