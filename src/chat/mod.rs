@@ -9,7 +9,9 @@
 //! template.
 
 pub mod prompt;
+pub mod retrieval;
 pub mod template;
 
 pub use prompt::{Example, PromptSpec, CARRIED_PROMPT_DIR, DEFAULT_PROMPT, TUNED_PROMPT};
+pub use retrieval::ExampleIndex;
 pub use template::{ChatTemplate, Message};

@@ -26,6 +26,7 @@ use minijinja::{context, AutoEscape, Environment, UndefinedBehavior, Value};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::retrieval::ExampleIndex;
 use super::template::{error_chain, Message};
 use crate::error::{Error, Result};
 use crate::sql::Schema;
@@ -101,6 +102,9 @@ pub struct PromptSpec {
     /// question's tables (`None`: the whole schema, always).
     schema_budget: Option<usize>,
     examples: Vec<Example>,
+    /// Pairs chosen per question, after `examples`: the index and how
+    /// many.
+    retrieval: Option<(std::sync::Arc<ExampleIndex>, usize)>,
     env: Environment<'static>,
     hash: String,
 }
@@ -240,6 +244,7 @@ impl PromptSpec {
                 .collect(),
             schema_budget: None,
             examples,
+            retrieval: None,
             env,
             hash,
         })
@@ -306,6 +311,19 @@ impl PromptSpec {
         self
     }
 
+    /// The same prompt, followed (after its own few-shot examples) by the
+    /// `k` pairs of `index` most like each question ([`ExampleIndex`]).
+    pub fn with_retrieval(mut self, index: std::sync::Arc<ExampleIndex>, k: usize) -> Self {
+        self.retrieval = (k > 0).then_some((index, k));
+        self
+    }
+
+    /// How many pairs are retrieved per question, from how many (`None`:
+    /// no retrieval).
+    pub fn retrieval(&self) -> Option<(usize, usize)> {
+        self.retrieval.as_ref().map(|(index, k)| (*k, index.len()))
+    }
+
     /// See [`PromptSpec::with_schema_budget`].
     pub fn schema_budget(&self) -> Option<usize> {
         self.schema_budget
@@ -368,11 +386,15 @@ impl PromptSpec {
             )
         };
 
-        let mut messages = Vec::with_capacity(2 + 2 * self.examples.len());
+        let retrieved = match &self.retrieval {
+            Some((index, k)) => index.nearest(question, *k),
+            None => Vec::new(),
+        };
+        let mut messages = Vec::with_capacity(2 + 2 * (self.examples.len() + retrieved.len()));
         if !system.is_empty() {
             messages.push(Message::system(system));
         }
-        for example in &self.examples {
+        for example in self.examples.iter().chain(retrieved) {
             messages.push(Message::user(user(example.question.trim())?));
             messages.push(Message::assistant(self.assistant_reply(&example.sql)));
         }

@@ -396,6 +396,9 @@ pub struct AskArgs {
     /// prompt would be longer than this many tokens.
     #[arg(long, value_name = "TOKENS")]
     pub schema_budget: Option<usize>,
+    /// Similar pairs as few-shot examples.
+    #[command(flatten)]
+    pub retrieval: RetrievalArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -662,6 +665,9 @@ pub struct EvalArgs {
     /// prompt would be longer than this many tokens.
     #[arg(long, value_name = "TOKENS")]
     pub schema_budget: Option<usize>,
+    /// Similar pairs as few-shot examples.
+    #[command(flatten)]
+    pub retrieval: RetrievalArgs,
     /// `text`: a Markdown summary; `json`: the whole report.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -867,6 +873,20 @@ pub struct TuneArgs {
     pub model: ModelArgs,
 }
 
+/// Few-shot examples chosen per question.
+#[derive(Debug, Args)]
+pub struct RetrievalArgs {
+    /// Put the K question/SQL pairs most like the question into the prompt
+    /// as examples: from --examples, else from the pairs the answering
+    /// adapter was trained on (default 3 with --examples, else 0).
+    #[arg(long, value_name = "K")]
+    pub retrieve: Option<usize>,
+    /// Question/SQL pairs (JSONL) to draw examples from, such as a team's
+    /// own past questions.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub examples: Option<PathBuf>,
+}
+
 /// `sqlagent adapt`.
 #[derive(Debug, Args)]
 pub struct AdaptArgs {
@@ -914,7 +934,7 @@ pub struct AdaptArgs {
     )]
     pub targets: Vec<String>,
     /// Passes over the training pairs.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub epochs: usize,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]

@@ -80,10 +80,14 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         chosen.push((i, path));
     }
 
-    let prompt = super::with_budget(
-        args.model.answer_prompt(args.prompt.as_deref())?,
-        args.schema_budget,
-    );
+    let prompt = super::with_retrieval(
+        super::with_budget(
+            args.model.answer_prompt(args.prompt.as_deref())?,
+            args.schema_budget,
+        ),
+        &args.model,
+        &args.retrieval,
+    )?;
     let mut options = AskOptions {
         sampling,
         limits,
@@ -150,6 +154,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         retries: args.retries,
         adapters,
         schema_budget: prompt.schema_budget(),
+        retrieval: retrieval_record(&args.retrieval, &prompt)?,
     };
 
     // Items already done (--resume), and where new ones go.
@@ -232,6 +237,21 @@ fn flag_names(e: crate::Error) -> anyhow::Error {
         ),
         other => other.into(),
     }
+}
+
+/// What retrieval the run used: `k` pairs from a file (and its hash).
+fn retrieval_record(
+    args: &super::args::RetrievalArgs,
+    prompt: &PromptSpec,
+) -> Result<Option<String>> {
+    let Some((k, n)) = prompt.retrieval() else {
+        return Ok(None);
+    };
+    let from = match &args.examples {
+        Some(file) => format!("{} ({})", file.display(), file_sha256(file)?),
+        None => "the adapter's training pairs".to_string(),
+    };
+    Ok(Some(format!("{k} of {n} pairs from {from}")))
 }
 
 /// The set, in the format asked for (or guessed).

@@ -115,13 +115,54 @@ pub(crate) fn with_budget(prompt: PromptSpec, budget: Option<usize>) -> PromptSp
     }
 }
 
+/// `prompt` with retrieval as `--retrieve`/`--examples` ask: from the
+/// examples file, else from the answering adapter's training pairs.
+pub(crate) fn with_retrieval(
+    prompt: PromptSpec,
+    model: &args::ModelArgs,
+    retrieval: &args::RetrievalArgs,
+) -> Result<PromptSpec> {
+    use crate::chat::ExampleIndex;
+    let k = retrieval
+        .retrieve
+        .unwrap_or(if retrieval.examples.is_some() { 3 } else { 0 });
+    if k == 0 {
+        return Ok(prompt);
+    }
+    let file = match (&retrieval.examples, model.answering_adapter_dir()?) {
+        (Some(file), _) => file.clone(),
+        (None, Some(dir)) => {
+            let file = dir.join(crate::tune::TRAINING_PAIRS_FILE);
+            if !file.is_file() {
+                anyhow::bail!(
+                    "--retrieve: the adapter in {} does not carry its training pairs ({}); pass --examples FILE.jsonl",
+                    dir.display(),
+                    crate::tune::TRAINING_PAIRS_FILE
+                );
+            }
+            file
+        }
+        (None, None) => {
+            anyhow::bail!(
+                "--retrieve needs --examples FILE.jsonl or an adapter trained by this version"
+            )
+        }
+    };
+    let index = ExampleIndex::from_jsonl(&file)?;
+    Ok(prompt.with_retrieval(std::sync::Arc::new(index), k))
+}
+
 /// `ask` up to its answer: what fails here fails before anything is printed.
 fn answer_question(args: AskArgs) -> Result<(crate::agent::Answer, crate::agent::ModelInfo)> {
     let options = AskOptions {
-        prompt: with_budget(
-            args.model.answer_prompt(args.prompt.as_deref())?,
-            args.schema_budget,
-        ),
+        prompt: with_retrieval(
+            with_budget(
+                args.model.answer_prompt(args.prompt.as_deref())?,
+                args.schema_budget,
+            ),
+            &args.model,
+            &args.retrieval,
+        )?,
         sampling: args.sampling.to_params()?,
         limits: args.exec.to_limits()?,
         adapter: None,

@@ -143,6 +143,7 @@ mod tests {
                 retries: 0,
                 adapters: vec![],
                 schema_budget: None,
+                retrieval: None,
             },
             summary: summarize(&items, 0),
             items,

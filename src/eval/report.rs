@@ -49,6 +49,9 @@ pub struct EvalConfig {
     /// their question needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_budget: Option<usize>,
+    /// Pairs retrieved per question as few-shot examples, and from where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<String>,
 }
 
 /// Counts for one tag.

@@ -18,6 +18,11 @@ use crate::eval::{file_sha256, load_set, model_fingerprint, SetItem};
 use crate::lora::Adapter;
 use crate::sql::{Database, Schema};
 
+/// Where in an adapter directory the pairs it was trained on are kept
+/// (JSONL `{"question", "sql"}`): the examples retrieval draws from when
+/// the adapter answers.
+pub const TRAINING_PAIRS_FILE: &str = "training-pairs.jsonl";
+
 /// A question/SQL pair with the database it is about.
 pub type Pair = (SetItem, PathBuf);
 
@@ -187,8 +192,20 @@ impl LocalTune<'_> {
             &peft_config(&self.options, Some(self.base_model)),
             &outcome.deltas,
         )?;
-        // The adapter carries the prompt it was trained with.
+        // The adapter carries the prompt it was trained with, and its pairs.
         self.prompt.save_to(&self.out.join(CARRIED_PROMPT_DIR))?;
+        let pairs_path = self.out.join(TRAINING_PAIRS_FILE);
+        let text: String = self
+            .pairs
+            .iter()
+            .map(|(item, _)| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"question": item.question, "sql": item.sql})
+                )
+            })
+            .collect();
+        std::fs::write(&pairs_path, text).map_err(|e| Error::io(&pairs_path, e))?;
         let state = outcome.state;
         let peak = peak_rss_mb();
         let record = serde_json::json!({
@@ -201,6 +218,7 @@ impl LocalTune<'_> {
             "prompt": self.prompt.name(),
             "prompt_hash": self.prompt.content_hash(),
             "prompt_dir": CARRIED_PROMPT_DIR,
+            "training_pairs": TRAINING_PAIRS_FILE,
             "schema_budget": self.prompt.schema_budget(),
             "pairs": {
                 "total": self.pairs.len(),

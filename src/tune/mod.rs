@@ -13,7 +13,9 @@ pub mod train;
 
 pub use adamw::{learning_rate, AdamW, AdamWParams};
 pub use data::{example, TrainExample};
-pub use job::{pairs_with_databases, peak_rss_mb, schemas_of, LocalTune, Pair, TuneReport};
+pub use job::{
+    pairs_with_databases, peak_rss_mb, schemas_of, LocalTune, Pair, TuneReport, TRAINING_PAIRS_FILE,
+};
 pub use train::{
     checkpoint_dir, mean_loss, peft_config, step_gradients, train, EpochLog, Progress,
     TrainOutcome, TrainState, TuneOptions,

@@ -236,7 +236,7 @@ pub fn train(
     let total_examples = train.len() * options.epochs;
     let mut stop = false;
     while state.epoch < options.epochs {
-        let order = epoch_order(train.len(), options.seed, state.epoch);
+        let order = epoch_order(train, options, state.epoch);
         let mut started = Instant::now();
         while state.next_example < order.len() {
             // One optimizer step: its examples run together, so the prompt
@@ -508,13 +508,29 @@ pub fn mean_loss(model: &Llama, examples: &[TrainExample], slot: usize) -> Resul
 
 /// The order of the examples in `epoch`: a shuffle that depends only on
 /// the seed and the epoch, so a resumed run sees the same order.
-fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng =
-        StdRng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)));
+fn epoch_order(train: &[TrainExample], options: &TuneOptions, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut rng = StdRng::seed_from_u64(
+        options.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)),
+    );
     order.shuffle(&mut rng);
+    // Within each window of a few steps, examples with alike prompts go
+    // next to each other, so the steps' examples share longer prompts
+    // (computed once, see `step_gradients`). Prompts focused on a
+    // question's tables differ from question to question; sorted, those
+    // over the same tables share all of their schema part.
+    let window = options.grad_accum.max(1) * SHARING_WINDOW_STEPS;
+    for chunk in order.chunks_mut(window) {
+        chunk.sort_by(|&a, &b| {
+            let prompt = |i: usize| &train[i].ids[..train[i].ids.len() - train[i].answer_len];
+            prompt(a).cmp(prompt(b)).then(a.cmp(&b))
+        });
+    }
     order
 }
+
+/// Optimizer steps whose examples are ordered by prompt together.
+const SHARING_WINDOW_STEPS: usize = 8;
 
 /// PEFT's `adapter_config.json` for a run with `options`.
 pub fn peft_config(options: &TuneOptions, base_model: Option<&str>) -> serde_json::Value {

@@ -436,6 +436,50 @@ fn builtin_tuned_is_prompts_tuned() {
 }
 
 #[test]
+fn retrieved_pairs_come_after_the_prompts_own_examples_the_closest_last() {
+    use sqlagent::chat::{Example, ExampleIndex};
+    let pairs = vec![
+        Example {
+            question: "How many songs are there?".into(),
+            sql: "SELECT COUNT(*) FROM songs".into(),
+        },
+        Example {
+            question: "What is the average danceability per genre?".into(),
+            sql: "SELECT \"top genre\", AVG(danceability) FROM songs GROUP BY \"top genre\"".into(),
+        },
+        Example {
+            question: "Which song has the most streams?".into(),
+            sql: "SELECT title FROM songs ORDER BY streams DESC LIMIT 1".into(),
+        },
+    ];
+    let index = std::sync::Arc::new(ExampleIndex::new(pairs));
+    let plain = PromptSpec::builtin_default().expect("built-in prompt");
+    let with = plain.clone().with_retrieval(index.clone(), 2);
+    assert_eq!(with.retrieval(), Some((2, 3)));
+    assert_eq!(with.content_hash(), plain.content_hash());
+    let schema = songs_schema();
+    let question = "What is the average danceability of songs in each genre?";
+    let before = plain.messages(&schema, question).unwrap();
+    let after = with.messages(&schema, question).unwrap();
+    // Two more turns of two messages, just before the question.
+    assert_eq!(after.len(), before.len() + 4);
+    assert_eq!(after[..before.len() - 1], before[..before.len() - 1]);
+    let n = after.len();
+    assert_eq!(after[n - 2].role, "assistant");
+    assert!(
+        after[n - 2].content.contains("AVG(danceability)"),
+        "{:?}",
+        after[n - 2]
+    );
+    assert!(after[n - 3]
+        .content
+        .contains("average danceability per genre"));
+    assert_eq!(after[n - 1], before[before.len() - 1]);
+    // k = 0 is no retrieval.
+    assert_eq!(plain.with_retrieval(index, 0).retrieval(), None);
+}
+
+#[test]
 fn content_hash_changes_when_a_file_changes() {
     let dir = common::temp_dir();
     let prompt = dir.path().join("p");

@@ -1322,6 +1322,10 @@ fn tune_writes_a_peft_adapter_and_its_record_that_ask_loads() {
         out.join("prompt/system.txt").is_file(),
         "the prompt is carried"
     );
+    // So are the pairs, for retrieval.
+    let carried_pairs = sqlagent::eval::load_set(&out.join("training-pairs.jsonl")).unwrap();
+    assert_eq!(carried_pairs.len(), 6);
+    assert_eq!(record["training_pairs"], "training-pairs.jsonl");
 
     // The adapter answers with the prompt it carries unless --prompt says
     // otherwise (run from a directory without prompts/).
@@ -1390,6 +1394,59 @@ fn tune_pairs_without_a_database_name_the_pair() {
         s(&out),
     ]);
     assert_clean_failure(&done, &[s(&train), "pair 1", "--db"]);
+}
+
+#[test]
+fn retrieval_adds_the_nearest_pairs_to_the_prompt_and_names_bad_files() {
+    let Some(model) = common::smollm2_gguf() else {
+        return;
+    };
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let pairs = tmp.path().join("team.jsonl");
+    std::fs::write(
+        &pairs,
+        "{\"question\": \"How many albums are there?\", \"sql\": \"SELECT COUNT(*) FROM albums\"}\n\
+         {\"question\": \"How many tracks does each genre have?\", \"sql\": \"SELECT genre, COUNT(*) FROM tracks GROUP BY genre\"}\n",
+    )
+    .unwrap();
+    let ask = |extra: &[&str]| {
+        let mut a = vec![
+            "--threads",
+            "1",
+            "ask",
+            "How many tracks are there?",
+            "--db",
+            s(&db),
+            "--model",
+            s(&model),
+            "--no-execute",
+            "--max-tokens",
+            "8",
+            "--format",
+            "json",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    let prompt_tokens = |out: &Out| {
+        assert_success(out);
+        let v: serde_json::Value = serde_json::from_str(out.1.trim()).unwrap();
+        v["timings"]["prompt_tokens"].as_u64().unwrap()
+    };
+    let plain = prompt_tokens(&ask(&[]));
+    let one = prompt_tokens(&ask(&["--examples", s(&pairs), "--retrieve", "1"]));
+    let two = prompt_tokens(&ask(&["--examples", s(&pairs)]));
+    assert!(plain < one && one < two, "{plain} {one} {two}");
+    assert_eq!(
+        prompt_tokens(&ask(&["--examples", s(&pairs), "--retrieve", "0"])),
+        plain
+    );
+    assert_clean_failure(&ask(&["--retrieve", "2"]), &["--retrieve", "--examples"]);
+    std::fs::write(&pairs, "{\"question\": \"q\"}\n").unwrap();
+    let out = ask(&["--examples", s(&pairs)]);
+    assert_ne!(out.0, 0);
+    assert!(out.1.contains("team.jsonl line 1"), "{}", describe(&out));
 }
 
 #[test]

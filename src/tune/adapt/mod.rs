@@ -498,6 +498,7 @@ impl AdaptPlan {
                 retries: options.retries,
                 adapters: adapters.clone(),
                 schema_budget: options.prompt.schema_budget(),
+                retrieval: None,
             };
             let resume = dir.join("config.json").is_file();
             let (done, mut sink) = RunDir::open(&dir, &config, resume)?;
