@@ -2,6 +2,7 @@
 //! schema and the grammar compiled from that schema, bound together so
 //! that they cannot disagree. Built once per database and shared.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -23,6 +24,9 @@ pub struct DatabaseHandle {
     schema: Schema,
     grammar: Option<CompiledGrammar>,
     options: GrammarOptions,
+    /// Text columns of few values, by lowercase (table, column): what a
+    /// string compared with them must be.
+    values: HashMap<(String, String), Vec<String>>,
     idle: Mutex<Vec<Database>>,
 }
 
@@ -58,6 +62,7 @@ impl DatabaseHandle {
                 mode: grammar::GrammarMode::None,
                 ..GrammarOptions::default()
             },
+            values: HashMap::new(),
             idle: Mutex::new(vec![db]),
         })
     }
@@ -75,7 +80,31 @@ impl DatabaseHandle {
             ),
         };
         self.options = *options;
+        if options.mode == grammar::GrammarMode::Schema {
+            return self.with_literal_values(options.literal_values);
+        }
         Ok(self)
+    }
+
+    /// This database with the values of its text columns of at most
+    /// `limit` distinct values read, so that a string compared with one of
+    /// them is checked against them (0: none).
+    pub fn with_literal_values(mut self, limit: usize) -> Result<Self> {
+        self.values = if limit == 0 {
+            HashMap::new()
+        } else {
+            self.with_connection(|db| few_values(db, &self.schema, limit))?
+        };
+        Ok(self)
+    }
+
+    /// The values a string compared with `column` of `table` must be one
+    /// of (stored spelling), when that column is text of few values and
+    /// the grammar checks them.
+    pub fn literal_values(&self, table: &str, column: &str) -> Option<&[String]> {
+        self.values
+            .get(&(table.to_lowercase(), column.to_lowercase()))
+            .map(Vec::as_slice)
     }
 
     /// The database file.
@@ -123,7 +152,32 @@ impl DatabaseHandle {
         self.with_connection(|db| db.check(sql))
     }
 
+    /// Whether any column's values are checked.
+    pub fn checks_literal_values(&self) -> bool {
+        !self.values.is_empty()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Database>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The text columns of `schema` with at most `limit` distinct values, and
+/// those values. A column that cannot be read is left out (no check).
+fn few_values(
+    db: &Database,
+    schema: &Schema,
+    limit: usize,
+) -> HashMap<(String, String), Vec<String>> {
+    let mut out = HashMap::new();
+    for t in &schema.tables {
+        for c in &t.columns {
+            if let Ok(Some(values)) = db.text_values(&t.quoted, &c.quoted, limit) {
+                if !values.is_empty() {
+                    out.insert((t.name.to_lowercase(), c.name.to_lowercase()), values);
+                }
+            }
+        }
+    }
+    out
 }

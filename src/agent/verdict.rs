@@ -41,6 +41,10 @@ impl TextCheck for SqlCheck<'_> {
 /// against `db`, read as a [`Verdict`] (back up to the name to blame; go on
 /// when only the FROM clause is missing).
 pub fn sql_verdict(db: &DatabaseHandle, text: &str) -> Verdict {
+    let unended = text.trim_end().trim_end_matches(';');
+    if let Some(at) = literal_blame(db, unended) {
+        return Verdict::Blame(at);
+    }
     let sql = sql::constrained_sql(text);
     match db.check(&sql) {
         Ok(Ok(())) => Verdict::Pass,
@@ -82,6 +86,9 @@ const GOES_ON_WITH_FROM: [&str; 6] = ["JOIN", "ON", "INNER", "LEFT", "CROSS", "N
 /// of a FROM clause, a column it lacks may belong to the outer query and is
 /// left for the final check.
 fn continued_verdict(db: &DatabaseHandle, text: &str, next: &str) -> Verdict {
+    if let Some(at) = literal_blame(db, text) {
+        return Verdict::Blame(at);
+    }
     // A keyword may be written in pieces (`JO` + `IN`): the word is then
     // the letters the text ends in and those `next` starts with, and the
     // text checked is what stands before it.
@@ -197,6 +204,57 @@ fn continued_verdict(db: &DatabaseHandle, text: &str, next: &str) -> Verdict {
         Some(at) if settled => Verdict::Blame(offset + at),
         _ => Verdict::Pass,
     }
+}
+
+/// Where to back up when `text` ends with a string compared with a column
+/// of few values ([`DatabaseHandle::literal_values`]) that is none of them:
+/// at the first character no value goes on with, or at the closing quote
+/// of a value cut short. `None` when it is (the start of) one, or the
+/// column's values are not checked.
+fn literal_blame(db: &DatabaseHandle, text: &str) -> Option<usize> {
+    if !db.checks_literal_values() {
+        return None;
+    }
+    let literal = sql::compared_literal_at_end(text)?;
+    let mut allowed: Vec<String> = Vec::new();
+    for table in &literal.tables {
+        let Some(t) = db.schema().table(table) else {
+            continue;
+        };
+        if t.column(&literal.column).is_none() {
+            continue;
+        }
+        // Every table that has the column must check it.
+        let values = db.literal_values(&t.name, &literal.column)?;
+        allowed.extend(values.iter().map(|v| v.replace('\'', "''")));
+    }
+    if allowed.is_empty() {
+        return None;
+    }
+    let written = &text[literal.content.clone()];
+    let fits = |v: &String| {
+        if literal.closed {
+            v == written
+        } else {
+            v.starts_with(written)
+        }
+    };
+    if allowed.iter().any(fits) {
+        return None;
+    }
+    // The longest start of the text that some value shares.
+    let shared = allowed
+        .iter()
+        .map(|v| {
+            v.char_indices()
+                .zip(written.chars())
+                .take_while(|((_, a), b)| a == b)
+                .last()
+                .map_or(0, |((i, a), _)| i + a.len_utf8())
+        })
+        .max()
+        .unwrap_or(0);
+    Some(literal.content.start + shared)
 }
 
 /// Where in `sql` to back up for `failure`: the blamed name's last mention,

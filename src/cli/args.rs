@@ -334,6 +334,10 @@ pub struct GrammarFlags {
     /// Longest string literal the grammar allows, in characters.
     #[arg(long, default_value_t = DEFAULT_MAX_STRING_LEN)]
     pub max_string_len: usize,
+    /// A string compared with a text column of at most N distinct values
+    /// must be one of them, as stored (0: any string).
+    #[arg(long, value_name = "N", default_value_t = crate::grammar::DEFAULT_LITERAL_VALUES)]
+    pub literal_values: usize,
 }
 
 impl GrammarFlags {
@@ -348,6 +352,7 @@ impl GrammarFlags {
         Ok(GrammarOptions {
             mode: self.grammar.into(),
             max_string_len: self.max_string_len,
+            literal_values: self.literal_values,
         })
     }
 }

@@ -59,6 +59,11 @@ impl fmt::Display for GrammarMode {
 /// loops inside a string cannot run away.
 pub const DEFAULT_MAX_STRING_LEN: usize = 200;
 
+/// Default bound on the distinct values of a text column whose values a
+/// compared string literal must be one of (see
+/// [`GrammarOptions::literal_values`]).
+pub const DEFAULT_LITERAL_VALUES: usize = 40;
+
 /// Options of the generated grammar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GrammarOptions {
@@ -66,6 +71,11 @@ pub struct GrammarOptions {
     pub mode: GrammarMode,
     /// Maximum characters inside a string literal.
     pub max_string_len: usize,
+    /// In schema mode, a string literal compared with a text column of at
+    /// most this many distinct values (`=`, `<>`, `IN (…)`) must be one of
+    /// them, spelled and cased as stored; checked while it is written
+    /// (0: never).
+    pub literal_values: usize,
 }
 
 impl Default for GrammarOptions {
@@ -73,6 +83,7 @@ impl Default for GrammarOptions {
         Self {
             mode: GrammarMode::Schema,
             max_string_len: DEFAULT_MAX_STRING_LEN,
+            literal_values: DEFAULT_LITERAL_VALUES,
         }
     }
 }

@@ -121,6 +121,35 @@ impl Database {
         Ok(keys.into_iter().map(|(_, fk)| fk).collect())
     }
 
+    /// Every distinct non-null value of `column` (quoted, as SQL spells it)
+    /// in `table`, as text, when there are at most `limit` and all are
+    /// text; `None` otherwise (a column of numbers, or of many values).
+    pub fn text_values(
+        &self,
+        table: &str,
+        column: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>> {
+        let rows = self.query_all(
+            &format!(
+                "SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL LIMIT {}",
+                limit + 1
+            ),
+            &[],
+        )?;
+        if rows.len() > limit {
+            return Ok(None);
+        }
+        let mut values = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row.into_iter().next() {
+                Some(Value::Text(t)) => values.push(t),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(values))
+    }
+
     /// Up to `limit` distinct non-null values of `column` (quoted, as SQL
     /// spells it) in `table`, as SQL literals, leaving out blobs and texts
     /// longer than a sample may be (they could not be written whole).

@@ -41,4 +41,5 @@ pub(crate) use scope::{
     opens_derived_table, plain_names_in_level, repeated_condition, repeated_list_item,
     repeated_tail, unaliased_self_join, unquoted,
 };
+pub use scope::{compared_literal_at_end, ComparedLiteral};
 pub use value::{QueryResult, Value};

@@ -295,6 +295,118 @@ pub(crate) fn plain_names_in_level(sql: &str, at: usize) -> Vec<String> {
     names
 }
 
+/// A string literal at the end of a query (closed, or still being
+/// written) that is compared with a column: `col = '…`, `t.col <> '…`,
+/// `col IN ('a', '…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComparedLiteral {
+    /// The tables the column may belong to (quotes removed): the one its
+    /// qualifier binds, else every table of its FROM clause.
+    pub tables: Vec<String>,
+    /// The column (quotes removed).
+    pub column: String,
+    /// Byte range of the literal's text between its quotes (escapes as
+    /// written, `''`).
+    pub content: std::ops::Range<usize>,
+    /// Whether its closing quote is written.
+    pub closed: bool,
+}
+
+/// The literal `sql` ends with (trailing blanks aside) when it is compared
+/// for (in)equality with a column, or listed after `column IN (`; `None`
+/// for anything else (LIKE patterns, a literal on the left, a qualifier no
+/// FROM clause binds).
+pub fn compared_literal_at_end(sql: &str) -> Option<ComparedLiteral> {
+    let tokens = tokens(sql);
+    let last = tokens.len().checked_sub(1)?;
+    let literal = tokens[last];
+    if literal.kind != Kind::String || literal.start + literal.text.len() != sql.trim_end().len() {
+        return None;
+    }
+    let (content_end, closed) = literal_end(literal.text);
+    let content = literal.start + 1..literal.start + content_end;
+    // What the literal follows: a comparison, or the items of an IN list.
+    let before = |k: usize| k.checked_sub(1).map(|p| tokens[p]);
+    let mut at = last;
+    let op = before(at)?;
+    let column_at = if op.is_punct("=") || op.is_punct(">") {
+        at -= 1;
+        match (op.text, before(at).map(|t| t.text)) {
+            ("=", Some("=" | "!")) | (">", Some("<")) => at -= 1,
+            ("=", _) => {}
+            _ => return None,
+        }
+        if before(at).is_some_and(|t| t.kind == Kind::Punct && "<>!=".contains(t.text)) {
+            return None;
+        }
+        at.checked_sub(1)?
+    } else {
+        // `IN ( 'a' , 'b' , …`: back over the items to the parenthesis.
+        while before(at).is_some_and(|t| t.is_punct(",")) {
+            at -= 1;
+            if !before(at).is_some_and(|t| t.kind == Kind::String) {
+                return None;
+            }
+            at -= 1;
+        }
+        if !before(at).is_some_and(|t| t.is_punct("(")) {
+            return None;
+        }
+        at -= 1;
+        if !before(at).is_some_and(|t| t.is_word("IN")) {
+            return None;
+        }
+        at -= 1;
+        if before(at).is_some_and(|t| t.is_word("NOT")) {
+            at -= 1;
+        }
+        at.checked_sub(1)?
+    };
+    let column = tokens[column_at];
+    if !column.is_name() {
+        return None;
+    }
+    let qualifier = before(column_at)
+        .filter(|t| t.is_punct("."))
+        .and_then(|_| before(column_at - 1))
+        .filter(|t| t.is_name());
+    let from = from_tables(level_of(&tokens, column_at), column.depth);
+    let tables: Vec<String> = match qualifier {
+        Some(q) => {
+            let q = unquoted(q.text);
+            let bound = from
+                .iter()
+                .find(|t| unquoted(t.alias.unwrap_or(t.name).text).eq_ignore_ascii_case(&q))?;
+            vec![unquoted(bound.name.text)]
+        }
+        None => from.iter().map(|t| unquoted(t.name.text)).collect(),
+    };
+    Some(ComparedLiteral {
+        tables,
+        column: unquoted(column.text),
+        content,
+        closed,
+    })
+}
+
+/// Where the text of a `'…` literal ends (an offset into `literal`) and
+/// whether a closing quote follows it.
+fn literal_end(literal: &str) -> (usize, bool) {
+    let bytes = literal.as_bytes();
+    let mut i = 1;
+    while i < bytes.len() {
+        if bytes[i] == b'\'' {
+            if bytes.get(i + 1) == Some(&b'\'') {
+                i += 2;
+                continue;
+            }
+            return (i, true);
+        }
+        i += 1;
+    }
+    (bytes.len(), false)
+}
+
 /// A name without its quotes (`"a ""b"""` → `a "b"`, `[c]` → `c`).
 pub(crate) fn unquoted(text: &str) -> String {
     let mut chars = text.chars();
@@ -740,5 +852,43 @@ mod tests {
             let want = want.map(|w| rat(sql, w));
             assert_eq!(repeated_list_item(sql), want, "{sql}");
         }
+    }
+
+    #[test]
+    fn a_literal_compared_with_a_column_is_found_with_its_tables() {
+        let lit = |sql: &str| compared_literal_at_end(sql);
+        let got = lit("SELECT * FROM songs WHERE \"top genre\" = 'dance p").unwrap();
+        assert_eq!(got.tables, ["songs"]);
+        assert_eq!(got.column, "top genre");
+        assert!(!got.closed);
+        let sql = "SELECT * FROM songs AS s JOIN artists a ON s.id = a.id WHERE a.name <> 'It''s' ";
+        let got = lit(sql).unwrap();
+        assert_eq!(
+            (got.tables.as_slice(), got.column.as_str(), got.closed),
+            (&["artists".to_string()][..], "name", true)
+        );
+        assert_eq!(&sql[got.content.clone()], "It''s");
+        let got = lit("SELECT 1 FROM t, u WHERE c NOT IN ('a', 'b', 'c").unwrap();
+        assert_eq!(
+            (got.tables, got.column, got.closed),
+            (
+                vec!["t".to_string(), "u".to_string()],
+                "c".to_string(),
+                false
+            )
+        );
+        for sql in [
+            "SELECT * FROM t WHERE c LIKE 'a",
+            "SELECT * FROM t WHERE c >= 'a'",
+            "SELECT * FROM t WHERE c < 'a'",
+            "SELECT * FROM t WHERE 'a' = c",
+            "SELECT * FROM t WHERE x.c = 'a'",
+            "SELECT * FROM t WHERE c = 'a' AND d = 1",
+            "SELECT * FROM t WHERE c IN (SELECT 'a'",
+        ] {
+            assert_eq!(lit(sql), None, "{sql}");
+        }
+        assert!(lit("SELECT * FROM t WHERE c == 'a'").is_some());
+        assert!(lit("SELECT * FROM t WHERE c != 'a'").is_some());
     }
 }

@@ -21,10 +21,12 @@ use crate::common;
 const SCHEMA: GrammarOptions = GrammarOptions {
     mode: GrammarMode::Schema,
     max_string_len: 200,
+    literal_values: 40,
 };
 const GENERIC: GrammarOptions = GrammarOptions {
     mode: GrammarMode::Generic,
     max_string_len: 200,
+    literal_values: 40,
 };
 
 /// The demo database's schema (built once into a temporary directory).

@@ -218,6 +218,89 @@ fn the_sql_check_blames_the_latest_choice_that_can_fix_a_query() {
     }
 }
 
+#[test]
+fn a_string_compared_with_a_column_of_few_values_must_be_one_of_them_as_stored() {
+    let dir = common::temp_dir();
+    let path = dir.path().join("music.db");
+    build_demo_db(&path).unwrap();
+    let db = DatabaseHandle::without_grammar(&path)
+        .unwrap()
+        .with_literal_values(40)
+        .unwrap();
+    assert_eq!(
+        db.literal_values("ARTISTS", "Genre").map(|v| v.len()),
+        Some(13)
+    );
+    assert_eq!(
+        db.literal_values("tracks", "title"),
+        None,
+        "too many values"
+    );
+    assert_eq!(db.literal_values("tracks", "year"), None, "not text");
+    let check = SqlCheck::new(&db);
+    fn blamed_at(text: &str, verdict: Verdict) -> Option<&str> {
+        match verdict {
+            Verdict::Blame(at) => Some(&text[at..]),
+            _ => None,
+        }
+    }
+    let continued: &[(&str, &str, Option<&str>)] = &[
+        // The stored spelling is lower case.
+        (
+            "SELECT name FROM artists WHERE genre = 'Pop",
+            "'",
+            Some("Pop"),
+        ),
+        ("SELECT name FROM artists WHERE genre = 'po", "p", None),
+        ("SELECT name FROM artists WHERE genre = 'pop'", " AND", None),
+        // Blamed where no value goes on.
+        (
+            "SELECT name FROM artists WHERE genre = 'popx",
+            "'",
+            Some("x"),
+        ),
+        // Closed before the value ends.
+        (
+            "SELECT name FROM artists WHERE genre = 'po'",
+            " AND",
+            Some("'"),
+        ),
+        // Through an alias, and in an IN list.
+        (
+            "SELECT a.name FROM artists AS a JOIN streams s ON 1 WHERE s.country = 'Peru'",
+            ";",
+            Some("Peru'"),
+        ),
+        (
+            "SELECT name FROM streams WHERE country NOT IN ('Japan', 'Sweden', 'sweden'",
+            ")",
+            Some("sweden'"),
+        ),
+        // A column two tables have: either's values.
+        (
+            "SELECT 1 FROM artists JOIN streams ON 1 WHERE country = 'Ireland'",
+            ";",
+            None,
+        ),
+        // Not checked: patterns, orderings, columns of many values.
+        ("SELECT name FROM artists WHERE genre LIKE 'Po", "p", None),
+        ("SELECT name FROM artists WHERE genre > 'Po", "p", None),
+        ("SELECT title FROM tracks WHERE title = 'Zzz", "z", None),
+    ];
+    for &(text, next, want) in continued {
+        assert_eq!(
+            blamed_at(text, check.continued(text, next)),
+            want,
+            "{text:?} + {next:?}"
+        );
+    }
+    let text = "SELECT name FROM artists WHERE genre = 'Rock';";
+    assert_eq!(blamed_at(text, sql_verdict(&db, text)), Some("Rock';"));
+    // Without the values read, nothing is checked.
+    let plain = DatabaseHandle::without_grammar(&path).unwrap();
+    assert_eq!(blamed_at(text, sql_verdict(&plain, text)), None);
+}
+
 /// Greedy generation under `grammar` by a model preferring `preferred`
 /// (each one token of the Llama 3 vocabulary), checked by `check`; `None`
 /// without the tokenizer fixture.
