@@ -35,6 +35,10 @@ impl TextCheck for SqlCheck<'_> {
     fn continued(&self, text: &str, next: &str) -> Verdict {
         continued_verdict(self.db, text, next)
     }
+
+    fn allowed_next(&self, text: &str) -> Option<Vec<String>> {
+        literal_continuations(self.db, text)
+    }
 }
 
 /// What the decode loop is told of a finished query: SQLite's `prepare`
@@ -206,12 +210,9 @@ fn continued_verdict(db: &DatabaseHandle, text: &str, next: &str) -> Verdict {
     }
 }
 
-/// Where to back up when `text` ends with a string compared with a column
-/// of few values ([`DatabaseHandle::literal_values`]) that is none of them:
-/// at the first character no value goes on with, or at the closing quote
-/// of a value cut short. `None` when it is (the start of) one, or the
-/// column's values are not checked.
-fn literal_blame(db: &DatabaseHandle, text: &str) -> Option<usize> {
+/// The string `text` ends with when it is compared with a column whose
+/// values are checked, and those values (escaped as SQL writes them).
+fn compared_values(db: &DatabaseHandle, text: &str) -> Option<(sql::ComparedLiteral, Vec<String>)> {
     if !db.checks_literal_values() {
         return None;
     }
@@ -228,9 +229,33 @@ fn literal_blame(db: &DatabaseHandle, text: &str) -> Option<usize> {
         let values = db.literal_values(&t.name, &literal.column)?;
         allowed.extend(values.iter().map(|v| v.replace('\'', "''")));
     }
-    if allowed.is_empty() {
+    (!allowed.is_empty()).then_some((literal, allowed))
+}
+
+/// What may follow when `text` ends inside a string compared with a
+/// column whose values are checked: the rest of each value it can still
+/// become, with the closing quote.
+fn literal_continuations(db: &DatabaseHandle, text: &str) -> Option<Vec<String>> {
+    let (literal, allowed) = compared_values(db, text)?;
+    if literal.closed {
         return None;
     }
+    let written = &text[literal.content.clone()];
+    let rest: Vec<String> = allowed
+        .iter()
+        .filter_map(|v| v.strip_prefix(written))
+        .map(|rest| format!("{rest}'"))
+        .collect();
+    (!rest.is_empty()).then_some(rest)
+}
+
+/// Where to back up when `text` ends with a string compared with a column
+/// of few values ([`DatabaseHandle::literal_values`]) that is none of them:
+/// at the first character no value goes on with, or at the closing quote
+/// of a value cut short. `None` when it is (the start of) one, or the
+/// column's values are not checked.
+fn literal_blame(db: &DatabaseHandle, text: &str) -> Option<usize> {
+    let (literal, allowed) = compared_values(db, text)?;
     let written = &text[literal.content.clone()];
     let fits = |v: &String| {
         if literal.closed {

@@ -236,6 +236,16 @@ pub trait TextCheck {
         let _ = (text, next);
         Verdict::Pass
     }
+
+    /// What the text may go on with, when the check knows (e.g. the rest of
+    /// one of a column's values and its closing quote, inside a string
+    /// compared with that column): the next token must spell the start of
+    /// one of these, or one of them and more. `None`: anything the grammar
+    /// allows. By default nothing is restricted.
+    fn allowed_next(&self, text: &str) -> Option<Vec<String>> {
+        let _ = text;
+        None
+    }
 }
 
 /// A function of finished text is a check of finished text only.
@@ -974,7 +984,13 @@ impl Decoder<'_, '_> {
     /// the masked logits. `None` when the grammar allows only tokens that
     /// repairs have banned at this position (a dead end).
     fn pick(&mut self, logits: &Tensor) -> Result<Option<u32>> {
-        let banned = self.bans_here();
+        let mut banned = self.bans_here();
+        // What the check allows next, as more bans: every token the
+        // grammar allows that spells something else (unless that bans
+        // them all).
+        if let Some(extra) = self.restricted_here()? {
+            banned.get_or_insert_with(HashSet::new).extend(extra);
+        }
         let banned = banned.as_ref();
         let Some(c) = self.constraint.as_deref_mut() else {
             return self.sampler.sample(logits).map(Some);
@@ -1037,6 +1053,41 @@ impl Decoder<'_, '_> {
         self.spent(Part::Mask, t.elapsed());
         self.last_rejected = rejected;
         result
+    }
+
+    /// The tokens the grammar allows next that the check's
+    /// [`TextCheck::allowed_next`] rules out; `None` when it rules nothing
+    /// out, or would rule out every token the grammar allows.
+    fn restricted_here(&mut self) -> Result<Option<HashSet<u32>>> {
+        let (Some(check), Some(c)) = (self.check, self.constraint.as_deref_mut()) else {
+            return Ok(None);
+        };
+        if c.is_stopped() {
+            return Ok(None);
+        }
+        let text = self.tokenizer.decode(&self.tokens, true)?;
+        let Some(allowed) = check.allowed_next(&text) else {
+            return Ok(None);
+        };
+        let t = Instant::now();
+        let mask = c.mask()?;
+        let mut out = HashSet::new();
+        let mut any_fits = false;
+        for token in mask.allowed_tokens() {
+            let bytes = c.token_bytes(token);
+            let fits = !bytes.is_empty()
+                && allowed.iter().any(|a| {
+                    let a = a.as_bytes();
+                    a.starts_with(bytes) || bytes.starts_with(a)
+                });
+            if fits {
+                any_fits = true;
+            } else {
+                out.insert(token);
+            }
+        }
+        self.spent(Part::Mask, t.elapsed());
+        Ok(any_fits.then_some(out))
     }
 
     /// The tokens banned at the next position: its own bans and those of

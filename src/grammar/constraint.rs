@@ -130,6 +130,15 @@ impl TokenMask {
         self.0.is_allowed(token)
     }
 
+    /// The allowed tokens, in id order.
+    pub fn allowed_tokens(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.as_slice().iter().enumerate().flat_map(|(w, &word)| {
+            (0..32u32)
+                .filter(move |bit| (word >> bit) & 1 == 1)
+                .map(move |bit| w as u32 * 32 + bit)
+        })
+    }
+
     /// Sets the logits of disallowed tokens to −∞. Errors when nothing is
     /// allowed (a grammar dead end).
     pub fn apply(&self, logits: &mut [f32]) -> Result<()> {

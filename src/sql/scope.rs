@@ -320,10 +320,19 @@ pub fn compared_literal_at_end(sql: &str) -> Option<ComparedLiteral> {
     let tokens = tokens(sql);
     let last = tokens.len().checked_sub(1)?;
     let literal = tokens[last];
-    if literal.kind != Kind::String || literal.start + literal.text.len() != sql.trim_end().len() {
+    if literal.kind != Kind::String {
         return None;
     }
     let (content_end, closed) = literal_end(literal.text);
+    // An open literal runs to the end, blanks included.
+    let end = if closed {
+        sql.trim_end().len()
+    } else {
+        sql.len()
+    };
+    if literal.start + literal.text.len() != end {
+        return None;
+    }
     let content = literal.start + 1..literal.start + content_end;
     // What the literal follows: a comparison, or the items of an IN list.
     let before = |k: usize| k.checked_sub(1).map(|p| tokens[p]);
@@ -868,6 +877,8 @@ mod tests {
             (&["artists".to_string()][..], "name", true)
         );
         assert_eq!(&sql[got.content.clone()], "It''s");
+        let got = lit("SELECT * FROM t WHERE c = 'dance ").unwrap();
+        assert_eq!((got.content.len(), got.closed), (6, false));
         let got = lit("SELECT 1 FROM t, u WHERE c NOT IN ('a', 'b', 'c").unwrap();
         assert_eq!(
             (got.tables, got.column, got.closed),

@@ -301,6 +301,39 @@ fn a_string_compared_with_a_column_of_few_values_must_be_one_of_them_as_stored()
     assert_eq!(blamed_at(text, sql_verdict(&plain, text)), None);
 }
 
+#[test]
+fn a_string_compared_with_a_column_of_few_values_is_written_as_one_of_them() {
+    let dir = common::temp_dir();
+    let path = dir.path().join("music.db");
+    build_demo_db(&path).unwrap();
+    let grammar = r#"start: "SELECT name FROM artists WHERE genre = '" /[A-Za-z ]{1,20}/ "'""#;
+    // The model wants 'Pop'; the data says 'pop'.
+    let preferred = ["Pop", "Rock", "p", "op", "'"];
+    let checked = DatabaseHandle::without_grammar(&path)
+        .unwrap()
+        .with_literal_values(40)
+        .unwrap();
+    let Some(generation) = under_grammar(grammar, &preferred, &SqlCheck::new(&checked)) else {
+        return;
+    };
+    assert_eq!(
+        generation.text,
+        "SELECT name FROM artists WHERE genre = 'pop'"
+    );
+    assert_eq!(generation.grammar.repairs, 0, "offered, not repaired");
+    // Without the values, the model's spelling stands (and this model,
+    // which always prefers it, goes on writing it).
+    let plain = DatabaseHandle::without_grammar(&path).unwrap();
+    let generation = under_grammar(grammar, &preferred, &SqlCheck::new(&plain)).unwrap();
+    assert!(
+        generation
+            .text
+            .starts_with("SELECT name FROM artists WHERE genre = 'PopPop"),
+        "{}",
+        generation.text
+    );
+}
+
 /// Greedy generation under `grammar` by a model preferring `preferred`
 /// (each one token of the Llama 3 vocabulary), checked by `check`; `None`
 /// without the tokenizer fixture.
