@@ -167,8 +167,13 @@ impl AdaptReport {
         );
         for s in &self.sets {
             let pct = |n: usize| 100.0 * n as f64 / s.items.max(1) as f64;
+            let p = if s.p_value < 0.001 {
+                "<0.001".to_string()
+            } else {
+                format!("{:.3}", s.p_value)
+            };
             out.push_str(&format!(
-                "| {} | {} | {} ({:.0}%) | {} ({:.0}%) | {} | {} | {:.3} |\n",
+                "| {} | {} | {} ({:.0}%) | {} ({:.0}%) | {} | {} | {} |\n",
                 s.set,
                 s.items,
                 s.base_correct,
@@ -177,7 +182,7 @@ impl AdaptReport {
                 pct(s.adapter_correct),
                 s.only_base,
                 s.only_adapter,
-                s.p_value
+                p
             ));
         }
         out
