@@ -27,6 +27,8 @@ pub struct DatabaseHandle {
     /// Text columns of few values, by lowercase (table, column): what a
     /// string compared with them must be.
     values: HashMap<(String, String), Vec<String>>,
+    /// Whether compared strings are checked at all.
+    value_checks: bool,
     idle: Mutex<Vec<Database>>,
 }
 
@@ -63,6 +65,7 @@ impl DatabaseHandle {
                 ..GrammarOptions::default()
             },
             values: HashMap::new(),
+            value_checks: false,
             idle: Mutex::new(vec![db]),
         })
     }
@@ -90,6 +93,7 @@ impl DatabaseHandle {
     /// `limit` distinct values read, so that a string compared with one of
     /// them is checked against them (0: none).
     pub fn with_literal_values(mut self, limit: usize) -> Result<Self> {
+        self.value_checks = limit > 0;
         self.values = if limit == 0 {
             HashMap::new()
         } else {
@@ -155,6 +159,13 @@ impl DatabaseHandle {
     /// Whether any column's values are checked.
     pub fn checks_literal_values(&self) -> bool {
         !self.values.is_empty()
+    }
+
+    /// Whether compared strings are checked (their columns' values, and
+    /// that they are not another column's; see
+    /// [`DatabaseHandle::with_literal_values`]).
+    pub fn checks_compared_strings(&self) -> bool {
+        self.value_checks
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Database>> {

@@ -232,6 +232,47 @@ fn compared_values(db: &DatabaseHandle, text: &str) -> Option<(sql::ComparedLite
     (!allowed.is_empty()).then_some((literal, allowed))
 }
 
+/// Where the column is when `text` ends with a finished string compared
+/// with a column that does not hold it while another text column of the
+/// tables in scope does (`title = 'Ariana Grande'` where an artist is
+/// called that): the column is the choice to take back, not the value.
+fn value_of_another_column(db: &DatabaseHandle, text: &str) -> Option<usize> {
+    if !db.checks_compared_strings() {
+        return None;
+    }
+    let literal = sql::compared_literal_at_end(text)?;
+    if !literal.closed {
+        return None;
+    }
+    let value = text[literal.content.clone()].replace("''", "'");
+    let schema = db.schema();
+    let tables: Vec<&Table> = literal
+        .tables
+        .iter()
+        .filter_map(|t| schema.table(t))
+        .collect();
+    let holds = |t: &Table, c: &sql::Column| {
+        db.with_connection(|conn| conn.holds_text(&t.quoted, &c.quoted, &value))
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or(false)
+    };
+    let own: Vec<(&Table, &sql::Column)> = tables
+        .iter()
+        .filter_map(|t| t.column(&literal.column).map(|c| (*t, c)))
+        .collect();
+    if own.is_empty() || own.iter().any(|(t, c)| holds(t, c)) {
+        return None;
+    }
+    let elsewhere = tables.iter().any(|t| {
+        t.columns
+            .iter()
+            .filter(|c| !c.name.eq_ignore_ascii_case(&literal.column))
+            .any(|c| holds(t, c))
+    });
+    elsewhere.then_some(literal.column_at)
+}
+
 /// What may follow when `text` ends inside a string compared with a
 /// column whose values are checked: the rest of each value it can still
 /// become, with the closing quote.
@@ -255,6 +296,9 @@ fn literal_continuations(db: &DatabaseHandle, text: &str) -> Option<Vec<String>>
 /// of a value cut short. `None` when it is (the start of) one, or the
 /// column's values are not checked.
 fn literal_blame(db: &DatabaseHandle, text: &str) -> Option<usize> {
+    if let Some(at) = value_of_another_column(db, text) {
+        return Some(at);
+    }
     let (literal, allowed) = compared_values(db, text)?;
     let written = &text[literal.content.clone()];
     let fits = |v: &String| {

@@ -121,6 +121,16 @@ impl Database {
         Ok(keys.into_iter().map(|(_, fk)| fk).collect())
     }
 
+    /// Whether `column` (quoted) of `table` (quoted) holds the text `value`
+    /// in some row.
+    pub fn holds_text(&self, table: &str, column: &str, value: &str) -> Result<bool> {
+        let rows = self.query_all(
+            &format!("SELECT 1 FROM {table} WHERE {column} = ?1 LIMIT 1"),
+            &[value],
+        )?;
+        Ok(!rows.is_empty())
+    }
+
     /// Every distinct non-null value of `column` (quoted, as SQL spells it)
     /// in `table`, as text, when there are at most `limit` and all are
     /// text; `None` otherwise (a column of numbers, or of many values).

@@ -305,6 +305,8 @@ pub struct ComparedLiteral {
     pub tables: Vec<String>,
     /// The column (quotes removed).
     pub column: String,
+    /// Byte offset of the column's name (after any qualifier).
+    pub column_at: usize,
     /// Byte range of the literal's text between its quotes (escapes as
     /// written, `''`).
     pub content: std::ops::Range<usize>,
@@ -393,6 +395,7 @@ pub fn compared_literal_at_end(sql: &str) -> Option<ComparedLiteral> {
     Some(ComparedLiteral {
         tables,
         column: unquoted(column.text),
+        column_at: column.start,
         content,
         closed,
     })

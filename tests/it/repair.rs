@@ -282,6 +282,20 @@ fn a_string_compared_with_a_column_of_few_values_must_be_one_of_them_as_stored()
             ";",
             None,
         ),
+        // Another column holds it: the column is blamed, not the value
+        // (also for a column of many values).
+        (
+            "SELECT name FROM artists WHERE country = 'Nova Kestrel'",
+            " AND",
+            Some("country = 'Nova Kestrel'"),
+        ),
+        (
+            "SELECT title FROM tracks AS t WHERE t.title = 'jazz'",
+            ";",
+            Some("title = 'jazz'"),
+        ),
+        // A value no column holds is left to the query (an empty answer).
+        ("SELECT title FROM tracks WHERE title = 'Nobody'", ";", None),
         // Not checked: patterns, orderings, columns of many values.
         ("SELECT name FROM artists WHERE genre LIKE 'Po", "p", None),
         ("SELECT name FROM artists WHERE genre > 'Po", "p", None),
