@@ -87,6 +87,10 @@ pub fn questions(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
         .filter(|c| role(t, c) != Role::Key && c.name != name.name)
         .collect();
     for c in &others {
+        // Yes/no columns have templates of their own ("how many … are …").
+        if role(t, c) == Role::Flag {
+            continue;
+        }
         lookups(&s, name, c, rng, out);
         if !c.not_null {
             missing(&s, c, rng, out);
@@ -94,7 +98,9 @@ pub fn questions(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
         // Keys, contact details, dates, names and free text are looked up
         // only: never computed with, grouped or counted by.
         match role(t, c) {
-            Role::Key | Role::Contact | Role::Date | Role::Name | Role::Text => continue,
+            Role::Key | Role::Contact | Role::Date | Role::Name | Role::Text | Role::Flag => {
+                continue
+            }
             Role::Year | Role::Money | Role::Measure | Role::Category => {}
         }
         if is_numeric(c) {

@@ -28,6 +28,9 @@ pub enum Role {
     Category,
     /// Text that names a row (a name, a title).
     Name,
+    /// A yes/no column (`abandoned_yn`, `is_active`, 0/1, Y/N): asked as
+    /// "how many are …", never grouped on or computed with.
+    Flag,
     /// Other text (free text, or too many distinct values to group on).
     Text,
 }
@@ -120,6 +123,9 @@ pub fn role(t: &Table, c: &Column) -> Role {
     if has(CONTACT) {
         return Role::Contact;
     }
+    if flag_values(c).is_some() {
+        return Role::Flag;
+    }
     let dated = typ.contains("DATE") || typ.contains("TIME");
     let named_date = w
         .split(' ')
@@ -152,6 +158,59 @@ pub fn role(t: &Table, c: &Column) -> Role {
     }
 }
 
+/// Stored spellings of yes and of no (as SQL literals).
+const YES: &[&str] = &[
+    "1", "'1'", "'Y'", "'y'", "'yes'", "'Yes'", "'YES'", "'T'", "'true'", "'TRUE'",
+];
+const NO: &[&str] = &[
+    "0", "'0'", "'N'", "'n'", "'no'", "'No'", "'NO'", "'F'", "'false'", "'FALSE'",
+];
+
+/// The literals of yes and of no of a yes/no column (one whose distinct
+/// values are a yes and a no, or which is named like one and holds only
+/// yes/no values); `None` for any other column.
+pub fn flag_values(c: &Column) -> Option<(String, Option<String>)> {
+    let w = words(&c.name);
+    let parts: Vec<&str> = w.split(' ').collect();
+    let named = parts.last() == Some(&"yn")
+        || (parts.len() > 1 && matches!(parts[0], "is" | "has" | "was"))
+        || parts.last() == Some(&"flag");
+    let yes = c.samples.iter().find(|v| YES.contains(&v.as_str()));
+    let no = c.samples.iter().find(|v| NO.contains(&v.as_str()));
+    let only_yes_no = !c.samples.is_empty()
+        && c.samples
+            .iter()
+            .all(|v| YES.contains(&v.as_str()) || NO.contains(&v.as_str()));
+    let two = yes.is_some() && no.is_some() && c.samples.len() == 2;
+    match yes {
+        Some(y) if only_yes_no && (two || named) => Some((y.clone(), no.cloned())),
+        _ => None,
+    }
+}
+
+/// What a yes/no column says of a row, as a predicate: `abandoned_yn` →
+/// "are abandoned", `has_allergy` → "have allergy", `is_active` → "are
+/// active", `explicit` → "are explicit".
+pub fn flag_predicate(c: &Column) -> String {
+    let w = words(&c.name);
+    let mut parts: Vec<&str> = w.split(' ').collect();
+    if matches!(parts.last(), Some(&"yn") | Some(&"flag")) && parts.len() > 1 {
+        parts.pop();
+    }
+    let verb = match parts.first() {
+        Some(&"has") if parts.len() > 1 => {
+            parts.remove(0);
+            "have"
+        }
+        Some(&"is") | Some(&"was") if parts.len() > 1 => {
+            parts.remove(0);
+            "are"
+        }
+        _ => "are",
+    };
+    format!("{verb} {}", parts.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +222,32 @@ mod tests {
             decl_type,
             (0..samples).map(|i| format!("'v{i}'")).collect(),
         )
+    }
+
+    #[test]
+    fn yes_no_columns_are_flags_asked_as_predicates() {
+        let with = |name: &str, values: &[&str]| {
+            Column::for_test(name, "", values.iter().map(|v| v.to_string()).collect())
+        };
+        let abandoned = with("abandoned_yn", &["'1'", "'0'"]);
+        assert_eq!(
+            flag_values(&abandoned),
+            Some(("'1'".into(), Some("'0'".into())))
+        );
+        assert_eq!(flag_predicate(&abandoned), "are abandoned");
+        let explicit = with("explicit", &["0", "1"]);
+        assert_eq!(flag_values(&explicit), Some(("1".into(), Some("0".into()))));
+        assert_eq!(flag_predicate(&explicit), "are explicit");
+        // Named like a flag, only yes seen so far.
+        assert_eq!(
+            flag_values(&with("is_active", &["'Y'"])),
+            Some(("'Y'".into(), None))
+        );
+        assert_eq!(flag_predicate(&with("has_allergy", &["1"])), "have allergy");
+        // Not flags: other values, or one value under an ordinary name.
+        assert_eq!(flag_values(&with("rating", &["1", "0", "2"])), None);
+        assert_eq!(flag_values(&with("stock", &["1"])), None);
+        assert_eq!(flag_values(&with("gender", &["'M'", "'F'"])), None);
     }
 
     #[test]

@@ -331,6 +331,46 @@ fn single_table(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
         .filter(|c| role(c) == super::roles::Role::Category)
         .collect();
 
+    // Yes/no columns: how many rows are (not) so, and which.
+    for c in t
+        .columns
+        .iter()
+        .filter(|c| role(c) == super::roles::Role::Flag)
+    {
+        let Some((yes, no)) = super::roles::flag_values(c) else {
+            continue;
+        };
+        let is = super::roles::flag_predicate(c);
+        let cq = &c.quoted;
+        let q = pick(rng, &["How many {t} {is}?", "Count the {t} that {is}."]);
+        push(
+            "flag_count",
+            fill(q, &[("t", &tw), ("is", &is)]),
+            format!("SELECT COUNT(*) FROM {tq} WHERE {cq} = {yes}"),
+        );
+        if let Some(no) = no {
+            let isnt = is
+                .replacen("are ", "are not ", 1)
+                .replacen("have ", "do not have ", 1);
+            push(
+                "flag_count",
+                fill("How many {t} {isnt}?", &[("t", &tw), ("isnt", &isnt)]),
+                format!("SELECT COUNT(*) FROM {tq} WHERE {cq} = {no}"),
+            );
+        }
+        if let Some(n) = name {
+            let q = pick(
+                rng,
+                &["Which {t} {is}?", "List the {n} of the {t} that {is}."],
+            );
+            push(
+                "flag_list",
+                fill(q, &[("t", &tw), ("is", &is), ("n", &words(&n.name))]),
+                format!("SELECT {} FROM {tq} WHERE {cq} = {yes}", n.quoted),
+            );
+        }
+    }
+
     for c in &numeric {
         let cw = words(&c.name);
         let cq = &c.quoted;
