@@ -90,6 +90,18 @@ fn parent_noun(key: &[String], table_noun: &str) -> String {
     }
 }
 
+/// A column's words without the noun they repeat: `treatment type
+/// description` of a treatment type reads "description" (after "the
+/// treatment type"); `name` stays `name`.
+fn without_noun(column_words: &str, noun: &str) -> String {
+    column_words
+        .strip_prefix(noun)
+        .and_then(|rest| rest.strip_prefix(' '))
+        .filter(|rest| !rest.is_empty())
+        .unwrap_or(column_words)
+        .to_string()
+}
+
 /// Every extra join candidate over `fk` of `child` (and over the keys of
 /// its parent after it), one draw of phrasings and values.
 pub fn questions(
@@ -115,7 +127,7 @@ pub fn questions(
     let fills = [
         ("c", cw.as_str()),
         ("p", pw.as_str()),
-        ("n", &words(&pn.name)),
+        ("n", &without_noun(&words(&pn.name), &pw)),
     ];
     let q = pick(
         rng,
@@ -392,7 +404,18 @@ fn two_hops(
 
 #[cfg(test)]
 mod tests {
-    use super::parent_noun;
+    use super::{parent_noun, without_noun};
+
+    #[test]
+    fn a_parents_name_column_does_not_repeat_the_parent() {
+        assert_eq!(
+            without_noun("treatment type description", "treatment type"),
+            "description"
+        );
+        assert_eq!(without_noun("name", "artist"), "name");
+        assert_eq!(without_noun("artist", "artist"), "artist");
+        assert_eq!(without_noun("artistic name", "artist"), "artistic name");
+    }
 
     #[test]
     fn a_foreign_key_names_its_parent_by_its_own_words_when_they_say_more() {
