@@ -103,8 +103,35 @@ fn year_of(literal: &str) -> Option<String> {
     (year.len() == 4 && year.chars().all(|c| c.is_ascii_digit())).then_some(year)
 }
 
+/// Month names, for questions.
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// The month (1-12) of a date text that starts `YYYY-MM`.
+fn month_of(date: &str) -> Option<usize> {
+    let bytes = date.as_bytes();
+    if bytes.len() < 7 || bytes[4] != b'-' {
+        return None;
+    }
+    let month: usize = date.get(5..7)?.parse().ok()?;
+    (1..=12).contains(&month).then_some(month)
+}
+
 /// Year questions over date column `c` of `t`: rows per year, rows in one
-/// year, and the total of a measure (money first) in one year.
+/// year, and the total of a measure (money first) in one year; month
+/// questions of that year when its dates are written `YYYY-MM…`.
 fn date_questions(
     t: &Table,
     c: &Column,
@@ -162,6 +189,52 @@ fn date_questions(
         fill(q, &[("t", tw), ("c", &cw), ("y", &year)]),
         format!("SELECT COUNT(*) FROM {tq} WHERE {by_year} = '{year}'"),
     );
+    // Months: per month of that year, and one month.
+    let sample = c
+        .samples
+        .iter()
+        .map(|v| shown(v))
+        .find(|v| month_of(v).is_some() && v.starts_with(&year));
+    if let Some(month) = sample.as_deref().and_then(month_of) {
+        let by_month = format!("strftime('%m', {cq})");
+        let q = if own {
+            pick(
+                rng,
+                &[
+                    "How many {t} were there per month in {y}?",
+                    "Count the {t} of each month of {y}.",
+                ],
+            )
+        } else {
+            pick(rng, &["How many {t} have a {c} in each month of {y}?"])
+        };
+        push(
+            "date_per_month",
+            fill(q, &[("t", tw), ("c", &cw), ("y", &year)]),
+            format!(
+                "SELECT {by_month}, COUNT(*) FROM {tq} WHERE {by_year} = '{year}' GROUP BY {by_month}"
+            ),
+        );
+        let name = MONTHS[month - 1];
+        let q = if own {
+            pick(
+                rng,
+                &[
+                    "How many {t} were there in {m} {y}?",
+                    "Count the {t} of {m} {y}.",
+                ],
+            )
+        } else {
+            pick(rng, &["How many {t} have a {c} in {m} {y}?"])
+        };
+        push(
+            "date_in_month",
+            fill(q, &[("t", tw), ("c", &cw), ("m", name), ("y", &year)]),
+            format!(
+                "SELECT COUNT(*) FROM {tq} WHERE strftime('%Y-%m', {cq}) = '{year}-{month:02}'"
+            ),
+        );
+    }
     let money = measures
         .iter()
         .find(|m| super::roles::role(t, m) == super::roles::Role::Money)
@@ -700,6 +773,7 @@ mod tests {
         }
         let template = |name: &str| all.iter().filter(|c| c.template == name).count();
         assert!(template("date_per_year") > 0 && template("date_in_year") > 0);
+        assert!(template("date_per_month") > 0 && template("date_in_month") > 0);
         assert!(all.iter().any(|c| c.sql
             == "SELECT SUM(Total) FROM Invoice WHERE strftime('%Y', InvoiceDate) = '2021'"));
         assert!(all
