@@ -86,6 +86,7 @@ pub fn questions(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
         .iter()
         .filter(|c| role(t, c) != Role::Key && c.name != name.name)
         .collect();
+    name_contains(&s, name, rng, out);
     for c in &others {
         // Yes/no columns have templates of their own ("how many … are …").
         if role(t, c) == Role::Flag {
@@ -115,6 +116,7 @@ pub fn questions(t: &Table, rng: &mut StdRng, out: &mut Vec<Candidate>) {
             }
             if !is_year(&cw) {
                 above_average(&s, c, degrees, rng, out);
+                two_aggregates(&s, c, rng, out);
             }
             if is_year(&cw) {
                 distinct_count(&s, c, rng, out);
@@ -298,6 +300,73 @@ fn lookups(s: &Subject, name: &Column, c: &Column, rng: &mut StdRng, out: &mut V
     );
 }
 
+/// "What are the average and the highest energy of the songs?"
+fn two_aggregates(s: &Subject, c: &Column, rng: &mut StdRng, out: &mut Vec<Candidate>) {
+    let (first, second) = *[
+        (("AVG", "average"), ("MAX", "highest")),
+        (("MIN", "lowest"), ("MAX", "highest")),
+        (("AVG", "average"), ("MIN", "lowest")),
+    ]
+    .choose(rng)
+    .unwrap_or(&(("AVG", "average"), ("MAX", "highest")));
+    let q = pick(
+        rng,
+        &[
+            "What are the {a} and the {b} {c} of the {t}?",
+            "Give the {a} and {b} {c}.",
+        ],
+    );
+    s.push(
+        out,
+        "two_aggregates",
+        &fill(
+            q,
+            &[("a", first.1), ("b", second.1), ("c", &called(c, rng))],
+        ),
+        format!(
+            "SELECT {}({cq}), {}({cq}) FROM {}",
+            first.0,
+            second.0,
+            s.quoted,
+            cq = c.quoted
+        ),
+    );
+}
+
+/// "Which songs have Love in their title?": a word of one row's name.
+fn name_contains(s: &Subject, name: &Column, rng: &mut StdRng, out: &mut Vec<Candidate>) {
+    let words_of_names: Vec<String> = name
+        .samples
+        .iter()
+        .flat_map(|v| {
+            shown(v)
+                .split(|ch: char| !ch.is_alphanumeric())
+                .filter(|w| w.chars().count() >= 4 && w.chars().all(char::is_alphabetic))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let Some(word) = words_of_names.choose(rng) else {
+        return;
+    };
+    let q = pick(
+        rng,
+        &[
+            "Which {t} have {w} in their {n}?",
+            "List the {t} whose {n} contains {w}.",
+        ],
+    );
+    s.push(
+        out,
+        "name_contains",
+        &fill(q, &[("w", word), ("n", &s.name_words)]),
+        format!(
+            "SELECT {} FROM {} WHERE {} LIKE '%{}%'",
+            s.name, s.quoted, s.name, word
+        ),
+    );
+}
+
 /// "How many different artists are there?"
 fn distinct_count(s: &Subject, c: &Column, rng: &mut StdRng, out: &mut Vec<Candidate>) {
     let q = pick(
@@ -371,6 +440,30 @@ fn value_filters(
         &fill(pick(rng, count), &fills),
         format!("SELECT COUNT(*) FROM {t} WHERE {cq} = {v}"),
     );
+    // "How many artists have songs in the dance pop genre?"
+    let shared: Vec<&&Column> = others
+        .iter()
+        .filter(|o| o.name != c.name && !is_numeric(o) && role(s.table, o) == Role::Category)
+        .collect();
+    if let Some(o) = shared.choose(rng) {
+        let q = pick(
+            rng,
+            &[
+                "How many different {os} have {t} {within}?",
+                "How many {os} have {t} {within}?",
+            ],
+        );
+        let q = q.replace("{within}", within);
+        s.push(
+            out,
+            "value_distinct_count",
+            &fill(&fill(&q, &fills), &[("os", &plural(&called(o, rng)))]),
+            format!(
+                "SELECT COUNT(DISTINCT {}) FROM {t} WHERE {cq} = {v}",
+                o.quoted
+            ),
+        );
+    }
     let numeric: Vec<&&Column> = others
         .iter()
         .filter(|m| role(s.table, m).is_measure())

@@ -774,6 +774,7 @@ mod tests {
         let template = |name: &str| all.iter().filter(|c| c.template == name).count();
         assert!(template("date_per_year") > 0 && template("date_in_year") > 0);
         assert!(template("date_per_month") > 0 && template("date_in_month") > 0);
+        assert!(template("two_aggregates") > 0, "{all:?}");
         assert!(all.iter().any(|c| c.sql
             == "SELECT SUM(Total) FROM Invoice WHERE strftime('%Y', InvoiceDate) = '2021'"));
         assert!(all
