@@ -210,13 +210,9 @@ fn continued_verdict(db: &DatabaseHandle, text: &str, next: &str) -> Verdict {
     }
 }
 
-/// The string `text` ends with when it is compared with a column whose
-/// values are checked, and those values (escaped as SQL writes them).
-fn compared_values(db: &DatabaseHandle, text: &str) -> Option<(sql::ComparedLiteral, Vec<String>)> {
-    if !db.checks_literal_values() {
-        return None;
-    }
-    let literal = sql::compared_literal_at_end(text)?;
+/// The values a string compared as `literal` must be one of (escaped as
+/// SQL writes them), when its column's values are checked.
+fn allowed_values(db: &DatabaseHandle, literal: &sql::ComparedLiteral) -> Option<Vec<String>> {
     let mut allowed: Vec<String> = Vec::new();
     for table in &literal.tables {
         let Some(t) = db.schema().table(table) else {
@@ -229,18 +225,18 @@ fn compared_values(db: &DatabaseHandle, text: &str) -> Option<(sql::ComparedLite
         let values = db.literal_values(&t.name, &literal.column)?;
         allowed.extend(values.iter().map(|v| v.replace('\'', "''")));
     }
-    (!allowed.is_empty()).then_some((literal, allowed))
+    (!allowed.is_empty()).then_some(allowed)
 }
 
 /// Where the column is when `text` ends with a finished string compared
 /// with a column that does not hold it while another text column of the
 /// tables in scope does (`title = 'Ariana Grande'` where an artist is
 /// called that): the column is the choice to take back, not the value.
-fn value_of_another_column(db: &DatabaseHandle, text: &str) -> Option<usize> {
-    if !db.checks_compared_strings() {
-        return None;
-    }
-    let literal = sql::compared_literal_at_end(text)?;
+fn value_of_another_column(
+    db: &DatabaseHandle,
+    text: &str,
+    literal: &sql::ComparedLiteral,
+) -> Option<usize> {
     if !literal.closed {
         return None;
     }
@@ -277,10 +273,11 @@ fn value_of_another_column(db: &DatabaseHandle, text: &str) -> Option<usize> {
 /// column whose values are checked: the rest of each value it can still
 /// become, with the closing quote.
 fn literal_continuations(db: &DatabaseHandle, text: &str) -> Option<Vec<String>> {
-    let (literal, allowed) = compared_values(db, text)?;
-    if literal.closed {
+    if !db.checks_literal_values() {
         return None;
     }
+    let literal = sql::compared_literal_at_end(text).filter(|l| !l.closed)?;
+    let allowed = allowed_values(db, &literal)?;
     let written = &text[literal.content.clone()];
     let rest: Vec<String> = allowed
         .iter()
@@ -296,10 +293,14 @@ fn literal_continuations(db: &DatabaseHandle, text: &str) -> Option<Vec<String>>
 /// of a value cut short. `None` when it is (the start of) one, or the
 /// column's values are not checked.
 fn literal_blame(db: &DatabaseHandle, text: &str) -> Option<usize> {
-    if let Some(at) = value_of_another_column(db, text) {
+    if !db.checks_compared_strings() {
+        return None;
+    }
+    let literal = sql::compared_literal_at_end(text)?;
+    if let Some(at) = value_of_another_column(db, text, &literal) {
         return Some(at);
     }
-    let (literal, allowed) = compared_values(db, text)?;
+    let allowed = allowed_values(db, &literal)?;
     let written = &text[literal.content.clone()];
     let fits = |v: &String| {
         if literal.closed {

@@ -609,6 +609,7 @@ pub fn generate_with(
         tokens: Vec::new(),
         last_step_start: 0,
         banned: HashMap::new(),
+        decoded: None,
         stats: GrammarStats::default(),
         decode_steps: 0,
         mask_ahead,
@@ -858,6 +859,10 @@ struct Decoder<'m, 'r> {
     last_step_start: usize,
     /// Tokens banned at a position (after a failed check pointed there).
     banned: HashMap<usize, HashSet<u32>>,
+    /// The last text decoded for the check, and the tokens it was
+    /// decoded from: each step's checks ask for the same text more than
+    /// once (what may follow it, then what came before the step).
+    decoded: Option<(Vec<u32>, String)>,
     stats: GrammarStats,
     /// Tokens fed after the prompt (see [`Generation::decode_steps`]).
     decode_steps: usize,
@@ -1059,14 +1064,17 @@ impl Decoder<'_, '_> {
     /// [`TextCheck::allowed_next`] rules out; `None` when it rules nothing
     /// out, or would rule out every token the grammar allows.
     fn restricted_here(&mut self) -> Result<Option<HashSet<u32>>> {
-        let (Some(check), Some(c)) = (self.check, self.constraint.as_deref_mut()) else {
+        let Some(check) = self.check else {
             return Ok(None);
         };
-        if c.is_stopped() {
+        if self.constraint.as_deref().is_none_or(|c| c.is_stopped()) {
             return Ok(None);
         }
-        let text = self.tokenizer.decode(&self.tokens, true)?;
+        let text = self.text_of(self.tokens.len())?;
         let Some(allowed) = check.allowed_next(&text) else {
+            return Ok(None);
+        };
+        let Some(c) = self.constraint.as_deref_mut() else {
             return Ok(None);
         };
         let t = Instant::now();
@@ -1173,15 +1181,27 @@ impl Decoder<'_, '_> {
         what
     }
 
+    /// The text of the first `len` output tokens, decoded once for all the
+    /// checks that ask for it.
+    fn text_of(&mut self, len: usize) -> Result<String> {
+        let tokens = &self.tokens[..len];
+        if let Some((ids, text)) = &self.decoded {
+            if ids.as_slice() == tokens {
+                return Ok(text.clone());
+            }
+        }
+        let text = self.tokenizer.decode(tokens, true)?;
+        self.decoded = Some((tokens.to_vec(), text.clone()));
+        Ok(text)
+    }
+
     /// [`Decoder::check_continued`], untimed.
     fn after_step(&mut self) -> Result<Continued> {
         let (Some(check), Some(_)) = (self.check, self.constraint.as_ref()) else {
             return Ok(Continued::Fine);
         };
-        let before = self
-            .tokenizer
-            .decode(&self.tokens[..self.last_step_start], true)?;
-        let all = self.tokenizer.decode(&self.tokens, true)?;
+        let before = self.text_of(self.last_step_start)?;
+        let all = self.text_of(self.tokens.len())?;
         let Some(next) = all.strip_prefix(before.as_str()) else {
             return Ok(Continued::Fine);
         };

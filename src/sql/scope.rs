@@ -319,6 +319,10 @@ pub struct ComparedLiteral {
 /// for anything else (LIKE patterns, a literal on the left, a qualifier no
 /// FROM clause binds).
 pub fn compared_literal_at_end(sql: &str) -> Option<ComparedLiteral> {
+    // Most steps of a query are nowhere near a string: no need to lex.
+    if !sql.contains('\'') {
+        return None;
+    }
     let tokens = tokens(sql);
     let last = tokens.len().checked_sub(1)?;
     let literal = tokens[last];
