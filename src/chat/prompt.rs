@@ -523,7 +523,7 @@ fn resolve(name_or_dir: &str, env_dir: Option<&Path>, prompts_dir: &Path) -> Res
 }
 
 /// Few-shots from `examples.jsonl`: one JSON object per non-blank line.
-fn parse_examples(text: &str, path: &Path) -> Result<Vec<Example>> {
+pub(super) fn parse_examples(text: &str, path: &Path) -> Result<Vec<Example>> {
     let mut examples = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -8,9 +8,9 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use super::prompt::Example;
+use super::prompt::{parse_examples, Example};
 use crate::error::{Error, Result};
-use crate::sql::name_words;
+use crate::sql::{is_keyword, name_words};
 
 /// BM25's term-frequency saturation.
 const K1: f64 = 1.2;
@@ -57,72 +57,33 @@ pub fn terms(text: &str) -> Vec<String> {
 /// literals (string and number literals are left out, so two pairs that
 /// differ only in a value look alike).
 fn sql_terms(sql: &str) -> Vec<String> {
-    const KEYWORDS: &[&str] = &[
-        "select",
-        "from",
-        "where",
-        "group",
-        "order",
-        "limit",
-        "join",
-        "on",
-        "as",
-        "desc",
-        "asc",
-        "count",
-        "sum",
-        "avg",
-        "min",
-        "max",
-        "distinct",
-        "having",
-        "and",
-        "or",
-        "not",
-        "like",
-        "in",
-        "between",
-        "is",
-        "null",
-        "inner",
-        "left",
-        "outer",
-        "union",
-        "case",
-        "when",
-        "then",
-        "else",
-        "end",
-        "by",
-        "with",
-        "except",
-        "intersect",
-        "cast",
-    ];
-    let mut out = Vec::new();
-    let mut rest = sql;
+    // Function names that are not SQLite keywords but say nothing of the data.
+    const FUNCTIONS: &[&str] = &["count", "sum", "avg", "min", "max"];
     // Drop quoted string literals ('…'); keep double-quoted names.
-    let mut cleaned = String::with_capacity(sql.len());
     let mut in_string = false;
-    while let Some(c) = rest.chars().next() {
-        rest = &rest[c.len_utf8()..];
-        if c == '\'' {
-            in_string = !in_string;
-            cleaned.push(' ');
-        } else if !in_string {
-            cleaned.push(c);
-        }
-    }
-    for word in cleaned.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
-        if word.is_empty()
-            || word.chars().all(|c| c.is_ascii_digit())
-            || KEYWORDS.contains(&word.to_lowercase().as_str())
-        {
-            continue;
-        }
-        out.extend(terms(word));
-    }
-    out
+    let cleaned: String = sql
+        .chars()
+        .map(|c| {
+            if c == '\'' {
+                in_string = !in_string;
+                ' '
+            } else if in_string {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    cleaned
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| {
+            !w.is_empty()
+                && !w.chars().all(|c| c.is_ascii_digit())
+                && !is_keyword(w)
+                && !FUNCTIONS.contains(&w.to_lowercase().as_str())
+        })
+        .flat_map(terms)
+        .collect()
 }
 
 impl ExampleIndex {
@@ -160,19 +121,13 @@ impl ExampleIndex {
     /// and line.
     pub fn from_jsonl(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut examples = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
+        // The few-shot file's parser; its errors name this file, not a prompt.
+        let examples = parse_examples(&text, path).map_err(|e| match e {
+            Error::Prompt { path, message } => {
+                Error::invalid("examples", format!("{}: {message}", path.display()))
             }
-            let e: Example = serde_json::from_str(line).map_err(|e| {
-                Error::invalid(
-                    "examples",
-                    format!("{} line {}: {e}", path.display(), i + 1),
-                )
-            })?;
-            examples.push(e);
-        }
+            other => other,
+        })?;
         if examples.is_empty() {
             return Err(Error::invalid(
                 "examples",
@@ -314,7 +269,7 @@ mod tests {
         )
         .unwrap();
         let err = ExampleIndex::from_jsonl(&path).unwrap_err().to_string();
-        assert!(err.contains("ex.jsonl line 2"), "{err}");
+        assert!(err.contains("ex.jsonl: line 2"), "{err}");
         std::fs::write(&path, "\n").unwrap();
         assert!(ExampleIndex::from_jsonl(&path).is_err());
     }

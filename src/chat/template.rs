@@ -350,7 +350,9 @@ fn strftime_now(format: String) -> String {
     strftime(&format, secs)
 }
 
-const MONTHS: [&str; 12] = [
+/// Month names in English (chat templates' `strftime`, synthesized
+/// questions).
+pub(crate) const MONTHS: [&str; 12] = [
     "January",
     "February",
     "March",

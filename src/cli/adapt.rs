@@ -43,7 +43,6 @@ pub fn adapt(args: AdaptArgs) -> Result<()> {
         seed: args.seed,
         resume: args.resume,
     };
-    plan.validate().map_err(flag_names)?;
 
     let bar = output::progress(1);
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());

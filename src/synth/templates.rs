@@ -103,22 +103,6 @@ fn year_of(literal: &str) -> Option<String> {
     (year.len() == 4 && year.chars().all(|c| c.is_ascii_digit())).then_some(year)
 }
 
-/// Month names, for questions.
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
 /// The month (1-12) of a date text that starts `YYYY-MM`.
 fn month_of(date: &str) -> Option<usize> {
     let bytes = date.as_bytes();
@@ -215,7 +199,7 @@ fn date_questions(
                 "SELECT {by_month}, COUNT(*) FROM {tq} WHERE {by_year} = '{year}' GROUP BY {by_month}"
             ),
         );
-        let name = MONTHS[month - 1];
+        let name = crate::chat::template::MONTHS[month - 1];
         let q = if own {
             pick(
                 rng,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use sqlagent::agent::{ModelOptions, ModelSource};
+use sqlagent::agent::ModelSource;
 use sqlagent::chat::PromptSpec;
 use sqlagent::eval::load_set;
 use sqlagent::synth::skeleton;
@@ -19,15 +19,7 @@ fn plan(model: &std::path::Path, db: &std::path::Path, out: &std::path::Path) ->
     AdaptPlan {
         db: db.to_path_buf(),
         out: out.to_path_buf(),
-        model: ModelOptions {
-            source: ModelSource::HfDir(model.to_path_buf()),
-            dtype: candle_core::DType::F32,
-            device: candle_core::Device::Cpu,
-            gguf: sqlagent::model::GgufOptions::default(),
-            revision: None,
-            hf_token: None,
-            progress: false,
-        },
+        model: common::cpu_options(ModelSource::HfDir(model.to_path_buf())),
         model_name: "tiny".into(),
         prompt: PromptSpec::builtin("tuned")
             .unwrap()

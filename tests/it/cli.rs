@@ -1227,6 +1227,13 @@ fn train_file(path: &Path, n: usize) {
     std::fs::write(path, lines.join("\n")).unwrap();
 }
 
+/// The prompt length a successful `ask --format json` reports.
+fn prompt_tokens(out: &Out) -> u64 {
+    assert_success(out);
+    let v: serde_json::Value = serde_json::from_str(out.1.trim()).unwrap();
+    v["timings"]["prompt_tokens"].as_u64().unwrap()
+}
+
 #[test]
 fn tune_writes_a_peft_adapter_and_its_record_that_ask_loads() {
     let tmp = common::temp_dir();
@@ -1350,11 +1357,6 @@ fn tune_writes_a_peft_adapter_and_its_record_that_ask_loads() {
         a.extend_from_slice(extra);
         run(&a)
     };
-    let prompt_tokens = |out: &Out| {
-        assert_success(out);
-        let v: serde_json::Value = serde_json::from_str(out.1.trim()).unwrap();
-        v["timings"]["prompt_tokens"].as_u64().unwrap()
-    };
     let carried = prompt_tokens(&ask(&[]));
     assert_eq!(carried, prompt_tokens(&ask(&["--prompt", s(&prompt)])));
     assert!(carried > prompt_tokens(&ask(&["--prompt", "default"])));
@@ -1429,11 +1431,6 @@ fn retrieval_adds_the_nearest_pairs_to_the_prompt_and_names_bad_files() {
         a.extend_from_slice(extra);
         run(&a)
     };
-    let prompt_tokens = |out: &Out| {
-        assert_success(out);
-        let v: serde_json::Value = serde_json::from_str(out.1.trim()).unwrap();
-        v["timings"]["prompt_tokens"].as_u64().unwrap()
-    };
     let plain = prompt_tokens(&ask(&[]));
     let one = prompt_tokens(&ask(&["--examples", s(&pairs), "--retrieve", "1"]));
     let two = prompt_tokens(&ask(&["--examples", s(&pairs)]));
@@ -1446,7 +1443,7 @@ fn retrieval_adds_the_nearest_pairs_to_the_prompt_and_names_bad_files() {
     std::fs::write(&pairs, "{\"question\": \"q\"}\n").unwrap();
     let out = ask(&["--examples", s(&pairs)]);
     assert_ne!(out.0, 0);
-    assert!(out.1.contains("team.jsonl line 1"), "{}", describe(&out));
+    assert!(out.1.contains("team.jsonl: line 1"), "{}", describe(&out));
 }
 
 #[test]

@@ -49,9 +49,10 @@ pub fn smollm2_engine() -> Option<sqlagent::agent::Engine> {
     )))
 }
 
-/// The model at `source`, loaded on the CPU in f32 with default options.
-pub fn load_engine(source: sqlagent::agent::ModelSource) -> sqlagent::agent::Engine {
-    sqlagent::agent::Engine::load(&sqlagent::agent::ModelOptions {
+/// Options that load the model at `source` on the CPU in f32, with
+/// default options and no progress bars.
+pub fn cpu_options(source: sqlagent::agent::ModelSource) -> sqlagent::agent::ModelOptions {
+    sqlagent::agent::ModelOptions {
         source,
         dtype: candle_core::DType::F32,
         device: candle_core::Device::Cpu,
@@ -59,8 +60,12 @@ pub fn load_engine(source: sqlagent::agent::ModelSource) -> sqlagent::agent::Eng
         revision: None,
         hf_token: None,
         progress: false,
-    })
-    .unwrap()
+    }
+}
+
+/// The model at `source`, loaded on the CPU in f32 with default options.
+pub fn load_engine(source: sqlagent::agent::ModelSource) -> sqlagent::agent::Engine {
+    sqlagent::agent::Engine::load(&cpu_options(source)).unwrap()
 }
 
 /// The Llama-3.2-1B-shaped Q8_0 GGUF (random weights, seed 0) that

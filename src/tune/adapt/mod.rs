@@ -214,6 +214,12 @@ impl AdaptPlan {
     /// database and sets, and that a run in `out` is resumed, not
     /// overwritten (and resumed with the same plan).
     pub fn validate(&self) -> Result<()> {
+        self.checked_record().map(|_| ())
+    }
+
+    /// [`AdaptPlan::validate`], returning the plan's record (hashing the
+    /// database once).
+    fn checked_record(&self) -> Result<serde_json::Value> {
         if self.pairs < 8 {
             return Err(Error::invalid(
                 "pairs",
@@ -262,24 +268,24 @@ impl AdaptPlan {
                 format!("{} holds an adapter already", self.out.display()),
             ));
         }
-        Ok(())
+        Ok(record)
     }
 
     /// Runs every phase not done yet and writes the report. `on_progress`
     /// hears where the run is; when it returns false during tuning, the
     /// run stops with a checkpoint to resume from ([`Error::Cancelled`]).
     pub fn run(&self, on_progress: &mut dyn FnMut(&AdaptProgress) -> bool) -> Result<AdaptReport> {
-        self.validate()?;
+        let record = self.checked_record()?;
         let layout = Layout::new(&self.out);
-        write_json(&layout.plan(), &self.record()?)?;
+        write_json(&layout.plan(), &record)?;
         let mut clock = Clock::default();
 
-        clock.start(Phase::Synth);
+        clock.start();
         on_progress(&clock.progress(Phase::Synth, 0, 1, "template pairs"));
         let pairs = self.synthesized(&layout)?;
         clock.finish(Phase::Synth);
 
-        clock.start(Phase::Split);
+        clock.start();
         let (train, held_out) = self.split(&layout, pairs)?;
         clock.finish(Phase::Split);
         let mut sets = vec![EvalSet {
@@ -300,7 +306,7 @@ impl AdaptPlan {
 
         let mut engine = Engine::load(&self.model)?;
         let base_options = AskOptions::new(self.base_prompt.clone());
-        clock.start(Phase::BaseEval);
+        clock.start();
         let base = self.evaluate(
             &engine,
             &base_options,
@@ -313,7 +319,7 @@ impl AdaptPlan {
         )?;
         clock.finish(Phase::BaseEval);
 
-        clock.start(Phase::Tune);
+        clock.start();
         if !layout.adapter_done() {
             self.tune(&mut engine, &layout, &mut clock, on_progress)?;
         }
@@ -328,7 +334,7 @@ impl AdaptPlan {
             adapter: Some(ADAPTER_NAME.to_string()),
             ..AskOptions::new(self.prompt.clone())
         };
-        clock.start(Phase::AdapterEval);
+        clock.start();
         let tuned = self.evaluate(
             &engine,
             &adapter_options,
@@ -341,7 +347,7 @@ impl AdaptPlan {
         )?;
         clock.finish(Phase::AdapterEval);
 
-        clock.start(Phase::Report);
+        clock.start();
         on_progress(&clock.progress(Phase::Report, 0, 1, "writing"));
         let training: serde_json::Value = {
             let path = self.out.join("training.json");
@@ -354,6 +360,7 @@ impl AdaptPlan {
         let report = AdaptReport::new(
             self,
             (train, held_out),
+            &sets.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
             &base,
             &tuned,
             training,
@@ -433,7 +440,6 @@ impl AdaptPlan {
         };
         job.run(engine, &mut |p| {
             clock.train_examples = p.total;
-            clock.trained = p.done;
             clock.note_training(p.done);
             on_progress(&clock.progress(
                 Phase::Tune,
@@ -569,7 +575,7 @@ struct Clock {
     eval_mark: Option<(Phase, usize, Instant)>,
     /// Examples done when tuning started in this process, and when.
     tune_mark: Option<(usize, Instant)>,
-    /// Questions in each evaluation phase.
+    /// Questions in each evaluation phase (every set).
     questions: usize,
     /// Questions done in the current evaluation phase.
     questions_done: usize,
@@ -579,7 +585,7 @@ struct Clock {
 }
 
 impl Clock {
-    fn start(&mut self, _phase: Phase) {
+    fn start(&mut self) {
         self.phase_started = Some(Instant::now());
     }
 
@@ -607,6 +613,7 @@ impl Clock {
     }
 
     fn note_training(&mut self, done: usize) {
+        self.trained = done;
         match self.tune_mark {
             Some((first, at)) if done > first => {
                 self.example_s = Some(at.elapsed().as_secs_f64() / (done - first) as f64);
@@ -639,10 +646,7 @@ impl Clock {
         parts.into_iter().sum()
     }
 
-    fn progress(&mut self, phase: Phase, done: usize, total: usize, detail: &str) -> AdaptProgress {
-        if matches!(phase, Phase::BaseEval | Phase::AdapterEval) {
-            self.questions = total;
-        }
+    fn progress(&self, phase: Phase, done: usize, total: usize, detail: &str) -> AdaptProgress {
         AdaptProgress {
             phase,
             done,

@@ -79,21 +79,22 @@ pub struct AdaptReport {
 }
 
 impl AdaptReport {
-    /// The report of `plan`, from the (train, held-out) sizes, the base
-    /// and adapter runs of each set (same order), the tuning record and the
-    /// phase times.
+    /// The report of `plan`, from the (train, held-out) sizes, the names
+    /// of the sets with the base and adapter runs of each (same order), the
+    /// tuning record and the phase times.
     pub fn new(
         plan: &AdaptPlan,
         (train, held_out): (usize, usize),
+        names: &[String],
         base: &[Report],
         adapter: &[Report],
         training: serde_json::Value,
         phase_seconds: &[(Phase, f64)],
     ) -> Self {
-        let sets = base
+        let sets = names
             .iter()
-            .zip(adapter)
-            .map(|(b, a)| SetResult::new(&set_label(b), b, a))
+            .zip(base.iter().zip(adapter))
+            .map(|(name, (b, a))| SetResult::new(name, b, a))
             .collect();
         AdaptReport {
             db: plan.db.display().to_string(),
@@ -196,13 +197,4 @@ impl AdaptReport {
         let path = dir.join("report.md");
         std::fs::write(&path, self.markdown()).map_err(|e| crate::Error::io(&path, e))
     }
-}
-
-/// A run's set name: its file's stem (`held-out` for the held-out pairs).
-fn set_label(report: &Report) -> String {
-    Path::new(&report.config.set)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .map(|s| if s == "heldout" { "held-out".into() } else { s })
-        .unwrap_or_default()
 }
