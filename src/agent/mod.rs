@@ -8,6 +8,7 @@
 
 mod ask;
 mod complete;
+mod conversation;
 mod database;
 mod engine;
 mod focus;
@@ -20,6 +21,7 @@ pub use ask::{
     answer, Answer, AskOptions, Attempt, Draft, Execution, Listener, LocalWriter, SqlWriter,
 };
 pub use complete::{Completion, CompletionRequest};
+pub use conversation::{ChatCommand, Conversation, TableSummary, BASE_MODEL, CHAT_HELP};
 pub use database::DatabaseHandle;
 pub use engine::{AdapterInfo, Engine, ModelInfo, ModelOptions, ModelSource};
 pub use focus::{focus_schema, rank_tables};

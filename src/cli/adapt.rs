@@ -25,6 +25,7 @@ pub fn adapt(args: AdaptArgs) -> Result<()> {
         prompt: PromptSpec::load(&args.prompt)?.with_schema_budget(budget),
         base_prompt: PromptSpec::load(&args.base_prompt)?.with_schema_budget(budget),
         pairs: args.pairs,
+        min_pairs: args.min_pairs,
         max_per_skeleton: args.max_per_skeleton,
         held_out: args.held_out,
         eval_sets: args.eval.clone(),
@@ -120,6 +121,9 @@ fn flag_names(e: crate::Error) -> anyhow::Error {
         crate::Error::Invalid { field, message } if field == "pairs" => {
             anyhow::anyhow!("--pairs: {message}")
         }
+        crate::Error::Invalid { field, message } if field == "min pairs" => anyhow::anyhow!(
+            "{message}; to tune anyway, resume with --resume and a lower --min-pairs"
+        ),
         crate::Error::Invalid { field, message } if field == "held out" => {
             anyhow::anyhow!("--held-out: {message}")
         }

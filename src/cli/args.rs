@@ -35,6 +35,8 @@ pub struct Cli {
 pub enum Command {
     /// Answer a question: write SQL with the model, run it read-only, print the rows.
     Ask(AskArgs),
+    /// Ask question after question in the terminal, the model loaded once.
+    Chat(ChatArgs),
     /// Print the schema of a database as the prompt sees it.
     Schema(SchemaArgs),
     /// Import a CSV file into a table, inferring INTEGER/REAL/TEXT columns.
@@ -414,6 +416,48 @@ pub struct AskArgs {
     /// failed query and SQLite's error.
     #[arg(long, default_value_t = 0)]
     pub retries: usize,
+    /// Model options.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Grammar options.
+    #[command(flatten)]
+    pub grammar: GrammarFlags,
+    /// Sampling options.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Execution limits.
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// `sqlagent chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The SQLite database (opened read-only).
+    #[arg(long, env = "SQLAGENT_DB")]
+    pub db: PathBuf,
+    /// Prompt: a name under prompts/ or a directory (default: the prompt
+    /// each adapter carries, else `default`).
+    #[arg(long, env = "SQLAGENT_PROMPT")]
+    pub prompt: Option<String>,
+    /// Focus the prompt's schema on the question's tables when the whole
+    /// prompt would be longer than this many tokens.
+    #[arg(long, value_name = "TOKENS")]
+    pub schema_budget: Option<usize>,
+    /// Output format of each answer (json: one object per question, as
+    /// `ask --format json` prints it).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Further attempts after a query that fails to run.
+    #[arg(long, default_value_t = 0)]
+    pub retries: usize,
+    /// Where the line history is kept (default: sqlagent/chat_history in
+    /// the user's data directory).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// Keep no history file.
+    #[arg(long)]
+    pub no_history: bool,
     /// Model options.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -908,6 +952,10 @@ pub struct AdaptArgs {
     /// Pairs to synthesize (training and held-out together).
     #[arg(long, default_value_t = 400)]
     pub pairs: usize,
+    /// Stop before tuning when the templates give fewer pairs than this
+    /// (an adapter tuned on a few SQL shapes narrows the model).
+    #[arg(long, default_value_t = 200)]
+    pub min_pairs: usize,
     /// Held-out pairs to evaluate on (whole SQL shapes, at most a quarter
     /// of the pairs).
     #[arg(long, default_value_t = 60)]

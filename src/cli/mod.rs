@@ -14,6 +14,7 @@ macro_rules! outln {
 mod adapt;
 pub mod args;
 mod bench;
+mod chat;
 mod eval;
 mod output;
 mod serve;
@@ -33,6 +34,7 @@ use args::{AskArgs, Cli, Command, DemoDbArgs, Format, GrammarArgs, ImportArgs, S
 pub fn run(cli: Cli) -> Result<()> {
     let result = match cli.command {
         Command::Ask(a) => ask(a),
+        Command::Chat(a) => chat::chat(a),
         Command::Schema(a) => schema(a),
         Command::Import(a) => import(a),
         Command::DemoDb(a) => demo_db(a),
@@ -96,6 +98,12 @@ fn ask(args: AskArgs) -> Result<()> {
         }
     };
     output::print_answer(&answer, &model, format)?;
+    answer_outcome(&answer)
+}
+
+/// An answer whose last attempt failed, as the error the command exits
+/// with.
+pub(crate) fn answer_outcome(answer: &crate::agent::Answer) -> Result<()> {
     match answer.error() {
         None => Ok(()),
         Some(crate::Error::OutOfTokens { max_tokens }) => anyhow::bail!(

@@ -28,6 +28,7 @@ fn plan(model: &std::path::Path, db: &std::path::Path, out: &std::path::Path) ->
             .unwrap()
             .with_schema_budget(Some(600)),
         pairs: 24,
+        min_pairs: 8,
         max_per_skeleton: 2,
         held_out: 4,
         eval_sets: Vec::new(),
@@ -44,6 +45,40 @@ fn plan(model: &std::path::Path, db: &std::path::Path, out: &std::path::Path) ->
         seed: 3,
         resume: false,
     }
+}
+
+#[test]
+fn too_few_pairs_stop_the_run_before_the_model_loads_and_a_resume_may_lower_the_bar() {
+    let tmp = common::temp_dir();
+    let db = tmp.path().join("music.db");
+    sqlagent::sql::build_demo_db(&db).unwrap();
+    let out = tmp.path().join("adapted");
+    // No model there: a run that gets past the pairs fails loading it.
+    let missing_model = tmp.path().join("no-model");
+    let mut strict = plan(&missing_model, &db, &out);
+    strict.min_pairs = 10_000;
+    let refused = strict.run(&mut |_| true);
+    match refused {
+        Err(Error::Invalid { field, message }) => {
+            assert_eq!(field, "min pairs");
+            assert!(message.contains("fewer than the 10000"), "{message}");
+            assert!(message.contains("pairs.jsonl"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let written = load_set(&out.join("adapt/pairs.jsonl")).unwrap();
+    assert!(!written.is_empty() && written.len() < 10_000);
+
+    // Resumed with the bar lowered: the pairs are read back and the run
+    // goes on to load the model.
+    let mut lenient = plan(&missing_model, &db, &out);
+    lenient.resume = true;
+    let went_on = lenient.run(&mut |_| true);
+    assert!(
+        !matches!(&went_on, Err(Error::Invalid { field, .. }) if field == "min pairs"),
+        "{went_on:?}"
+    );
+    assert!(out.join("adapt/train.jsonl").is_file());
 }
 
 #[test]

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use sqlagent::agent::{
-    answer, AskOptions, DatabaseHandle, Draft, Engine, Execution, Listener, SqlWriter, Timings,
+    answer, AskOptions, Conversation, DatabaseHandle, Draft, Engine, Execution, Listener,
+    SqlWriter, Timings,
 };
 use sqlagent::chat::PromptSpec;
 use sqlagent::generate::{CancelFlag, StopReason, PREFILL_CHUNK};
@@ -189,6 +190,62 @@ fn a_cancelled_generation_stops_with_its_error() {
         )
         .unwrap_err();
     assert!(matches!(err, Error::Cancelled), "{err}");
+}
+
+#[test]
+fn a_conversation_stops_an_answer_on_cancel_and_answers_the_next_as_a_cold_ask_would() {
+    let Some(engine) = common::smollm2_engine() else {
+        return;
+    };
+    let tmp = common::temp_dir();
+    let music = music_db(&tmp);
+    let db = engine.database(&music, &GrammarOptions::default()).unwrap();
+    let question = "How many tracks are there?";
+    engine.set_keep_cache(false);
+    let cold = engine
+        .ask(&db, question, &options(48), &mut Listener::default())
+        .unwrap();
+    engine.set_keep_cache(true);
+
+    let mut conversation = Conversation::new(engine, db, options(48), Default::default()).unwrap();
+    let fed = conversation.warm_up().unwrap();
+    assert!(fed > 100, "the schema is prefilled: {fed}");
+    let tables: Vec<String> = conversation.tables().into_iter().map(|t| t.name).collect();
+    assert!(tables.contains(&"artists".to_string()), "{tables:?}");
+
+    // Stopped once the reply starts streaming: nothing is kept as SQL.
+    let cancel = CancelFlag::new();
+    let mut stop = |_: &str| cancel.cancel();
+    let mut listener = Listener {
+        on_text: Some(&mut stop),
+        cancel: Some(&cancel),
+    };
+    let stopped = conversation.ask(question, &mut listener);
+    assert!(matches!(stopped, Err(Error::Cancelled)), "{stopped:?}");
+    assert_eq!(conversation.last_sql(), None);
+
+    // The same question again: the answer a cold `ask` gives, with the
+    // schema's tokens kept from the warm-up.
+    let warm = conversation
+        .ask(question, &mut Listener::default())
+        .unwrap();
+    assert_eq!(warm.draft().sql, cold.draft().sql);
+    assert!(warm.draft().timings.reused_prompt_tokens >= fed);
+    assert_eq!(conversation.last_sql(), Some(cold.draft().sql.as_str()));
+
+    // A change is refused before anything is written; the last SQL stays.
+    let refused = conversation.ask("Delete every track", &mut Listener::default());
+    assert!(
+        matches!(refused, Err(Error::ChangeRequested { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(conversation.last_sql(), Some(cold.draft().sql.as_str()));
+    let unknown = conversation.use_adapter("nope");
+    assert!(
+        matches!(unknown, Err(Error::UnknownAdapter { .. })),
+        "{unknown:?}"
+    );
+    assert_eq!(conversation.adapter(), None);
 }
 
 /// Writes the queries it is given in turn, and records what it was told.

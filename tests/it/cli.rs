@@ -796,6 +796,139 @@ fn ask_no_execute_text_prints_only_the_sql() {
     );
 }
 
+/// Runs the binary as [`run_env`] does, with `input` on its stdin (a pipe).
+fn run_piped(args: &[&str], input: &str) -> Out {
+    use std::io::Write;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqlagent"));
+    cmd.args(args)
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().expect("run sqlagent");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().expect("run sqlagent");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `chat` on the demo database with SmolLM2, the questions piped in.
+fn chat_smollm2(db: &Path, input: &str, extra: &[&str]) -> Option<Out> {
+    let gguf = common::smollm2_gguf()?;
+    let mut args = vec![
+        "--threads",
+        "1",
+        "chat",
+        "--db",
+        s(db),
+        "--model",
+        s(&gguf),
+        "--max-tokens",
+        "48",
+    ];
+    args.extend_from_slice(extra);
+    Some(run_piped(&args, input))
+}
+
+#[test]
+fn chat_from_a_pipe_answers_each_line_as_ask_does() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let questions = [QUESTION, "How many albums are there?"];
+    let mut asked = Vec::new();
+    for q in questions {
+        let Some(out) = ask_smollm2(&db, q, &["--format", "json"]) else {
+            return;
+        };
+        assert_success(&out);
+        let v: serde_json::Value = serde_json::from_str(out.1.trim()).unwrap();
+        asked.push(v);
+    }
+    let input = format!(
+        "{}\n.sql\n\n{}\n.quit\nHow many artists are there?\n",
+        questions[0], questions[1]
+    );
+    let out = chat_smollm2(&db, &input, &["--format", "json"]).unwrap();
+    assert_success(&out);
+    let answers: Vec<serde_json::Value> = out
+        .1
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        answers.len(),
+        2,
+        "two answers, none after .quit:\n{}",
+        describe(&out)
+    );
+    for (chat, ask) in answers.iter().zip(&asked) {
+        assert_eq!(chat["question"], ask["question"]);
+        assert_eq!(chat["sql"], ask["sql"], "{}", describe(&out));
+        assert_eq!(chat["rows"], ask["rows"]);
+    }
+    let sql_line = format!("{};", asked[0]["sql"].as_str().unwrap());
+    assert!(
+        out.1.lines().any(|l| l == sql_line),
+        ".sql prints the last SQL:\n{}",
+        describe(&out)
+    );
+    // The second question starts where the schema's prefill left off.
+    let reused = answers[1]["timings"]["reused_prompt_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(reused > 100, "{}", describe(&out));
+    assert!(!out.2.contains("sql>"), "no prompts on a pipe:\n{}", out.2);
+}
+
+#[test]
+fn chat_says_what_failed_goes_on_and_exits_non_zero_at_the_end() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let before = std::fs::read(&db).unwrap();
+    let input = format!(".tables\nDelete all tracks\n.frobnicate\n{QUESTION}\n");
+    let Some(out) = chat_smollm2(&db, &input, &[]) else {
+        return;
+    };
+    assert_no_panic(&out);
+    assert_eq!(out.0, 1, "{}", describe(&out));
+    assert!(
+        out.1
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("artists (")),
+        ".tables lists the tables first:\n{}",
+        describe(&out)
+    );
+    assert!(out.2.contains("only reads"), "{}", describe(&out));
+    assert!(
+        out.2.contains("unknown command \".frobnicate\""),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        out.1
+            .lines()
+            .any(|l| l.ends_with("row)") || l.ends_with("rows)")),
+        "the question after the failures is answered:\n{}",
+        describe(&out)
+    );
+    assert!(
+        out.2.contains("1 of 2 questions got no rows"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+}
+
 /// A one-shot HTTP server on loopback that answers every request with
 /// `status`; returns its base URL.
 fn http_stub(status: &'static str) -> String {

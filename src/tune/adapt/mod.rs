@@ -120,6 +120,11 @@ pub struct AdaptPlan {
     pub base_prompt: PromptSpec,
     /// Pairs to synthesize (training and held out together).
     pub pairs: usize,
+    /// Fewer synthesized pairs than this stop the run before tuning: an
+    /// adapter tuned on a few shapes narrows the model (flight_2: 112 pairs,
+    /// Spider questions 16/60 right before, 10/60 after). Not part of the
+    /// plan a resumed run must agree on.
+    pub min_pairs: usize,
     /// At most this many pairs of one SQL shape.
     pub max_per_skeleton: usize,
     /// Held-out pairs wanted (at most a quarter of the pairs).
@@ -374,14 +379,16 @@ impl AdaptPlan {
     fn synthesized(&self, layout: &Layout) -> Result<Vec<SynthPair>> {
         let path = layout.pairs();
         if path.is_file() {
-            return Ok(load_set(&path)?
+            let pairs: Vec<SynthPair> = load_set(&path)?
                 .into_iter()
                 .map(|i| SynthPair {
                     question: i.question,
                     sql: i.sql,
                     source: i.source.unwrap_or_default(),
                 })
-                .collect());
+                .collect();
+            self.check_enough(pairs.len())?;
+            return Ok(pairs);
         }
         let db = Database::open(&self.db)?;
         let schema = db.schema()?;
@@ -392,18 +399,35 @@ impl AdaptPlan {
         let mut filter = filter_for(&schema, &eval, self.max_per_skeleton);
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
         let (pairs, _) = template_pairs(&db, &mut filter, self.pairs, &mut rng)?;
-        if pairs.len() < 8 {
-            return Err(Error::invalid(
-                "pairs",
-                format!(
-                    "{}: the templates gave only {} pairs that run and return rows; too few to tune on",
-                    self.db.display(),
-                    pairs.len()
-                ),
-            ));
-        }
+        // Written before the check, so that few pairs can be read.
         write_pairs(&path, &pairs)?;
+        self.check_enough(pairs.len())?;
         Ok(pairs)
+    }
+
+    /// Refuses to go on with fewer pairs than [`AdaptPlan::min_pairs`] (and
+    /// never with fewer than 8).
+    fn check_enough(&self, pairs: usize) -> Result<()> {
+        let least = self.min_pairs.max(8);
+        if pairs >= least {
+            return Ok(());
+        }
+        let why = if pairs < 8 {
+            "too few to tune on".to_string()
+        } else {
+            format!(
+                "fewer than the {least} asked for; an adapter tuned on so few SQL shapes \
+                 answers other questions worse than the base model"
+            )
+        };
+        Err(Error::invalid(
+            "min pairs",
+            format!(
+                "{}: the templates gave only {pairs} pairs that run and return rows ({}); {why}",
+                self.db.display(),
+                Layout::new(&self.out).pairs().display()
+            ),
+        ))
     }
 
     /// Writes (or, resumed, reads) the training and held-out files; returns
