@@ -1,7 +1,7 @@
 //! `sqlagent serve`: one shared engine behind an OpenAI-compatible HTTP
 //! server — `/v1/chat/completions` (with server-sent events),
 //! `/v1/completions`, `/v1/sql`, `/v1/models`, `/v1/databases`,
-//! `/health`, `/metrics`. The only module that knows axum and tokio:
+//! `/health`, `/metrics`, and the page at `/`. The only module that knows axum and tokio:
 //! generation runs on a fixed pool of worker threads behind a bounded
 //! queue (a full queue answers 429), each request with a ticket that
 //! cancels its generation when the client goes away or its time runs out.
@@ -9,6 +9,7 @@
 mod api_error;
 mod metrics;
 mod openai;
+mod page;
 mod routes;
 mod state;
 mod workers;
@@ -308,6 +309,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/databases", get(routes::databases))
         .route("/health", get(routes::health))
         .route("/metrics", get(routes::metrics))
+        .route("/", get(page::index))
+        .route("/page.js", get(page::script))
+        .route("/page.css", get(page::style))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

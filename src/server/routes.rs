@@ -17,7 +17,8 @@ use serde_json::json;
 
 use super::api_error::ApiError;
 use super::state::{AppState, Ready, Ticket};
-use crate::agent::{DatabaseHandle, Execution, Listener};
+use crate::agent::{Answer, DatabaseHandle, Execution, Listener};
+use crate::generate::CancelFlag;
 use crate::Error;
 
 /// Reads a JSON body into `T`, naming the field at fault.
@@ -176,9 +177,15 @@ pub struct SqlRequest {
     max_tokens: Option<usize>,
     temperature: Option<f64>,
     seed: Option<u64>,
+    #[serde(default)]
+    stream: bool,
 }
 
 /// `POST /v1/sql`: question → SQL → rows, as `ask --format json` answers.
+/// With `"stream": true`, server-sent events: `sql` events with the reply
+/// as it is written (`{"text"}`; provisional, since a repair may take text
+/// back), then one `result` event with the whole answer or one `error`
+/// event (the error body with its `status`).
 pub async fn sql(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -187,6 +194,10 @@ pub async fn sql(
     let request: SqlRequest = parse_body(state, body)?;
     let ready = state.ready()?;
     let db = Arc::clone(database(ready, request.db.as_deref())?);
+    let db_name = match &request.db {
+        Some(name) => name.clone(),
+        None => ready.databases.keys().next().cloned().unwrap_or_default(),
+    };
     check_question(state, &request.question, "question")?;
     let adapter = match &request.adapter {
         Some(name) => adapter_by_name(ready, name, "adapter")?,
@@ -226,9 +237,9 @@ pub async fn sql(
     let ticket = Ticket::new(state);
     let question = request.question.clone();
     let metrics_state = Arc::clone(state);
-    let rx = ticket.submit(move |flag| {
+    let ask = move |flag: &CancelFlag, on_text: &mut dyn FnMut(&str)| {
         let mut listener = Listener {
-            on_text: None,
+            on_text: Some(on_text),
             cancel: Some(flag),
         };
         let answer = engine.ask(&db, &question, &options, &mut listener);
@@ -241,17 +252,94 @@ pub async fn sql(
             }
         }
         answer
-    })?;
+    };
+    if request.stream {
+        return sql_events(ticket, ask, db_name);
+    }
+    let rx = ticket.submit(move |flag| ask(flag, &mut |_| {}))?;
     let answer = match rx.await {
         Ok(Ok(a)) => a,
         Ok(Err(Error::Cancelled)) | Err(_) => return Err(ticket.stopped_error()),
         Ok(Err(e)) => return Err(e.into()),
     };
     ticket.finish();
+    let body = sql_body(&answer, &db_name)?;
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// What a `/v1/sql` stream carries from the worker.
+enum SqlEvent {
+    Text(String),
+    Done(crate::Result<Answer>),
+}
+
+/// The streamed `/v1/sql`: queued at once (429 when the queue is full,
+/// before any event), then `sql` events and the `result` or `error`.
+fn sql_events(
+    ticket: Ticket,
+    ask: impl FnOnce(&CancelFlag, &mut dyn FnMut(&str)) -> crate::Result<Answer> + Send + 'static,
+    db_name: String,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::stream::{self, StreamExt};
+
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<SqlEvent>();
+    ticket.submit(move |flag| {
+        let pieces = tx.clone();
+        let mut on_text = move |piece: &str| {
+            let _ = pieces.send(SqlEvent::Text(piece.to_string()));
+        };
+        let result = ask(flag, &mut on_text);
+        let _ = tx.send(SqlEvent::Done(result));
+    })?;
+    fn error_event(e: &ApiError) -> Event {
+        let mut body = e.body();
+        body["status"] = json!(e.status.as_u16());
+        Event::default().event("error").data(body.to_string())
+    }
+    let events = stream::unfold(
+        (rx, Some(ticket), db_name),
+        |(mut rx, ticket, db_name)| async move {
+            let ticket = ticket?;
+            match rx.recv().await {
+                Some(SqlEvent::Text(text)) => {
+                    let event = Event::default()
+                        .event("sql")
+                        .data(json!({ "text": text }).to_string());
+                    Some((event, (rx, Some(ticket), db_name)))
+                }
+                Some(SqlEvent::Done(result)) => {
+                    let event = match result {
+                        Ok(answer) => match sql_body(&answer, &db_name) {
+                            Ok(body) => Event::default().event("result").data(body.to_string()),
+                            Err(e) => error_event(&e),
+                        },
+                        Err(Error::Cancelled) => error_event(&ticket.stopped_error()),
+                        Err(e) => error_event(&ApiError::from(e)),
+                    };
+                    ticket.finish();
+                    Some((event, (rx, None, db_name)))
+                }
+                None => {
+                    // Cancelled before a worker took it.
+                    let event = error_event(&ticket.stopped_error());
+                    Some((event, (rx, None, db_name)))
+                }
+            }
+        },
+    );
+    Ok(Sse::new(events.map(Ok::<_, std::convert::Infallible>))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The body of an answer: the SQL, timings, grammar and rows; an answer
+/// without rows is the error it ended with, the body beside it.
+fn sql_body(answer: &Answer, db_name: &str) -> Result<serde_json::Value, ApiError> {
     let draft = answer.draft();
     let mut body = json!({
         "question": draft.question,
-        "db": request.db.as_deref().unwrap_or_else(|| ready.databases.keys().next().map_or("", |k| k.as_str())),
+        "db": db_name,
         "sql": draft.sql,
         "adapter": answer.adapter.as_ref().map(|a| a.name.clone()),
         "stop": draft.stop,
@@ -272,9 +360,9 @@ pub async fn sql(
             body["columns"] = json!(r.columns);
             body["rows"] = json!(r.rows);
             body["truncated"] = json!(r.truncated);
-            Ok((StatusCode::OK, Json(body)).into_response())
+            Ok(body)
         }
-        Execution::Skipped => Ok((StatusCode::OK, Json(body)).into_response()),
+        Execution::Skipped => Ok(body),
         Execution::Failed(e) | Execution::NotWritten(e) => {
             let error = match e {
                 Error::NoQuery { .. } | Error::OutOfTokens { .. } => {

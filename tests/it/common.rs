@@ -90,7 +90,7 @@ pub fn llama3_tokenizer_dir() -> Option<PathBuf> {
     )
 }
 
-fn present_or_skip(path: PathBuf, what: &str) -> Option<PathBuf> {
+pub fn present_or_skip(path: PathBuf, what: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }

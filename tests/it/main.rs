@@ -14,6 +14,7 @@ mod hosted;
 mod llamacpp;
 mod lora;
 mod model;
+mod page;
 mod repair;
 mod server;
 mod sql;

@@ -16,19 +16,19 @@ use serde_json::{json, Value};
 
 use crate::common;
 
-const KEY: &str = "test-server-key-0123456789";
+pub(crate) const KEY: &str = "test-server-key-0123456789";
 
 /// A running `sqlagent serve`, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     lines: mpsc::Receiver<String>,
 }
 
 impl Server {
     /// Starts `serve` with `args` (plus port 0 and one thread) and waits
     /// until it is ready.
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+    pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqlagent"));
         cmd.args(["--threads", "1", "serve", "--port", "0"])
             .args(args)
@@ -68,7 +68,7 @@ impl Server {
         Server { child, url, lines }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
 
@@ -192,7 +192,7 @@ fn sha256(path: &Path) -> String {
     format!("{:x}", sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-fn demo_db(dir: &Path) -> PathBuf {
+pub(crate) fn demo_db(dir: &Path) -> PathBuf {
     let db = dir.join("music.db");
     let out = Command::new(env!("CARGO_BIN_EXE_sqlagent"))
         .args(["demo-db", "--out", db.to_str().unwrap()])
@@ -203,7 +203,7 @@ fn demo_db(dir: &Path) -> PathBuf {
 }
 
 /// A second database of another shape.
-fn cities_db(dir: &Path) -> PathBuf {
+pub(crate) fn cities_db(dir: &Path) -> PathBuf {
     let path = dir.join("cities.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
@@ -234,7 +234,7 @@ fn random_adapter(dir: &Path) -> PathBuf {
     out
 }
 
-fn model_args(model: &Path) -> Vec<String> {
+pub(crate) fn model_args(model: &Path) -> Vec<String> {
     vec![
         "--model".into(),
         model.display().to_string(),
@@ -243,7 +243,7 @@ fn model_args(model: &Path) -> Vec<String> {
     ]
 }
 
-fn strs(v: &[String]) -> Vec<&str> {
+pub(crate) fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
@@ -833,4 +833,99 @@ fn the_official_openai_python_client_talks_to_the_server() {
         json!({"status": 401, "code": "invalid_api_key"})
     );
     assert!(sql.body["rows"].is_array());
+}
+
+/// The events of a streamed reply: (name, JSON data) in order.
+fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .filter_map(|block| {
+            let mut name = "message".to_string();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event:") {
+                    name = n.trim().to_string();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                }
+            }
+            (!data.is_empty()).then(|| (name, serde_json::from_str(&data).unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn sql_streamed_sends_the_reply_as_written_then_the_answer_it_gives_unstreamed() {
+    let Some(model) = common::smollm2_gguf() else {
+        return;
+    };
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let mut args = vec![
+        "--db".to_string(),
+        db.display().to_string(),
+        "--api-key-env".into(),
+        "TEST_SERVE_KEY".into(),
+    ];
+    args.extend(model_args(&model));
+    let server = Server::start(&strs(&args), &[("TEST_SERVE_KEY", KEY)]);
+    let question = json!({"question": "How many tracks are there?"});
+    let whole = post(&server, "/v1/sql", &question);
+    assert_eq!(whole.status, 200, "{}", whole.body);
+
+    let mut streamed = question.clone();
+    streamed["stream"] = json!(true);
+    let reply = post(&server, "/v1/sql", &streamed);
+    assert_eq!(reply.status, 200);
+    let events = sse_events(reply.body.as_str().expect("an event stream"));
+    let (last, pieces) = events.split_last().unwrap();
+    assert_eq!(last.0, "result", "{events:?}");
+    assert!(!pieces.is_empty(), "the reply streams: {events:?}");
+    assert!(pieces.iter().all(|(name, _)| name == "sql"), "{events:?}");
+    let text: String = pieces
+        .iter()
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    assert!(text.contains(whole.body["sql"].as_str().unwrap()), "{text}");
+    for key in ["sql", "columns", "rows", "truncated"] {
+        assert_eq!(last.1[key], whole.body[key], "{key}");
+    }
+
+    // The page and its files, without the key, held to this server.
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/page.js", "text/javascript"),
+        ("/page.css", "text/css"),
+    ] {
+        let response = ureq::get(&server.url(path)).call().unwrap();
+        assert!(response.content_type().starts_with(kind), "{path}");
+        let policy = response.header("content-security-policy").unwrap_or("");
+        assert!(
+            policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"),
+            "{path}: {policy}"
+        );
+        let body = response.into_string().unwrap();
+        assert!(
+            !body.contains("http://") && !body.contains("https://"),
+            "{path}"
+        );
+    }
+
+    // A question asking for a change: one error event, nothing run.
+    let refused = post(
+        &server,
+        "/v1/sql",
+        &json!({"question": "Delete all tracks", "stream": true}),
+    );
+    let events = sse_events(refused.body.as_str().unwrap());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "error");
+    assert_eq!(events[0].1["status"], 400);
+    assert!(
+        events[0].1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only reads"),
+        "{events:?}"
+    );
 }
