@@ -79,9 +79,10 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         eprintln!(".help lists the commands; Ctrl-D leaves.");
     }
 
-    // Ctrl-C stops the answer being written; outside an answer it ends
-    // the program as usual (at the prompt, the line editor reads it as a
-    // key and clears the line instead).
+    // Ctrl-C stops the answer being written. At the prompt the line
+    // editor reads it as a key (the line is cleared); between the two, on
+    // a terminal, it is ignored, so that a late Ctrl-C never ends the
+    // conversation. Reading from a pipe, it ends the program as usual.
     let cancel = CancelFlag::new();
     let answering = Arc::new(AtomicBool::new(false));
     {
@@ -89,7 +90,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         ctrlc::set_handler(move || {
             if answering.load(Ordering::SeqCst) {
                 cancel.cancel();
-            } else {
+            } else if !interactive {
                 std::process::exit(130);
             }
         })

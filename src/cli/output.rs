@@ -141,6 +141,11 @@ pub fn render_table(r: &QueryResult) -> String {
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(r.columns.clone());
+    // A terminal that reports no width (a pseudo-terminal nobody sized)
+    // would squeeze every column to one character.
+    if t.width().is_some_and(|w| w < 20) {
+        t.set_content_arrangement(ContentArrangement::Disabled);
+    }
     for row in &r.rows {
         t.add_row(row.iter().map(cell).collect::<Vec<_>>());
     }

@@ -1913,3 +1913,186 @@ fn tune_on_lamini_without_a_key_or_with_a_failed_job_says_so() {
         serde_json::from_str(&std::fs::read_to_string(out.join("lamini.json")).unwrap()).unwrap();
     assert_eq!(record["status"], "FAILED");
 }
+
+/// A child process on a pseudo-terminal of its own (its controlling
+/// terminal, so that Ctrl-C typed there is a SIGINT), and all it wrote.
+struct Terminal {
+    child: std::process::Child,
+    master: std::fs::File,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    fn spawn(args: &[&str]) -> Terminal {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let (mut master, mut slave) = (0, 0);
+        let size = libc::winsize {
+            ws_row: 40,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty writes two new descriptors, owned from here on.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(rc, 0, "openpty");
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sqlagent"));
+        cmd.args(args)
+            .current_dir(std::env::temp_dir())
+            .env("TERM", "xterm")
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        for var in SCRUBBED_ENV {
+            cmd.env_remove(var);
+        }
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("run sqlagent on a terminal");
+        drop(cmd);
+        let master = std::fs::File::from(master);
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let sink = std::sync::Arc::clone(&output);
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once the child has closed the terminal.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Terminal {
+            child,
+            master,
+            output,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until `pattern` appears after byte `from`; returns where it ends.
+    fn wait_for(&self, pattern: &str, from: usize) -> usize {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let text = self.text();
+            if let Some(at) = text.get(from..).and_then(|t| t.find(pattern)) {
+                return from + at + pattern.len();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {pattern:?} after byte {from}; the terminal shows:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        use std::io::Write;
+        self.master.write_all(keys.as_bytes()).unwrap();
+        self.master.flush().unwrap();
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn chat_on_a_terminal_edits_lines_keeps_history_and_goes_on_after_ctrl_c() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let Some(asked) = ask_smollm2(&db, QUESTION, &["--format", "json"]) else {
+        return;
+    };
+    assert_success(&asked);
+    let asked: serde_json::Value = serde_json::from_str(asked.1.trim()).unwrap();
+    let gguf = common::smollm2_gguf().unwrap();
+    let history = tmp.path().join("history");
+    let mut term = Terminal::spawn(&[
+        "--threads",
+        "1",
+        "chat",
+        "--db",
+        s(&db),
+        "--model",
+        s(&gguf),
+        "--max-tokens",
+        "48",
+        "--history",
+        s(&history),
+    ]);
+    let mut at = term.wait_for("schema prefilled", 0);
+    at = term.wait_for("sql> ", at);
+
+    // A question: the SQL `ask` writes, and its rows.
+    term.type_keys(&format!("{QUESTION}\r"));
+    let sql_line = format!("{};", asked["sql"].as_str().unwrap());
+    at = term.wait_for(&sql_line, at);
+    at = term.wait_for(" row", at);
+    at = term.wait_for("prompt ", at);
+    at = term.wait_for("sql> ", at);
+
+    // Ctrl-C at the prompt clears the line; the up arrow recalls the last
+    // question, which is answered again.
+    term.type_keys("half a quest");
+    term.type_keys("\x03");
+    at = term.wait_for("sql> ", at);
+    term.type_keys("\x1b[A\r");
+    at = term.wait_for(&sql_line, at);
+    at = term.wait_for("sql> ", at);
+
+    // Ctrl-C while an answer is written stops it (or comes as it ends);
+    // either way the conversation goes on.
+    term.type_keys("Which tracks have the highest popularity?\r");
+    at = term.wait_for("\x1b[2m", at);
+    term.type_keys("\x03");
+    at = term.wait_for("sql> ", at);
+    assert!(
+        term.child.try_wait().unwrap().is_none(),
+        "Ctrl-C ended the conversation:\n{}",
+        term.text()
+    );
+    term.type_keys(".tables\r");
+    at = term.wait_for("artists (40 rows)", at);
+    term.type_keys(".quit\r");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = term.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", term.text());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}:\n{}", term.text());
+    let _ = at;
+    let kept = std::fs::read_to_string(&history).unwrap();
+    assert!(kept.contains(QUESTION), "{kept}");
+    assert!(kept.contains(".tables"), "{kept}");
+    assert!(!kept.contains("half a quest"), "{kept}");
+}
