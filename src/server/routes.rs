@@ -233,6 +233,7 @@ pub async fn sql(
     if let Some(seed) = request.seed {
         options.sampling.seed = seed;
     }
+    let options_max_rows = options.limits.max_rows;
     let engine = Arc::clone(&ready.engine);
     let ticket = Ticket::new(state);
     let question = request.question.clone();
@@ -253,8 +254,12 @@ pub async fn sql(
         }
         answer
     };
+    let context = SqlContext {
+        db: db_name,
+        max_rows: options_max_rows,
+    };
     if request.stream {
-        return sql_events(ticket, ask, db_name);
+        return sql_events(ticket, ask, context);
     }
     let rx = ticket.submit(move |flag| ask(flag, &mut |_| {}))?;
     let answer = match rx.await {
@@ -263,7 +268,7 @@ pub async fn sql(
         Ok(Err(e)) => return Err(e.into()),
     };
     ticket.finish();
-    let body = sql_body(&answer, &db_name)?;
+    let body = sql_body(&answer, &context)?;
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
@@ -278,7 +283,7 @@ enum SqlEvent {
 fn sql_events(
     ticket: Ticket,
     ask: impl FnOnce(&CancelFlag, &mut dyn FnMut(&str)) -> crate::Result<Answer> + Send + 'static,
-    db_name: String,
+    context: SqlContext,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures_util::stream::{self, StreamExt};
@@ -298,19 +303,19 @@ fn sql_events(
         Event::default().event("error").data(body.to_string())
     }
     let events = stream::unfold(
-        (rx, Some(ticket), db_name),
-        |(mut rx, ticket, db_name)| async move {
+        (rx, Some(ticket), context),
+        |(mut rx, ticket, context)| async move {
             let ticket = ticket?;
             match rx.recv().await {
                 Some(SqlEvent::Text(text)) => {
                     let event = Event::default()
                         .event("sql")
                         .data(json!({ "text": text }).to_string());
-                    Some((event, (rx, Some(ticket), db_name)))
+                    Some((event, (rx, Some(ticket), context)))
                 }
                 Some(SqlEvent::Done(result)) => {
                     let event = match result {
-                        Ok(answer) => match sql_body(&answer, &db_name) {
+                        Ok(answer) => match sql_body(&answer, &context) {
                             Ok(body) => Event::default().event("result").data(body.to_string()),
                             Err(e) => error_event(&e),
                         },
@@ -318,12 +323,12 @@ fn sql_events(
                         Err(e) => error_event(&ApiError::from(e)),
                     };
                     ticket.finish();
-                    Some((event, (rx, None, db_name)))
+                    Some((event, (rx, None, context)))
                 }
                 None => {
                     // Cancelled before a worker took it.
                     let event = error_event(&ticket.stopped_error());
-                    Some((event, (rx, None, db_name)))
+                    Some((event, (rx, None, context)))
                 }
             }
         },
@@ -335,11 +340,19 @@ fn sql_events(
 
 /// The body of an answer: the SQL, timings, grammar and rows; an answer
 /// without rows is the error it ended with, the body beside it.
-fn sql_body(answer: &Answer, db_name: &str) -> Result<serde_json::Value, ApiError> {
+/// What a `/v1/sql` body says besides the answer.
+struct SqlContext {
+    /// The database's served name.
+    db: String,
+    /// The row cap the query ran under.
+    max_rows: usize,
+}
+
+fn sql_body(answer: &Answer, context: &SqlContext) -> Result<serde_json::Value, ApiError> {
     let draft = answer.draft();
     let mut body = json!({
         "question": draft.question,
-        "db": db_name,
+        "db": context.db,
         "sql": draft.sql,
         "adapter": answer.adapter.as_ref().map(|a| a.name.clone()),
         "stop": draft.stop,
@@ -360,6 +373,7 @@ fn sql_body(answer: &Answer, db_name: &str) -> Result<serde_json::Value, ApiErro
             body["columns"] = json!(r.columns);
             body["rows"] = json!(r.rows);
             body["truncated"] = json!(r.truncated);
+            body["max_rows"] = json!(context.max_rows);
             Ok(body)
         }
         Execution::Skipped => Ok(body),

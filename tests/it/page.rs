@@ -163,6 +163,9 @@ fn the_page_asks_in_a_real_browser_and_shows_the_rows_sqlite_returns() {
         "0".into(),
         "--max-request-tokens".into(),
         "4000".into(),
+        // Fewer rows than the question asks for: the cut is shown.
+        "--max-rows".into(),
+        "3".into(),
         "--api-key-env".into(),
         "TEST_SERVE_KEY".into(),
         "--adapter".into(),
@@ -269,8 +272,9 @@ fn the_page_asks_in_a_real_browser_and_shows_the_rows_sqlite_returns() {
         .trim_end_matches(';')
         .to_string();
     assert!(sql.to_uppercase().starts_with("SELECT"), "{sql}");
-    let (columns, rows) = sqlite_rows(&music, &sql);
-    assert!(!rows.is_empty(), "{sql} returns no rows");
+    let (columns, all_rows) = sqlite_rows(&music, &sql);
+    assert!(all_rows.len() > 3, "{sql} returns {} rows", all_rows.len());
+    let rows = all_rows[..3].to_vec();
     assert_eq!(
         js(
             &tab,
@@ -282,11 +286,14 @@ fn the_page_asks_in_a_real_browser_and_shows_the_rows_sqlite_returns() {
     let count = js(&tab, "document.getElementById('row-count').textContent");
     assert_eq!(
         count,
-        json!(format!(
-            "{} row{}",
-            rows.len(),
-            if rows.len() == 1 { "" } else { "s" }
-        ))
+        json!("first 3 rows: truncated at the server's row cap of 3")
+    );
+    assert_eq!(
+        js(
+            &tab,
+            "document.getElementById('row-count').classList.contains('truncated')"
+        ),
+        json!(true)
     );
     let timings = js(&tab, "document.getElementById('timings').textContent");
     for part in [

@@ -243,9 +243,10 @@ function renderRows() {
     tbody.append(tr);
   }
   const n = r.rows.length;
+  const cap = r.max_rows ? ` (at most ${r.max_rows} shown)` : "";
   count.textContent = r.truncated
-    ? `first ${n} rows: truncated at the server's row cap`
-    : `${n} row${n === 1 ? "" : "s"}`;
+    ? `first ${n} rows: truncated at the server's row cap of ${r.max_rows}`
+    : `${n} row${n === 1 ? "" : "s"}${cap}`;
   count.classList.toggle("truncated", !!r.truncated);
 }
 
