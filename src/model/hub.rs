@@ -15,6 +15,45 @@ pub const DEFAULT_REPO: &str = "meta-llama/Meta-Llama-3-8B-Instruct";
 /// Files of a model repo that sqlagent needs besides the weights.
 const REQUIRED: [&str; 3] = ["config.json", "tokenizer.json", "tokenizer_config.json"];
 
+/// Further attempts after a download breaks off; each resumes where the
+/// file stopped (a range request), after a backoff.
+const DOWNLOAD_RETRIES: usize = 5;
+
+/// Where the hub's files are cached, as huggingface_hub decides it:
+/// `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+pub fn cache() -> Cache {
+    match std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
+        Some(dir) => Cache::new(PathBuf::from(dir)),
+        None => Cache::from_env(),
+    }
+}
+
+/// Where the token a request sends comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TokenSource {
+    /// Given by the caller (`HF_TOKEN`).
+    Given,
+    /// The file `huggingface-cli login` writes (`$HF_HOME/token`).
+    LoginFile(PathBuf),
+    /// None: public repos only.
+    None,
+}
+
+impl TokenSource {
+    fn of(token: &Option<String>) -> Self {
+        if token.is_some() {
+            return TokenSource::Given;
+        }
+        // The login file stays under HF_HOME when HF_HUB_CACHE moves the
+        // cache, as huggingface_hub keeps it.
+        let file = Cache::from_env().token_path();
+        match std::fs::read_to_string(&file) {
+            Ok(text) if !text.trim().is_empty() => TokenSource::LoginFile(file),
+            _ => TokenSource::None,
+        }
+    }
+}
+
 /// Whether `spec` looks like a hub repo id (`owner/name`, no path that exists).
 pub fn looks_like_repo_id(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
@@ -42,17 +81,22 @@ pub fn fetch(
     if let Some(dir) = complete_in_cache(&hub_repo) {
         return Ok(dir);
     }
-    let api = ApiBuilder::from_env()
-        .with_token(token.clone())
+    let source = TokenSource::of(&token);
+    let mut builder = ApiBuilder::from_env()
+        .with_cache_dir(cache().path().clone())
         .with_progress(progress)
-        .build()
-        .map_err(|e| hub_error(repo, e, token.is_some()))?;
+        .with_retries(DOWNLOAD_RETRIES);
+    // Without a token of ours, hf-hub's own reading of the login file
+    // stands (passing None would drop it).
+    if token.is_some() {
+        builder = builder.with_token(token);
+    } else if let TokenSource::LoginFile(file) = &source {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        builder = builder.with_token(Some(text.trim().to_string()));
+    }
+    let api = builder.build().map_err(|e| hub_error(repo, e, &source))?;
     let api_repo = api.repo(hub_repo);
-    let get = |file: &str| {
-        api_repo
-            .get(file)
-            .map_err(|e| hub_error(repo, e, token.is_some()))
-    };
+    let get = |file: &str| api_repo.get(file).map_err(|e| hub_error(repo, e, &source));
     let config = get("config.json")?;
     for f in &REQUIRED[1..] {
         get(f)?;
@@ -78,7 +122,7 @@ pub fn fetch(
 }
 
 fn complete_in_cache(repo: &Repo) -> Option<PathBuf> {
-    let cache = Cache::from_env().repo(repo.clone());
+    let cache = cache().repo(repo.clone());
     let config = cache.get("config.json")?;
     for f in &REQUIRED[1..] {
         cache.get(f)?;
@@ -134,7 +178,7 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     ))
 }
 
-fn hub_error(repo: &str, e: ApiError, has_token: bool) -> Error {
+fn hub_error(repo: &str, e: ApiError, token: &TokenSource) -> Error {
     let status = match &e {
         ApiError::RequestError(re) => match re.as_ref() {
             ureq::Error::Status(code, _) => Some(*code),
@@ -149,16 +193,20 @@ fn hub_error(repo: &str, e: ApiError, has_token: bool) -> Error {
         },
         _ => None,
     };
-    let message = match status {
-        Some(401 | 403) if has_token => format!(
+    let message = match (status, token) {
+        (Some(401 | 403), TokenSource::Given) => format!(
             "access denied ({e}): the token in HF_TOKEN has no access; accept the model's license at https://huggingface.co/{repo} with the account the token belongs to"
         ),
-        Some(401 | 403) => format!(
+        (Some(401 | 403), TokenSource::LoginFile(file)) => format!(
+            "access denied ({e}): the token saved by `huggingface-cli login` ({}) has no access; accept the model's license at https://huggingface.co/{repo} with that account, or set HF_TOKEN",
+            file.display()
+        ),
+        (Some(401 | 403), TokenSource::None) => format!(
             "access denied ({e}): the repo is gated; accept its license at https://huggingface.co/{repo} and set HF_TOKEN (in the environment or a .env file)"
         ),
-        Some(404) => format!("not found ({e}): check the repo id, or name a local model directory or .gguf file instead"),
-        Some(_) => format!("download failed: {e}"),
-        None => format!(
+        (Some(404), _) => format!("not found ({e}): check the repo id, or name a local model directory or .gguf file instead"),
+        (Some(_), _) => format!("download failed: {e}"),
+        (None, _) => format!(
             "cannot reach the Hugging Face hub ({e}). Offline? Copy the model directory (config.json, tokenizer.json, *.safetensors) or a .gguf file to this machine and name it as the model"
         ),
     };

@@ -11,6 +11,7 @@ mod eval;
 mod generate;
 mod grammar;
 mod hosted;
+mod hub;
 mod llamacpp;
 mod lora;
 mod model;

@@ -155,6 +155,15 @@ impl Tiny {
 /// in `dir`, with a context window of `context` tokens. `None` when the
 /// tokenizer fixture is absent.
 pub fn tiny_llama3_dir(dir: &Path, context: u64) -> Option<std::path::PathBuf> {
+    tiny_llama3_dir_sharded(dir, context, 1)
+}
+
+/// [`tiny_llama3_dir`] with its weights in `shards` files and an index.
+pub fn tiny_llama3_dir_sharded(
+    dir: &Path,
+    context: u64,
+    shards: usize,
+) -> Option<std::path::PathBuf> {
     let tok = crate::common::llama3_tokenizer_dir()?;
     // The embedding must cover the tokenizer's 128,256 ids; everything else
     // is as small as possible (head dim = hidden / heads = 16).
@@ -166,6 +175,7 @@ pub fn tiny_llama3_dir(dir: &Path, context: u64) -> Option<std::path::PathBuf> {
         intermediate: 48,
         layers: 1,
         tie: true,
+        shards,
         ..Default::default()
     }
     .write(dir);
