@@ -37,6 +37,8 @@ pub enum Command {
     Ask(AskArgs),
     /// Ask question after question in the terminal, the model loaded once.
     Chat(ChatArgs),
+    /// List the models this machine can load offline (the model folder and the hub cache).
+    Models(ModelsArgs),
     /// Print the schema of a database as the prompt sees it.
     Schema(SchemaArgs),
     /// Import a CSV file into a table, inferring INTEGER/REAL/TEXT columns.
@@ -428,6 +430,18 @@ pub struct AskArgs {
     /// Execution limits.
     #[command(flatten)]
     pub exec: ExecArgs,
+}
+
+/// `sqlagent models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// The folder searched for GGUF files and model directories (the hub
+    /// cache, HF_HUB_CACHE or $HF_HOME/hub, is listed as well).
+    #[arg(long, env = "SQLAGENT_MODELS_DIR", default_value = "models")]
+    pub dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
 }
 
 /// `sqlagent chat`.

@@ -28,13 +28,16 @@ use anyhow::{Context, Result};
 use crate::agent::{AskOptions, DatabaseHandle, Listener};
 use crate::chat::PromptSpec;
 use crate::sql::{self, Database, ImportOptions};
-use args::{AskArgs, Cli, Command, DemoDbArgs, Format, GrammarArgs, ImportArgs, SchemaArgs};
+use args::{
+    AskArgs, Cli, Command, DemoDbArgs, Format, GrammarArgs, ImportArgs, ModelsArgs, SchemaArgs,
+};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let result = match cli.command {
         Command::Ask(a) => ask(a),
         Command::Chat(a) => chat::chat(a),
+        Command::Models(a) => models(a),
         Command::Schema(a) => schema(a),
         Command::Import(a) => import(a),
         Command::DemoDb(a) => demo_db(a),
@@ -212,6 +215,24 @@ fn answer_question(args: AskArgs) -> Result<(crate::agent::Answer, crate::agent:
         eprintln!();
     }
     Ok((answer, engine.info.clone()))
+}
+
+fn models(args: ModelsArgs) -> Result<()> {
+    let found = crate::model::catalog::local_models_here(&args.dir);
+    match args.format {
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&found)?),
+        Format::Text => {
+            if found.is_empty() {
+                outln!(
+                    "no models in {} or the hub cache; see models/README.md to fetch one",
+                    args.dir.display()
+                );
+                return Ok(());
+            }
+            outln!("{}", output::models_table(&found));
+        }
+    }
+    Ok(())
 }
 
 fn schema(args: SchemaArgs) -> Result<()> {

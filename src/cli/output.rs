@@ -158,3 +158,36 @@ fn cell(v: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// The models `sqlagent models` found, as a text table.
+pub fn models_table(found: &[crate::model::catalog::LocalModel]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header([
+            "model (--model)",
+            "format",
+            "weights",
+            "size",
+            "found in",
+            "note",
+        ]);
+    for m in found {
+        t.add_row([
+            m.name.clone(),
+            m.format.to_string(),
+            m.weights.clone(),
+            if m.bytes >= 1_000_000_000 {
+                format!("{:.2} GB", m.bytes as f64 / 1e9)
+            } else {
+                format!("{:.1} MB", m.bytes as f64 / 1e6)
+            },
+            m.origin.to_string(),
+            m.problem.clone().unwrap_or_default(),
+        ]);
+    }
+    if t.width().is_some_and(|w| w < 20) {
+        t.set_content_arrangement(ContentArrangement::Disabled);
+    }
+    t.to_string()
+}

@@ -2,6 +2,7 @@
 //! GGUF), the one [`Linear`] type, rotary embeddings and the KV [`Cache`].
 
 mod attention;
+pub mod catalog;
 mod causal_attention;
 mod config;
 mod gemv;

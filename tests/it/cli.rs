@@ -2096,3 +2096,60 @@ fn chat_on_a_terminal_edits_lines_keeps_history_and_goes_on_after_ctrl_c() {
     assert!(kept.contains(".tables"), "{kept}");
     assert!(!kept.contains("half a quest"), "{kept}");
 }
+
+#[test]
+fn models_lists_the_folder_and_the_hub_cache_with_format_size_and_weights() {
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let tmp = common::temp_dir();
+    let folder = tmp.path().join("models");
+    std::fs::create_dir_all(folder.join("nested")).unwrap();
+    std::os::unix::fs::symlink(&gguf, folder.join("nested/smol.gguf")).unwrap();
+    std::fs::write(
+        folder.join("cut.gguf"),
+        &std::fs::read(&gguf).unwrap()[..4096],
+    )
+    .unwrap();
+    let cache = tmp.path().join("hub");
+    let snapshot = cache.join("models--acme--tiny-llama/snapshots/abc");
+    if tiny_llama3_dir(&snapshot, 4096).is_none() {
+        return;
+    }
+    let out = run_env(
+        &["models", "--dir", s(&folder), "--format", "json"],
+        &[("HF_HUB_CACHE", s(&cache))],
+    );
+    assert_success(&out);
+    let found: serde_json::Value = serde_json::from_str(&out.1).unwrap();
+    let by_name = |name: &str| -> serde_json::Value {
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"].as_str().unwrap().ends_with(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name}: {found}"))
+    };
+    let smol = by_name("smol.gguf");
+    assert_eq!(smol["format"], "gguf");
+    assert_eq!(smol["weights"], "q4_1");
+    assert_eq!(
+        smol["bytes"].as_u64().unwrap(),
+        std::fs::metadata(&gguf).unwrap().len()
+    );
+    assert!(smol["problem"].is_null());
+    assert!(by_name("cut.gguf")["problem"].is_string());
+    let repo = by_name("acme/tiny-llama");
+    assert_eq!(repo["format"], "safetensors");
+    assert_eq!(repo["origin"], "hub cache");
+    assert_eq!(repo["weights"], "f32");
+    assert!(repo["problem"].is_null(), "{repo}");
+
+    let text = run_env(
+        &["models", "--dir", s(&folder)],
+        &[("HF_HUB_CACHE", s(&cache))],
+    );
+    assert_success(&text);
+    assert!(text.1.contains("acme/tiny-llama"), "{}", text.1);
+}
