@@ -70,6 +70,20 @@ pub enum Error {
         message: String,
     },
 
+    /// A tuning job could not be reached for a while; it may still be
+    /// running and can be followed again.
+    #[error(
+        "lost contact with tuning job {job_id} at {url}: {message}; the job may still be running"
+    )]
+    JobUnreachable {
+        /// The job.
+        job_id: String,
+        /// The last URL asked.
+        url: String,
+        /// The last failure.
+        message: String,
+    },
+
     /// A hosted model's endpoint refused the API key: no request can work.
     #[error("hosted model at {url}: {message}")]
     HostedAuth {
@@ -252,6 +266,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::Csv { .. } => "csv",
             Error::Hosted { .. } => "hosted",
+            Error::JobUnreachable { .. } => "job_unreachable",
             Error::HostedAuth { .. } => "hosted_auth",
             Error::Set { .. } => "set",
             Error::Tokenizer { .. } => "tokenizer",

@@ -72,7 +72,7 @@ impl HostedClient {
         } else {
             format!("{base}/chat/completions")
         };
-        let agent = ureq::AgentBuilder::new().timeout(options.timeout).build();
+        let agent = crate::http::agent(&endpoint, options.timeout)?;
         Ok(Self {
             agent,
             endpoint,

@@ -16,6 +16,7 @@ pub mod generate;
 pub mod grammar;
 pub mod heap;
 pub mod hosted;
+pub mod http;
 pub mod lora;
 pub mod machine;
 pub mod model;

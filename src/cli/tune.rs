@@ -109,11 +109,14 @@ pub fn tune(args: TuneArgs) -> Result<()> {
 fn lamini(args: &TuneArgs) -> Result<()> {
     use crate::tune::lamini::LaminiClient;
     let record_path = args.out.join("lamini.json");
+    // A failed request is tried again after the poll interval, at most a
+    // second at first (doubling from there).
     let client = LaminiClient::new(
         &args.lamini_url,
         &args.lamini_key_env,
         std::time::Duration::from_secs(120),
-    )?;
+    )?
+    .with_backoff(std::time::Duration::from_secs(args.poll_s.min(1)));
     let mut record: serde_json::Value = if args.resume {
         let text = std::fs::read_to_string(&record_path)
             .with_context(|| format!("--resume: reading {}", record_path.display()))?;
@@ -179,6 +182,13 @@ fn lamini(args: &TuneArgs) -> Result<()> {
     spinner.finish_and_clear();
     let status = match result {
         Ok(s) => s,
+        Err(e @ crate::Error::JobUnreachable { .. }) => {
+            // The job may well be running: the record stays as it was.
+            return Err(anyhow::anyhow!(
+                "{e}; follow it again later with --resume (recorded in {})",
+                record_path.display()
+            ));
+        }
         Err(e) => {
             record["status"] = serde_json::json!("FAILED");
             write_record(&record_path, &record)?;

@@ -84,12 +84,25 @@ impl JobStatus {
     }
 }
 
+/// Attempts of one request before it fails: a 429, a 5xx, a 408 or a
+/// broken connection is tried again after a backoff (1 s, doubling, at
+/// most 30 s, or what `Retry-After` asks up to a minute).
+pub const LAMINI_ATTEMPTS: usize = 6;
+
 /// A client for Lamini's tuning API.
 pub struct LaminiClient {
     agent: ureq::Agent,
     base: String,
     key: String,
     key_env: String,
+    first_backoff: Duration,
+}
+
+/// A request's failure: whether trying again may help, and what to say.
+struct Failure {
+    retry: bool,
+    retry_after: Option<Duration>,
+    error: Box<Error>,
 }
 
 impl LaminiClient {
@@ -113,11 +126,43 @@ impl LaminiClient {
                 )
             })?;
         Ok(Self {
-            agent: ureq::AgentBuilder::new().timeout(timeout).build(),
+            agent: crate::http::agent(&base, timeout)?,
             base,
             key,
             key_env: key_env.to_string(),
+            first_backoff: Duration::from_secs(1),
         })
+    }
+
+    /// The same client with a first backoff of `first` between attempts.
+    pub fn with_backoff(mut self, first: Duration) -> Self {
+        self.first_backoff = first;
+        self
+    }
+
+    /// `request` until it succeeds, fails in a way that retrying cannot
+    /// mend, or has failed [`LAMINI_ATTEMPTS`] times.
+    fn with_retries(
+        &self,
+        mut request: impl FnMut() -> std::result::Result<JobStatus, Failure>,
+    ) -> std::result::Result<JobStatus, Failure> {
+        let mut wait = self.first_backoff;
+        let mut attempt = 1;
+        loop {
+            match request() {
+                Err(f) if f.retry && attempt < LAMINI_ATTEMPTS => {
+                    let pause = f
+                        .retry_after
+                        .map(|a| a.min(Duration::from_secs(60)))
+                        .unwrap_or(wait);
+                    tracing::debug!(?pause, attempt, error = %f.error, "Lamini request failed; retrying");
+                    std::thread::sleep(pause);
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Submits a tuning job of `base_model` on `pairs`.
@@ -133,55 +178,83 @@ impl LaminiClient {
             "data": pairs,
             "finetune_args": finetune_args,
         });
-        let response = self
-            .agent
-            .post(&url)
-            .set("Authorization", &format!("Bearer {}", self.key))
-            .set("Content-Type", "application/json")
-            .send_string(&body.to_string());
-        self.parse(&url, response)
+        let body = body.to_string();
+        self.with_retries(|| {
+            let response = self
+                .agent
+                .post(&url)
+                .set("Authorization", &format!("Bearer {}", self.key))
+                .set("Content-Type", "application/json")
+                .send_string(&body);
+            self.parse(&url, response)
+        })
+        .map_err(|f| *f.error)
     }
 
-    /// The job's current state.
+    /// The job's current state (retried as [`LAMINI_ATTEMPTS`] says; a job
+    /// still unreachable then is [`Error::JobUnreachable`]).
     pub fn status(&self, job_id: &str) -> Result<JobStatus> {
         let url = format!("{}/v1/train/jobs/{job_id}", self.base);
-        let response = self
-            .agent
-            .get(&url)
-            .set("Authorization", &format!("Bearer {}", self.key))
-            .call();
-        self.parse(&url, response)
+        self.with_retries(|| {
+            let response = self
+                .agent
+                .get(&url)
+                .set("Authorization", &format!("Bearer {}", self.key))
+                .call();
+            self.parse(&url, response)
+        })
+        .map_err(|f| match *f.error {
+            Error::Hosted { url, message } if f.retry => Error::JobUnreachable {
+                job_id: job_id.to_string(),
+                url,
+                message: format!("{message} ({LAMINI_ATTEMPTS} attempts)"),
+            },
+            other => other,
+        })
     }
 
     fn parse(
         &self,
         url: &str,
         response: std::result::Result<ureq::Response, ureq::Error>,
-    ) -> Result<JobStatus> {
-        let fail = |message: String| Error::Hosted {
-            url: url.to_string(),
-            message,
+    ) -> std::result::Result<JobStatus, Failure> {
+        let fail = |retry: bool, retry_after: Option<Duration>, message: String| Failure {
+            retry,
+            retry_after,
+            error: Box::new(Error::Hosted {
+                url: url.to_string(),
+                message,
+            }),
         };
         match response {
             Ok(r) => {
                 let text = r
                     .into_string()
-                    .map_err(|e| fail(format!("reading the response: {e}")))?;
+                    .map_err(|e| fail(true, None, format!("reading the response: {e}")))?;
                 serde_json::from_str(&text)
-                    .map_err(|e| fail(format!("not a job status ({e}): {text}")))
+                    .map_err(|e| fail(false, None, format!("not a job status ({e}): {text}")))
             }
-            Err(ureq::Error::Status(code @ (401 | 403), _)) => Err(Error::HostedAuth {
-                url: url.to_string(),
-                message: format!(
-                    "refused the request ({code}): set {} to a valid Lamini API key",
-                    self.key_env
-                ),
+            Err(ureq::Error::Status(code @ (401 | 403), _)) => Err(Failure {
+                retry: false,
+                retry_after: None,
+                error: Box::new(Error::HostedAuth {
+                    url: url.to_string(),
+                    message: format!(
+                        "refused the request ({code}): set {} to a valid Lamini API key",
+                        self.key_env
+                    ),
+                }),
             }),
             Err(ureq::Error::Status(code, r)) => {
+                let retry = code == 408 || code == 429 || code >= 500;
+                let after = r
+                    .header("Retry-After")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
                 let text = r.into_string().unwrap_or_default();
-                Err(fail(format!("HTTP {code}: {}", text.trim())))
+                Err(fail(retry, after, format!("HTTP {code}: {}", text.trim())))
             }
-            Err(ureq::Error::Transport(t)) => Err(fail(t.to_string())),
+            Err(ureq::Error::Transport(t)) => Err(fail(true, None, t.to_string())),
         }
     }
 

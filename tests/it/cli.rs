@@ -1806,6 +1806,118 @@ fn fake_lamini(last: &'static str, seen: LaminiSeen) -> String {
     })
 }
 
+/// A stand-in Lamini that fails: the first `submit_failures` submissions
+/// answer 503 (then job 42 SCHEDULED); polls answer 502 once and then
+/// COMPLETED, or always 500 when `polls_fail`.
+fn flaky_lamini(submit_failures: usize, polls_fail: bool, seen: LaminiSeen) -> String {
+    let (mut submits, mut polls) = (0, 0);
+    common::serve_json(move |request| {
+        seen.lock().unwrap().push((
+            request.target.clone(),
+            request.authorization.clone(),
+            request.body.clone(),
+        ));
+        match request.target.as_str() {
+            "POST /v1/train" => {
+                submits += 1;
+                if submits <= submit_failures {
+                    (
+                        "503 Service Unavailable",
+                        r#"{"error": "busy"}"#.to_string(),
+                    )
+                } else {
+                    (
+                        "200 OK",
+                        r#"{"job_id": 42, "status": "SCHEDULED"}"#.to_string(),
+                    )
+                }
+            }
+            "GET /v1/train/jobs/42" => {
+                polls += 1;
+                if polls_fail {
+                    (
+                        "500 Internal Server Error",
+                        r#"{"error": "down"}"#.to_string(),
+                    )
+                } else if polls == 1 {
+                    ("502 Bad Gateway", r#"{"error": "gateway"}"#.to_string())
+                } else {
+                    (
+                        "200 OK",
+                        r#"{"job_id": 42, "status": "COMPLETED", "model_name": "tuned-abc123"}"#
+                            .to_string(),
+                    )
+                }
+            }
+            _ => ("404 Not Found", r#"{"error": "no such route"}"#.to_string()),
+        }
+    })
+}
+
+#[test]
+fn tune_on_lamini_retries_failed_requests_and_gives_up_on_a_job_it_cannot_reach() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let train = tmp.path().join("pairs.jsonl");
+    train_file(&train, 3);
+    let run = |url: &str, out: &Path| {
+        run_env(
+            &[
+                "tune",
+                "--backend",
+                "lamini",
+                "--lamini-url",
+                url,
+                "--poll-s",
+                "0",
+                "--train",
+                s(&train),
+                "--db",
+                s(&db),
+                "--out",
+                s(out),
+            ],
+            &[("LAMINI_API_KEY", "test-key")],
+        )
+    };
+    // Two 503s on submit and a 502 on the first poll: retried through.
+    let seen = LaminiSeen::default();
+    let url = flaky_lamini(2, false, seen.clone());
+    let out = tmp.path().join("retried");
+    let done = run(&url, &out);
+    assert_success(&done);
+    assert!(done.1.contains("tuned-abc123"), "{}", describe(&done));
+    let targets: Vec<String> = seen.lock().unwrap().iter().map(|r| r.0.clone()).collect();
+    assert_eq!(
+        targets,
+        [
+            "POST /v1/train",
+            "POST /v1/train",
+            "POST /v1/train",
+            "GET /v1/train/jobs/42",
+            "GET /v1/train/jobs/42"
+        ]
+    );
+
+    // Polls that keep failing: it gives up naming the job and --resume,
+    // and the record does not call the job failed.
+    let seen = LaminiSeen::default();
+    let url = flaky_lamini(0, true, seen.clone());
+    let out = tmp.path().join("lost");
+    let lost = run(&url, &out);
+    assert_clean_failure(&lost, &["tuning job 42", "--resume", "lamini.json"]);
+    let polls = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.0 == "GET /v1/train/jobs/42")
+        .count();
+    assert_eq!(polls, sqlagent::tune::lamini::LAMINI_ATTEMPTS);
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("lamini.json")).unwrap()).unwrap();
+    assert_eq!(record["status"], "SCHEDULED");
+}
+
 #[test]
 fn tune_on_lamini_sends_the_rendered_pairs_polls_the_job_and_records_the_model() {
     let tmp = common::temp_dir();

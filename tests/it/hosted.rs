@@ -164,3 +164,59 @@ fn eval_hosted_sends_the_same_prompt_retries_and_reports_like_a_local_run() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn eval_hosted_goes_through_the_proxy_the_environment_names_unless_no_proxy_covers_the_host() {
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let proxy = {
+        let seen = seen.clone();
+        common::serve_json(move |request| {
+            seen.lock().unwrap().push(request.target.clone());
+            let reply = serde_json::json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "SELECT COUNT(*) FROM tracks"}}],
+                "usage": {"completion_tokens": 7},
+            });
+            ("200 OK", reply.to_string())
+        })
+    };
+    let tmp = common::temp_dir();
+    let db = tmp.path().join("music.db");
+    sqlagent::sql::build_demo_db(&db).unwrap();
+    let set = tmp.path().join("set.jsonl");
+    std::fs::write(
+        &set,
+        "{\"question\":\"How many tracks are there?\",\"sql\":\"SELECT COUNT(*) FROM tracks\"}\n",
+    )
+    .unwrap();
+    let run = |no_proxy: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sqlagent"))
+            .args(["eval", "--set", set.to_str().unwrap()])
+            .args(["--db", db.to_str().unwrap()])
+            .args(["--hosted", "http://llm.example.invalid/v1"])
+            .args(["--hosted-model", "m", "--format", "json"])
+            .env("HTTP_PROXY", &proxy)
+            .env("NO_PROXY", no_proxy)
+            .env_remove("http_proxy")
+            .env_remove("no_proxy")
+            .env_remove("SQLAGENT_MODEL")
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+    };
+    let through = run("localhost");
+    assert!(
+        through.status.success(),
+        "{}",
+        String::from_utf8_lossy(&through.stderr)
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["POST http://llm.example.invalid/v1/chat/completions"]
+    );
+    // Covered by NO_PROXY: straight to a host that does not resolve.
+    let direct = run("example.invalid");
+    assert_eq!(seen.lock().unwrap().len(), 1, "the proxy was not asked");
+    let text = String::from_utf8_lossy(&direct.stdout).to_string()
+        + &String::from_utf8_lossy(&direct.stderr);
+    assert!(text.contains("llm.example.invalid"), "{text}");
+}
