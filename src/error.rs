@@ -254,6 +254,19 @@ pub fn candle_message(e: &candle_core::Error) -> String {
         .join("; ")
 }
 
+/// The broad classes of failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The input was wrong: a value, a file's contents, a question.
+    BadInput,
+    /// A model, tokenizer, adapter or database could not be loaded.
+    NotLoadable,
+    /// No usable SQL came out, or running it failed.
+    Generation,
+    /// Anything else (a remote service, the server, a tensor operation).
+    Other,
+}
+
 impl Error {
     /// What kind of error this is, as a stable snake_case word (for
     /// machine-readable output).
@@ -284,6 +297,52 @@ impl Error {
             Error::UnknownAdapter { .. } => "unknown_adapter",
             Error::ChangeRequested { .. } => "change_requested",
             Error::Invalid { .. } => "invalid",
+        }
+    }
+
+    /// Which of the broad classes of failure this is (a caller's exit
+    /// code, say).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Invalid { .. }
+            | Error::Set { .. }
+            | Error::Csv { .. }
+            | Error::Prompt { .. }
+            | Error::PromptTooLong { .. }
+            | Error::UnknownAdapter { .. }
+            | Error::ChangeRequested { .. } => ErrorClass::BadInput,
+            Error::Io { .. }
+            | Error::Database { .. }
+            | Error::Tokenizer { .. }
+            | Error::Template { .. }
+            | Error::Model { .. }
+            | Error::Adapter { .. }
+            | Error::Hub { .. } => ErrorClass::NotLoadable,
+            Error::NoQuery { .. }
+            | Error::OutOfTokens { .. }
+            | Error::Query { .. }
+            | Error::NotReadOnly(_)
+            | Error::Timeout { .. }
+            | Error::Cancelled => ErrorClass::Generation,
+            Error::Hosted { .. }
+            | Error::JobUnreachable { .. }
+            | Error::HostedAuth { .. }
+            | Error::Serve { .. }
+            | Error::Candle(_) => ErrorClass::Other,
+        }
+    }
+
+    /// The file or directory the error is about, where there is one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::Io { path, .. }
+            | Error::Database { path, .. }
+            | Error::Csv { path, .. }
+            | Error::Set { path, .. }
+            | Error::Prompt { path, .. }
+            | Error::Model { path, .. }
+            | Error::Adapter { path, .. } => Some(path),
+            _ => None,
         }
     }
 

@@ -26,4 +26,4 @@ pub mod synth;
 pub mod tokenizer;
 pub mod tune;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};

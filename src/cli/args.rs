@@ -139,6 +139,22 @@ impl QuantizeArg {
     }
 }
 
+impl Command {
+    /// Whether the command was asked for JSON output (`--format json`).
+    pub fn json_output(&self) -> bool {
+        let format = match self {
+            Command::Ask(a) => a.format,
+            Command::Chat(a) => a.format,
+            Command::Models(a) => a.format,
+            Command::Schema(a) => a.format,
+            Command::Bench(a) => a.format,
+            Command::Eval(a) => a.format,
+            _ => return false,
+        };
+        format == Format::Json
+    }
+}
+
 /// Options naming and placing the model.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {

@@ -260,7 +260,7 @@ impl Turn<'_> {
         let mut stderr = std::io::stderr();
         let mut on_text = |piece: &str| {
             if interactive {
-                let _ = write!(stderr, "\x1b[2m{piece}\x1b[0m");
+                let _ = write!(stderr, "{}", output::dim(piece));
                 let _ = stderr.flush();
             }
         };
@@ -296,7 +296,7 @@ impl Turn<'_> {
             eprintln!("error: {e:#}");
         }
         if interactive && self.format == Format::Text {
-            eprintln!("\x1b[2m{}\x1b[0m", timing_line(&answer));
+            eprintln!("{}", output::dim(&timing_line(&answer)));
         }
         Ok(())
     }

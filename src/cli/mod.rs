@@ -32,9 +32,40 @@ use args::{
     AskArgs, Cli, Command, DemoDbArgs, Format, GrammarArgs, ImportArgs, ModelsArgs, SchemaArgs,
 };
 
-/// Runs the parsed command line.
+/// Runs the parsed command line. Under `--format json` a failure is also
+/// printed as one JSON object on stdout ([`output::print_error_json`]).
 pub fn run(cli: Cli) -> Result<()> {
-    let result = match cli.command {
+    let json = cli.command.json_output();
+    let result = run_command(cli).map_err(name_the_flag);
+    if let (Err(e), true) = (&result, json) {
+        if !e.is::<AnswerFailed>() {
+            output::print_error_json(e)?;
+        }
+    }
+    result
+}
+
+/// The exit code for a failure: 2 bad input, 3 a model or database that
+/// cannot be loaded, 4 no usable SQL (or running it failed), 1 anything
+/// else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    let class = match e.downcast_ref::<AnswerFailed>() {
+        Some(failed) => Some(failed.class),
+        None => e
+            .chain()
+            .find_map(|c| c.downcast_ref::<crate::Error>())
+            .map(crate::Error::class),
+    };
+    match class {
+        Some(crate::ErrorClass::BadInput) => 2,
+        Some(crate::ErrorClass::NotLoadable) => 3,
+        Some(crate::ErrorClass::Generation) => 4,
+        Some(crate::ErrorClass::Other) | None => 1,
+    }
+}
+
+fn run_command(cli: Cli) -> Result<()> {
+    match cli.command {
         Command::Ask(a) => ask(a),
         Command::Chat(a) => chat::chat(a),
         Command::Models(a) => models(a),
@@ -48,8 +79,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Synth(a) => synth::synth(a),
         Command::Adapt(a) => adapt::adapt(a),
         Command::Serve(a) => serve::serve(a),
-    };
-    result.map_err(name_the_flag)
+    }
 }
 
 /// A library error that a flag fixes, with that flag named (library
@@ -91,30 +121,38 @@ fn flag_of(field: &str) -> Option<&'static str> {
 
 fn ask(args: AskArgs) -> Result<()> {
     let format = args.format;
-    let (answer, model) = match answer_question(args) {
-        Ok(answered) => answered,
-        Err(e) => {
-            if format == Format::Json {
-                output::print_error_json(&e)?;
-            }
-            return Err(e);
-        }
-    };
+    let (answer, model) = answer_question(args)?;
     output::print_answer(&answer, &model, format)?;
     answer_outcome(&answer)
+}
+
+/// An answer that ended without rows, already printed with its answer
+/// (under `--format json`, inside the answer's object).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct AnswerFailed {
+    message: String,
+    class: crate::ErrorClass,
 }
 
 /// An answer whose last attempt failed, as the error the command exits
 /// with.
 pub(crate) fn answer_outcome(answer: &crate::agent::Answer) -> Result<()> {
-    match answer.error() {
-        None => Ok(()),
-        Some(crate::Error::OutOfTokens { max_tokens }) => anyhow::bail!(
+    let Some(e) = answer.error() else {
+        return Ok(());
+    };
+    let message = match e {
+        crate::Error::OutOfTokens { max_tokens } => format!(
             "the model did not finish a query within {max_tokens} tokens (raise --max-tokens)"
         ),
-        Some(e @ crate::Error::NoQuery { .. }) => anyhow::bail!("{e}"),
-        Some(e) => anyhow::bail!("the generated SQL failed: {e}"),
+        crate::Error::NoQuery { .. } => e.to_string(),
+        _ => format!("the generated SQL failed: {e}"),
+    };
+    Err(AnswerFailed {
+        message,
+        class: crate::ErrorClass::Generation,
     }
+    .into())
 }
 
 /// `prompt` with `--schema-budget` when it is given; else as it came (an
@@ -202,7 +240,7 @@ fn answer_question(args: AskArgs) -> Result<(crate::agent::Answer, crate::agent:
     let mut stderr = std::io::stderr();
     let mut on_text = |piece: &str| {
         if interactive {
-            let _ = write!(stderr, "\x1b[2m{piece}\x1b[0m");
+            let _ = write!(stderr, "{}", output::dim(piece));
             let _ = stderr.flush();
         }
     };

@@ -42,11 +42,12 @@ pub fn progress(len: u64) -> ProgressBar {
 /// `{"error": {"message", "kind"}}` (`kind` is the library error's, or
 /// `"error"`).
 pub fn print_error_json(e: &anyhow::Error) -> Result<()> {
-    let kind = e
-        .chain()
-        .find_map(|c| c.downcast_ref::<crate::Error>())
-        .map_or("error", crate::Error::kind);
-    let obj = json!({"error": {"message": format!("{e:#}"), "kind": kind}});
+    let library = e.chain().find_map(|c| c.downcast_ref::<crate::Error>());
+    let kind = library.map_or("error", crate::Error::kind);
+    let mut obj = json!({"error": {"message": format!("{e:#}"), "kind": kind}});
+    if let Some(path) = library.and_then(crate::Error::path) {
+        obj["error"]["path"] = json!(path.display().to_string());
+    }
     outln!("{}", serde_json::to_string(&obj)?);
     Ok(())
 }
@@ -190,4 +191,18 @@ pub fn models_table(found: &[crate::model::catalog::LocalModel]) -> String {
         t.set_content_arrangement(ContentArrangement::Disabled);
     }
     t.to_string()
+}
+
+/// `text` dimmed for a terminal, plain when `NO_COLOR` is set.
+pub fn dim(text: &str) -> String {
+    if no_color() {
+        text.to_string()
+    } else {
+        format!("\x1b[2m{text}\x1b[0m")
+    }
+}
+
+/// Whether `NO_COLOR` asks for no colour (set and not empty).
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }

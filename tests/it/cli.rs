@@ -2265,3 +2265,80 @@ fn models_lists_the_folder_and_the_hub_cache_with_format_size_and_weights() {
     assert_success(&text);
     assert!(text.1.contains("acme/tiny-llama"), "{}", text.1);
 }
+
+#[test]
+fn failures_exit_with_their_class_and_one_json_object_under_format_json() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let missing = tmp.path().join("missing.db");
+    // A database that cannot be opened: 3, with the path.
+    let out = run(&["schema", "--db", s(&missing), "--format", "json"]);
+    assert_eq!(out.0, 3, "{}", describe(&out));
+    let lines: Vec<&str> = out.1.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["error"]["kind"], "database");
+    assert_eq!(v["error"]["path"], s(&missing));
+    // Bad input: 2.
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let out = run(&[
+        "ask",
+        "  ",
+        "--db",
+        s(&db),
+        "--model",
+        s(&gguf),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.0, 2, "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_str(out.1.trim()).unwrap();
+    assert_eq!(v["error"]["kind"], "invalid");
+    // A model that cannot be loaded: 3.
+    let out = run(&["models", "--dir", s(tmp.path()), "--format", "json"]);
+    assert_success(&out);
+    let cut = tmp.path().join("cut.gguf");
+    std::fs::write(&cut, &std::fs::read(&gguf).unwrap()[..1000]).unwrap();
+    let out = run(&[
+        "ask",
+        QUESTION,
+        "--db",
+        s(&db),
+        "--model",
+        s(&cut),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.0, 3, "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_str(out.1.trim()).unwrap();
+    assert_eq!(v["error"]["kind"], "model");
+    // SQL that does not run (one token of it, without the grammar): 4, and
+    // the answer's own object is the only one printed.
+    let out = run(&[
+        "--threads",
+        "1",
+        "ask",
+        QUESTION,
+        "--db",
+        s(&db),
+        "--model",
+        s(&gguf),
+        "--grammar",
+        "none",
+        "--max-tokens",
+        "1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.0, 4, "{}", describe(&out));
+    let lines: Vec<&str> = out.1.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert!(v["error"].is_string(), "{v}");
+    assert_eq!(v["question"], QUESTION);
+    // NO_COLOR: nothing coloured on stderr.
+    let out = run_env(&["schema", "--db", s(&missing)], &[("NO_COLOR", "1")]);
+    assert!(!out.2.contains('\x1b'), "{:?}", out.2);
+}

@@ -752,7 +752,7 @@ fn serve_refuses_a_key_variable_that_is_not_set_and_a_missing_database() {
     };
     let missing = tmp.path().join("missing.db");
     let (code, stderr) = run(&["--db", missing.to_str().unwrap()]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(3), "a database that cannot be opened");
     assert!(stderr.contains("missing.db"), "{stderr}");
     let db = demo_db(tmp.path());
     let (code, stderr) = run(&[
@@ -769,11 +769,11 @@ fn serve_refuses_a_key_variable_that_is_not_set_and_a_missing_database() {
         "--db",
         &format!("a={}", db.display()),
     ]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2), "bad input");
     assert!(stderr.contains("names two databases"), "{stderr}");
     // A model that cannot load stops the server with its error.
     let (code, stderr) = run(&["--db", db.to_str().unwrap()]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(3), "a model that cannot be loaded");
     assert!(stderr.contains("none.gguf"), "{stderr}");
 }
 
