@@ -28,11 +28,20 @@ pub enum ModelSource {
     HfDir(PathBuf),
     /// A Hugging Face hub repo id, fetched into the hub cache.
     Hub(String),
+    /// One GGUF file of a hub repo (`owner/repo:Q4_K_M`), fetched into the
+    /// hub cache.
+    HubGguf {
+        /// The repo id.
+        repo: String,
+        /// Which of its GGUF files.
+        choice: model::hub::GgufChoice,
+    },
 }
 
 impl ModelSource {
     /// Resolves a `--model` value: an existing `.gguf` file, an existing
-    /// directory, or an `owner/name` repo id.
+    /// directory, an `owner/name` repo id, or `owner/name:QUANT` for one
+    /// GGUF file of a repo.
     pub fn parse(spec: &str) -> Result<Self> {
         let path = Path::new(spec);
         if path.is_dir() {
@@ -43,6 +52,14 @@ impl ModelSource {
         }
         if model::hub::looks_like_repo_id(spec) {
             return Ok(ModelSource::Hub(spec.to_string()));
+        }
+        if let Some((repo, quant)) = spec.rsplit_once(':') {
+            if model::hub::looks_like_repo_id(repo) && !quant.is_empty() {
+                return Ok(ModelSource::HubGguf {
+                    repo: repo.to_string(),
+                    choice: model::hub::GgufChoice::Quant(quant.to_string()),
+                });
+            }
         }
         Err(Error::model(
             path,
@@ -129,6 +146,16 @@ impl Engine {
                     options.progress,
                 )?;
                 Self::load_hf_dir(&dir, options)?
+            }
+            ModelSource::HubGguf { repo, choice } => {
+                let path = model::hub::fetch_gguf(
+                    repo,
+                    choice,
+                    options.revision.as_deref(),
+                    options.hf_token.clone(),
+                    options.progress,
+                )?;
+                Self::load_gguf(&path, options)?
             }
         };
         engine.info.load_ms = start.elapsed().as_secs_f64() * 1000.0;

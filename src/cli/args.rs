@@ -164,6 +164,9 @@ pub struct ModelArgs {
     /// Hub revision (branch, tag or commit) for a repo id.
     #[arg(long, env = "SQLAGENT_REVISION")]
     pub revision: Option<String>,
+    /// With a repo id as --model: load this GGUF file of the repo.
+    #[arg(long, value_name = "NAME.gguf")]
+    pub gguf_file: Option<String>,
     /// Device.
     #[arg(long, value_enum, env = "SQLAGENT_DEVICE", default_value = "cpu")]
     pub device: DeviceArg,
@@ -815,8 +818,23 @@ impl ModelArgs {
             RequantizeArg::Q4k => Requantize::To(GgmlDType::Q4K),
             RequantizeArg::F32 => Requantize::To(GgmlDType::F32),
         };
+        let source = match (&self.gguf_file, ModelSource::parse(&self.model)?) {
+            (None, source) => source,
+            (Some(file), ModelSource::Hub(repo) | ModelSource::HubGguf { repo, .. }) => {
+                ModelSource::HubGguf {
+                    repo,
+                    choice: crate::model::hub::GgufChoice::File(file.clone()),
+                }
+            }
+            (Some(_), _) => {
+                return Err(crate::Error::invalid(
+                    "--gguf-file",
+                    "names a file of a hub repo: give the repo id (owner/name) as --model",
+                ))
+            }
+        };
         Ok(ModelOptions {
-            source: ModelSource::parse(&self.model)?,
+            source,
             dtype,
             device,
             gguf: GgufOptions {

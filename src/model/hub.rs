@@ -121,6 +121,178 @@ pub fn fetch(
         })
 }
 
+/// Which GGUF file of a hub repo to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GgufChoice {
+    /// The file whose name carries this quantization (`Q4_K_M`), as
+    /// `owner/repo:Q4_K_M` asks.
+    Quant(String),
+    /// This file of the repo.
+    File(String),
+}
+
+/// The GGUF file of `repo` that `choice` names, from the cache when it is
+/// there, else downloaded (the repo's file list read first to choose).
+pub fn fetch_gguf(
+    repo: &str,
+    choice: &GgufChoice,
+    revision: Option<&str>,
+    token: Option<String>,
+    progress: bool,
+) -> Result<PathBuf> {
+    let revision = revision.unwrap_or("main").to_string();
+    let hub_repo = Repo::with_revision(repo.to_string(), RepoType::Model, revision);
+    if let Some(path) = gguf_in_cache(&hub_repo, choice) {
+        return Ok(path);
+    }
+    let source = TokenSource::of(&token);
+    let mut builder = ApiBuilder::from_env()
+        .with_cache_dir(cache().path().clone())
+        .with_progress(progress)
+        .with_retries(DOWNLOAD_RETRIES);
+    if token.is_some() {
+        builder = builder.with_token(token);
+    } else if let TokenSource::LoginFile(file) = &source {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        builder = builder.with_token(Some(text.trim().to_string()));
+    }
+    let api = builder.build().map_err(|e| hub_error(repo, e, &source))?;
+    let api_repo = api.repo(hub_repo);
+    let listed: Vec<String> = api_repo
+        .info()
+        .map_err(|e| hub_error(repo, e, &source))?
+        .siblings
+        .into_iter()
+        .map(|s| s.rfilename)
+        .collect();
+    let parts = choose_gguf(repo, &listed, choice)?;
+    let mut paths = Vec::new();
+    for part in &parts {
+        paths.push(
+            api_repo
+                .get(part)
+                .map_err(|e| hub_error(repo, e, &source))?,
+        );
+    }
+    split_unsupported(repo, &parts)?;
+    Ok(paths.remove(0))
+}
+
+/// A GGUF split in parts (`-00001-of-00003.gguf`) is refused for now: the
+/// loader reads one file.
+fn split_unsupported(repo: &str, parts: &[String]) -> Result<()> {
+    if parts.len() > 1 {
+        return Err(Error::Hub {
+            repo: repo.to_string(),
+            message: format!(
+                "{} is split in {} files; loading a split GGUF is not supported yet (merge it with llama.cpp's gguf-split --merge and pass the file)",
+                parts[0],
+                parts.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The GGUF file (all its parts, when split) that `choice` picks among
+/// `files`.
+fn choose_gguf(repo: &str, files: &[String], choice: &GgufChoice) -> Result<Vec<String>> {
+    let ggufs: Vec<&String> = files
+        .iter()
+        .filter(|f| f.to_ascii_lowercase().ends_with(".gguf"))
+        .collect();
+    let fail = |message: String| Error::Hub {
+        repo: repo.to_string(),
+        message,
+    };
+    // Split files grouped under their first part's stem.
+    let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in &ggufs {
+        groups.entry(split_stem(f)).or_default().push((*f).clone());
+    }
+    for parts in groups.values_mut() {
+        parts.sort();
+    }
+    let listing = || {
+        groups
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if groups.is_empty() {
+        return Err(fail("the repo has no .gguf file".into()));
+    }
+    let matches: Vec<&Vec<String>> = match choice {
+        GgufChoice::File(name) => groups
+            .iter()
+            .filter(|(stem, parts)| *stem == name || parts.contains(name))
+            .map(|(_, parts)| parts)
+            .collect(),
+        GgufChoice::Quant(quant) => groups
+            .iter()
+            .filter(|(stem, _)| names_quant(stem, quant))
+            .map(|(_, parts)| parts)
+            .collect(),
+    };
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(fail(format!(
+            "no .gguf file {}; the repo has: {}",
+            match choice {
+                GgufChoice::File(name) => format!("named {name}"),
+                GgufChoice::Quant(q) => format!("for {q}"),
+            },
+            listing()
+        ))),
+        several => Err(fail(format!(
+            "several .gguf files match: {}; name one of them",
+            several
+                .iter()
+                .map(|parts| parts[0].as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// A file name without a split suffix (`x-00001-of-00002.gguf` → `x.gguf`).
+fn split_stem(name: &str) -> String {
+    let re = regex::Regex::new(r"(?i)-\d{5}-of-\d{5}(\.gguf)$").expect("valid regex");
+    re.replace(name, "$1").into_owned()
+}
+
+/// Whether a GGUF file name carries `quant` as a whole word (`Q4_K` names
+/// `…-Q4_K.gguf`, not `…-Q4_K_M.gguf`).
+fn names_quant(file: &str, quant: &str) -> bool {
+    let file = file.to_ascii_lowercase();
+    let quant = quant.to_ascii_lowercase();
+    let stem = file.strip_suffix(".gguf").unwrap_or(&file);
+    let base = stem.rsplit('/').next().unwrap_or(stem);
+    base.split(['-', '.']).any(|word| word == quant)
+}
+
+/// The chosen GGUF file when the cached snapshot holds it.
+fn gguf_in_cache(repo: &Repo, choice: &GgufChoice) -> Option<PathBuf> {
+    let cache_repo = cache().repo(repo.clone());
+    match choice {
+        GgufChoice::File(name) => cache_repo.get(name),
+        GgufChoice::Quant(_) => {
+            // The snapshot the revision points to, as the hub cache lays it out.
+            let folder = cache().path().join(repo.folder_name());
+            let commit = std::fs::read_to_string(folder.join("refs").join(repo.revision())).ok()?;
+            let snapshot = folder.join("snapshots").join(commit.trim());
+            let files: Vec<String> = std::fs::read_dir(&snapshot)
+                .ok()?
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            let parts = choose_gguf(repo.url().as_str(), &files, choice).ok()?;
+            (parts.len() == 1).then(|| snapshot.join(&parts[0]))
+        }
+    }
+}
+
 fn complete_in_cache(repo: &Repo) -> Option<PathBuf> {
     let cache = cache().repo(repo.clone());
     let config = cache.get("config.json")?;
@@ -231,6 +403,53 @@ mod tests {
             !looks_like_repo_id("src/model"),
             "an existing path is not a repo id"
         );
+    }
+
+    #[test]
+    fn a_quant_picks_one_gguf_file_and_names_the_others_when_it_cannot() {
+        let files: Vec<String> = [
+            "README.md",
+            "Llama-3-8B-Instruct-Q4_K_M.gguf",
+            "Llama-3-8B-Instruct-Q4_K_S.gguf",
+            "Llama-3-8B-Instruct-Q8_0.gguf",
+            "Llama-3-8B-Instruct-f16-00001-of-00002.gguf",
+            "Llama-3-8B-Instruct-f16-00002-of-00002.gguf",
+        ]
+        .map(String::from)
+        .to_vec();
+        let pick = |c: GgufChoice| choose_gguf("acme/l3", &files, &c);
+        assert_eq!(
+            pick(GgufChoice::Quant("q4_k_m".into())).unwrap(),
+            ["Llama-3-8B-Instruct-Q4_K_M.gguf"]
+        );
+        assert_eq!(
+            pick(GgufChoice::Quant("F16".into())).unwrap(),
+            [
+                "Llama-3-8B-Instruct-f16-00001-of-00002.gguf",
+                "Llama-3-8B-Instruct-f16-00002-of-00002.gguf"
+            ]
+        );
+        let none = pick(GgufChoice::Quant("Q4_K".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(none.contains("no .gguf file for Q4_K"), "{none}");
+        assert!(none.contains("Llama-3-8B-Instruct-Q8_0.gguf"), "{none}");
+        assert_eq!(
+            pick(GgufChoice::File("Llama-3-8B-Instruct-Q8_0.gguf".into())).unwrap(),
+            ["Llama-3-8B-Instruct-Q8_0.gguf"]
+        );
+        let several = choose_gguf(
+            "acme/l3",
+            &["a-Q8_0.gguf".to_string(), "b-Q8_0.gguf".to_string()],
+            &GgufChoice::Quant("Q8_0".into()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            several.contains("several .gguf files match: a-Q8_0.gguf, b-Q8_0.gguf"),
+            "{several}"
+        );
+        assert!(split_unsupported("acme/l3", &files[4..].to_vec()).is_err());
     }
 
     #[test]

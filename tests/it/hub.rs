@@ -102,6 +102,21 @@ fn serve(
             .strip_prefix(prefix)
             .and_then(|rest| rest.split_once('/'))
             .map(|(_, file)| file.to_string());
+        // The repo's file list, as /api/models/{repo}/revision/{rev} gives it.
+        if path.starts_with("/api/models/") {
+            let names: Vec<String> = state.lock().unwrap().0.keys().cloned().collect();
+            let siblings: Vec<serde_json::Value> = names
+                .iter()
+                .map(|n| serde_json::json!({ "rfilename": n }))
+                .collect();
+            let body = serde_json::json!({"sha": COMMIT, "siblings": siblings}).to_string();
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )?;
+            continue;
+        }
         let mut guard = state.lock().unwrap();
         let (files, drop_file) = &mut *guard;
         let Some(bytes) = file.as_ref().and_then(|f| files.get(f)).cloned() else {
@@ -283,4 +298,83 @@ fn a_sharded_model_downloads_from_the_hub_resuming_a_dropped_file_with_the_login
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(!stderr.contains("hub repo"), "{stderr}");
     assert_eq!(hub.seen().len(), asked);
+}
+
+#[test]
+fn a_gguf_is_picked_from_a_hub_repo_by_its_quant_and_then_loads_offline() {
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let bytes = std::fs::read(&gguf).unwrap();
+    let mut files = BTreeMap::new();
+    files.insert("SmolLM2-135M-Instruct-Q4_1.gguf".to_string(), bytes.clone());
+    files.insert("README.md".to_string(), b"# smol".to_vec());
+    // Listed, never asked for: only the chosen file is downloaded.
+    files.insert("SmolLM2-135M-Instruct-Q8_0.gguf".to_string(), vec![0u8; 16]);
+    let hub = StandInHub::start("acme/smol-GGUF", files, None);
+    let tmp = common::temp_dir();
+    let db = tmp.path().join("music.db");
+    sqlagent::sql::build_demo_db(&db).unwrap();
+    let hf_home = tmp.path().join("hf");
+    let ask = |model: &str, endpoint: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sqlagent"))
+            .args(["--threads", "1", "ask", "How many tracks are there?"])
+            .args(["--db", db.to_str().unwrap(), "--model", model])
+            .args(["--max-tokens", "48", "--format", "json"])
+            .args(extra)
+            .current_dir(tmp.path())
+            .env("HF_HOME", &hf_home)
+            .env("HF_ENDPOINT", endpoint)
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("HF_TOKEN")
+            .env_remove("SQLAGENT_MODEL")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = ask("acme/smol-GGUF:q4_1", &hub.url, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["model"]["format"], "gguf");
+    let cached = hf_home.join(format!(
+        "hub/models--acme--smol-GGUF/snapshots/{COMMIT}/SmolLM2-135M-Instruct-Q4_1.gguf"
+    ));
+    assert_eq!(std::fs::read(&cached).unwrap(), bytes);
+    assert!(
+        !hub.seen().iter().any(|s| s.path.contains("Q8_0")),
+        "{:?}",
+        hub.seen()
+    );
+
+    // A quant the repo does not have: the choices are named.
+    let missing = ask("acme/smol-GGUF:Q5_K_M", &hub.url, &[]);
+    assert_eq!(missing.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("no .gguf file for Q5_K_M")
+            && stderr.contains("SmolLM2-135M-Instruct-Q8_0.gguf"),
+        "{stderr}"
+    );
+
+    // Offline, by quant and by file name: the cached file.
+    let offline = ask("acme/smol-GGUF:Q4_1", "http://127.0.0.1:9", &[]);
+    assert!(
+        offline.status.success(),
+        "{}",
+        String::from_utf8_lossy(&offline.stderr)
+    );
+    let by_name = ask(
+        "acme/smol-GGUF",
+        "http://127.0.0.1:9",
+        &["--gguf-file", "SmolLM2-135M-Instruct-Q4_1.gguf"],
+    );
+    assert!(
+        by_name.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_name.stderr)
+    );
 }
