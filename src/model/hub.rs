@@ -449,7 +449,7 @@ mod tests {
             several.contains("several .gguf files match: a-Q8_0.gguf, b-Q8_0.gguf"),
             "{several}"
         );
-        assert!(split_unsupported("acme/l3", &files[4..].to_vec()).is_err());
+        assert!(split_unsupported("acme/l3", &files[4..]).is_err());
     }
 
     #[test]
