@@ -174,24 +174,8 @@ pub fn fetch_gguf(
                 .map_err(|e| hub_error(repo, e, &source))?,
         );
     }
-    split_unsupported(repo, &parts)?;
+    // A split file loads from its first part, the others beside it.
     Ok(paths.remove(0))
-}
-
-/// A GGUF split in parts (`-00001-of-00003.gguf`) is refused for now: the
-/// loader reads one file.
-fn split_unsupported(repo: &str, parts: &[String]) -> Result<()> {
-    if parts.len() > 1 {
-        return Err(Error::Hub {
-            repo: repo.to_string(),
-            message: format!(
-                "{} is split in {} files; loading a split GGUF is not supported yet (merge it with llama.cpp's gguf-split --merge and pass the file)",
-                parts[0],
-                parts.len()
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// The GGUF file (all its parts, when split) that `choice` picks among
@@ -288,7 +272,7 @@ fn gguf_in_cache(repo: &Repo, choice: &GgufChoice) -> Option<PathBuf> {
                 .filter_map(|e| e.file_name().into_string().ok())
                 .collect();
             let parts = choose_gguf(repo.url().as_str(), &files, choice).ok()?;
-            (parts.len() == 1).then(|| snapshot.join(&parts[0]))
+            Some(snapshot.join(&parts[0]))
         }
     }
 }
@@ -449,7 +433,6 @@ mod tests {
             several.contains("several .gguf files match: a-Q8_0.gguf, b-Q8_0.gguf"),
             "{several}"
         );
-        assert!(split_unsupported("acme/l3", &files[4..]).is_err());
     }
 
     #[test]

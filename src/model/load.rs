@@ -34,25 +34,81 @@ pub struct GgufFile {
     path: PathBuf,
     content: gguf_file::Content,
     file: File,
+    /// The further files of a split GGUF (`-00002-of-00003.gguf`…).
+    parts: Vec<super::weights::GgufPart>,
+}
+
+/// The number of files a split GGUF's first part says it has (1 when it is
+/// not split).
+fn split_count(content: &gguf_file::Content) -> usize {
+    match content.metadata.get("split.count") {
+        Some(gguf_file::Value::U16(n)) => usize::from(*n),
+        Some(gguf_file::Value::U32(n)) => *n as usize,
+        Some(gguf_file::Value::I32(n)) => (*n).max(1) as usize,
+        _ => 1,
+    }
+}
+
+/// The path of part `index` (1-based) of `count` of the split GGUF whose
+/// first part is `first` (`…-00001-of-00003.gguf`).
+fn split_part_path(first: &Path, index: usize, count: usize) -> Option<PathBuf> {
+    let name = first.file_name()?.to_str()?;
+    let from = format!("-00001-of-{count:05}.gguf");
+    let stem = name.strip_suffix(&from)?;
+    Some(first.with_file_name(format!("{stem}-{index:05}-of-{count:05}.gguf")))
+}
+
+fn read_gguf(path: &Path) -> Result<(gguf_file::Content, File)> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let content = gguf_file::Content::read(&mut file).map_err(|e| {
+        Error::model(
+            path,
+            format!(
+                "not a readable GGUF file ({}); is it truncated or another format?",
+                candle_message(&e)
+            ),
+        )
+    })?;
+    Ok((content, file))
 }
 
 impl GgufFile {
     /// Opens `path` and parses the GGUF header and metadata.
+    /// A split GGUF is opened from its first part, with the others found
+    /// next to it by name.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| {
-            Error::model(
-                path,
-                format!(
-                    "not a readable GGUF file ({}); is it truncated or another format?",
-                    candle_message(&e)
-                ),
-            )
-        })?;
+        let (content, file) = read_gguf(path)?;
+        let count = split_count(&content);
+        let mut parts = Vec::new();
+        if count > 1 {
+            for index in 2..=count {
+                let part = split_part_path(path, index, count).ok_or_else(|| {
+                    Error::model(
+                        path,
+                        format!(
+                            "the first of a GGUF split in {count} files must be named …-00001-of-{count:05}.gguf"
+                        ),
+                    )
+                })?;
+                if !part.is_file() {
+                    return Err(Error::model(
+                        &part,
+                        format!("part {index} of {count} of {} is missing", path.display()),
+                    ));
+                }
+                let (content, file) = read_gguf(&part)?;
+                parts.push(super::weights::GgufPart {
+                    content,
+                    file: std::sync::Mutex::new(file),
+                    path: part,
+                });
+            }
+        }
         Ok(Self {
             path: path.to_path_buf(),
             content,
             file,
+            parts,
         })
     }
 
@@ -114,7 +170,14 @@ impl GgufFile {
         )>,
     )> {
         let cfg = self.config()?;
-        let weights = Weights::from_gguf(&self.path, self.content, self.file, device, options);
+        let weights = Weights::from_gguf(
+            &self.path,
+            self.content,
+            self.file,
+            self.parts,
+            device,
+            options,
+        );
         let model = Llama::load(&weights, cfg)?;
         Ok((model, weights.requantized()))
     }

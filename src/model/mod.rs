@@ -25,7 +25,7 @@ pub use load::{load_safetensors_dir, GgufFile};
 pub use rope::{inverse_frequencies, RopeTables};
 pub use shapes::ModelShape;
 pub use softmax::softmax_last_dim_trainable;
-pub use weights::{gguf_name, EmbeddingTable, GgufOptions, Requantize, Weights};
+pub use weights::{gguf_name, EmbeddingTable, GgufOptions, GgufPart, Requantize, Weights};
 
 /// The largest absolute difference between two tensors of one shape (f32).
 #[cfg(test)]

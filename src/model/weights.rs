@@ -58,6 +58,16 @@ pub enum EmbeddingTable {
     Quantized(Arc<QTensor>),
 }
 
+/// One further file of a split GGUF: its tensor index and its reader.
+pub struct GgufPart {
+    /// The parsed header.
+    pub content: gguf_file::Content,
+    /// The open file.
+    pub file: Mutex<File>,
+    /// Where it is.
+    pub path: PathBuf,
+}
+
 enum Backend {
     Safetensors {
         vb: VarBuilder<'static>,
@@ -67,6 +77,8 @@ enum Backend {
         content: gguf_file::Content,
         file: Mutex<File>,
         path: PathBuf,
+        /// The further files of a split GGUF (the first is above).
+        parts: Vec<GgufPart>,
         device: Device,
         options: GgufOptions,
         requantized: Mutex<Vec<(GgmlDType, GgmlDType)>>,
@@ -124,6 +136,7 @@ impl Weights {
         path: &Path,
         content: gguf_file::Content,
         file: File,
+        parts: Vec<GgufPart>,
         device: &Device,
         options: GgufOptions,
     ) -> Self {
@@ -132,6 +145,7 @@ impl Weights {
                 content,
                 file: Mutex::new(file),
                 path: path.to_path_buf(),
+                parts,
                 device: device.clone(),
                 options,
                 requantized: Mutex::new(Vec::new()),
@@ -224,8 +238,13 @@ impl Weights {
         let full = self.full(name);
         match &*self.backend {
             Backend::Safetensors { vb, .. } => vb.contains_tensor(&full),
-            Backend::Gguf { content, .. } => gguf_name(&full)
-                .map(|g| content.tensor_infos.contains_key(&g))
+            Backend::Gguf { content, parts, .. } => gguf_name(&full)
+                .map(|g| {
+                    content.tensor_infos.contains_key(&g)
+                        || parts
+                            .iter()
+                            .any(|p| p.content.tensor_infos.contains_key(&g))
+                })
                 .unwrap_or(false),
             // Every tensor the architecture asks for, but no separate
             // output head: random shapes tie it to the embeddings.
@@ -418,6 +437,7 @@ impl Weights {
             file,
             device,
             path,
+            parts,
             ..
         } = &*self.backend
         else {
@@ -430,6 +450,27 @@ impl Weights {
             Error::model(path, format!("no GGUF tensor corresponds to {hf_name}"))
         })?;
         if !content.tensor_infos.contains_key(&name) {
+            // A split file's tensors are spread over its parts.
+            if let Some(part) = parts
+                .iter()
+                .find(|p| p.content.tensor_infos.contains_key(&name))
+            {
+                let mut reader = part.file.lock().map_err(|_| {
+                    Error::model(&part.path, "GGUF reader poisoned by an earlier failure")
+                })?;
+                return part
+                    .content
+                    .tensor(&mut *reader, &name, device)
+                    .map_err(|e| {
+                        Error::model(
+                            &part.path,
+                            format!(
+                                "cannot read tensor {name}: {} (is the file truncated?)",
+                                candle_message(&e)
+                            ),
+                        )
+                    });
+            }
             return Err(Error::model(
                 path,
                 format!("tensor {name} is missing from the GGUF file"),

@@ -355,3 +355,92 @@ fn truncated_cache_continues_like_a_fresh_one() {
     );
     assert!(d < 1e-5, "after truncation the logits differ by {d}");
 }
+
+/// Writes `gguf` as a GGUF split in two files (`…-00001-of-00002.gguf`
+/// with the metadata and half the tensors, `…-00002-of-00002.gguf` with
+/// the rest), as llama.cpp's gguf-split lays it out; returns the first.
+fn split_in_two(gguf: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    use candle_core::quantized::gguf_file::{self, Value};
+    let mut file = std::fs::File::open(gguf).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut names: Vec<String> = content.tensor_infos.keys().cloned().collect();
+    names.sort();
+    let tensors: Vec<(String, candle_core::quantized::QTensor)> = names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                content.tensor(&mut file, n, &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
+    let (first, second) = tensors.split_at(tensors.len() / 2);
+    let count = Value::U16(2);
+    let write = |path: &std::path::Path,
+                 index: u16,
+                 metadata: Vec<(&str, &Value)>,
+                 part: &[(String, candle_core::quantized::QTensor)]| {
+        let no = Value::U16(index);
+        let mut metadata = metadata;
+        metadata.push(("split.no", &no));
+        metadata.push(("split.count", &count));
+        let refs: Vec<(&str, &candle_core::quantized::QTensor)> =
+            part.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut out = std::fs::File::create(path).unwrap();
+        gguf_file::write(&mut out, &metadata, &refs).unwrap();
+    };
+    let first_path = dir.join("smol-Q4_1-00001-of-00002.gguf");
+    let metadata: Vec<(&str, &Value)> = content
+        .metadata
+        .iter()
+        .filter(|(k, _)| !k.starts_with("split."))
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    write(&first_path, 0, metadata, first);
+    write(
+        &dir.join("smol-Q4_1-00002-of-00002.gguf"),
+        1,
+        Vec::new(),
+        second,
+    );
+    first_path
+}
+
+#[test]
+fn a_split_gguf_loads_from_its_first_part_and_answers_as_the_whole_file() {
+    let Some(gguf) = common::smollm2_gguf() else {
+        return;
+    };
+    let tmp = common::temp_dir();
+    let first = split_in_two(&gguf, tmp.path());
+    let whole = common::load_engine(sqlagent::agent::ModelSource::Gguf(gguf));
+    let split = common::load_engine(sqlagent::agent::ModelSource::Gguf(first.clone()));
+    let db_path = tmp.path().join("music.db");
+    sqlagent::sql::build_demo_db(&db_path).unwrap();
+    let ask = |engine: &sqlagent::agent::Engine| {
+        let db = engine
+            .database(&db_path, &sqlagent::grammar::GrammarOptions::default())
+            .unwrap();
+        let mut options = sqlagent::agent::AskOptions::new(
+            sqlagent::chat::PromptSpec::builtin_default().unwrap(),
+        );
+        options.sampling.max_tokens = 32;
+        engine
+            .ask(
+                &db,
+                "How many tracks are there?",
+                &options,
+                &mut sqlagent::agent::Listener::default(),
+            )
+            .unwrap()
+            .draft()
+            .sql
+            .clone()
+    };
+    assert_eq!(ask(&split), ask(&whole));
+
+    // A missing part is named.
+    std::fs::remove_file(tmp.path().join("smol-Q4_1-00002-of-00002.gguf")).unwrap();
+    let err = GgufFile::open(&first).err().expect("a missing part fails");
+    assert!(err.to_string().contains("part 2 of 2"), "{err}");
+}
