@@ -2062,6 +2062,8 @@ impl Terminal {
         cmd.args(args)
             .current_dir(std::env::temp_dir())
             .env("TERM", "xterm")
+            // The test watches for the dimmed streaming text.
+            .env_remove("NO_COLOR")
             .stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
             .stderr(Stdio::from(slave));
