@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         revision: None,
         hf_token: None,
         progress: false,
+        quantize: Default::default(),
     })?;
     let prompt = PromptSpec::builtin_default()?;
     let messages = prompt.messages(&schema, "Which 5 tracks have the highest popularity?")?;

@@ -86,7 +86,25 @@ pub struct ModelOptions {
     pub hf_token: Option<String>,
     /// Show download progress bars.
     pub progress: bool,
+    /// Quantizing safetensors weights as they load.
+    pub quantize: QuantizeAtLoad,
 }
+
+/// Whether safetensors weights are quantized as they load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuantizeAtLoad {
+    /// To Q8_0 on the CPU for models of more than a billion parameters;
+    /// never on GPUs.
+    #[default]
+    Auto,
+    /// Never.
+    Off,
+    /// To this type.
+    To(candle_core::quantized::GgmlDType),
+}
+
+/// Parameters above which `Auto` quantizes on the CPU.
+const AUTO_QUANTIZE_ABOVE: u64 = 1_000_000_000;
 
 /// What was loaded, for logs and reports.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -216,14 +234,42 @@ impl Engine {
         }
         model::RawConfig::from_file(&config_path)?.into_config(&config_path)?;
         let (tokenizer, special, template) = hf_tokenizer(dir)?;
-        let model = model::load_safetensors_dir(dir, options.dtype, &options.device)?;
+        let quantize = match options.quantize {
+            QuantizeAtLoad::Off => None,
+            QuantizeAtLoad::To(t) => Some(t),
+            QuantizeAtLoad::Auto
+                if options.device.is_cpu()
+                    && model::safetensors_parameters(dir)? > AUTO_QUANTIZE_ABOVE =>
+            {
+                Some(candle_core::quantized::GgmlDType::Q8_0)
+            }
+            QuantizeAtLoad::Auto => None,
+        };
+        let (model, quantized) = match quantize {
+            None => (
+                model::load_safetensors_dir(dir, options.dtype, &options.device)?,
+                None,
+            ),
+            Some(t) => {
+                let (model, (tensors, before, after)) =
+                    model::load_safetensors_dir_quantized(dir, &options.device, t)?;
+                let name = format!("{t:?}").to_lowercase();
+                let said = format!(
+                    "{name} at load ({tensors} tensors: {:.2} GB as f32 -> {:.2} GB)",
+                    before as f64 / 1e9,
+                    after as f64 / 1e9
+                );
+                tracing::info!(weights = %said, "quantized at load");
+                (model, Some(said))
+            }
+        };
         let parts = Parts {
             model,
             tokenizer,
             template,
             special,
         };
-        parts.into_engine(dir, "safetensors", None)
+        parts.into_engine(dir, "safetensors", quantized)
     }
 
     /// An engine around `model` (e.g. random weights of a known shape,

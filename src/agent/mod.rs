@@ -23,7 +23,7 @@ pub use ask::{
 pub use complete::{Completion, CompletionRequest};
 pub use conversation::{ChatCommand, Conversation, TableSummary, BASE_MODEL, CHAT_HELP};
 pub use database::DatabaseHandle;
-pub use engine::{AdapterInfo, Engine, ModelInfo, ModelOptions, ModelSource};
+pub use engine::{AdapterInfo, Engine, ModelInfo, ModelOptions, ModelSource, QuantizeAtLoad};
 pub use focus::{focus_schema, rank_tables};
 pub use intent::requested_change;
 pub use prompt_cache::{PromptCache, DEFAULT_PROMPT_CACHES};

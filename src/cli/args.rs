@@ -112,6 +112,9 @@ pub enum RequantizeArg {
 /// Quantization of weights made or loaded dense.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QuantizeArg {
+    /// q8_0 on the CPU (safetensors checkpoints: above 1B parameters);
+    /// none on GPUs.
+    Auto,
     /// Keep them dense (in --dtype).
     None,
     /// 8-bit blocks of 32.
@@ -127,10 +130,11 @@ pub enum QuantizeArg {
 }
 
 impl QuantizeArg {
-    /// The GGML type, `None` for dense.
+    /// The GGML type, `None` for dense (and for `auto`, which the caller
+    /// decides).
     pub fn ggml(self) -> Option<GgmlDType> {
         match self {
-            QuantizeArg::None => None,
+            QuantizeArg::Auto | QuantizeArg::None => None,
             QuantizeArg::Q8_0 => Some(GgmlDType::Q8_0),
             QuantizeArg::Q4_0 => Some(GgmlDType::Q4_0),
             QuantizeArg::Q4k => Some(GgmlDType::Q4K),
@@ -167,6 +171,11 @@ pub struct ModelArgs {
     /// With a repo id as --model: load this GGUF file of the repo.
     #[arg(long, value_name = "NAME.gguf")]
     pub gguf_file: Option<String>,
+    /// Quantize dense weights as they load: safetensors checkpoints (auto:
+    /// q8_0 on the CPU above 1B parameters) and bench --shape's (auto:
+    /// q8_0 on the CPU); none on GPUs.
+    #[arg(long, value_enum, env = "SQLAGENT_QUANTIZE", default_value = "auto")]
+    pub quantize: QuantizeArg,
     /// Device.
     #[arg(long, value_enum, env = "SQLAGENT_DEVICE", default_value = "cpu")]
     pub device: DeviceArg,
@@ -617,10 +626,6 @@ pub struct BenchArgs {
     /// Uses --device, --dtype and --quantize; --model is not read.
     #[arg(long, value_name = "NAME", conflicts_with = "prompt_ids")]
     pub shape: Option<String>,
-    /// Quantization of the --shape weights (default: q8_0 on the CPU,
-    /// none on a GPU).
-    #[arg(long, value_enum)]
-    pub quantize: Option<QuantizeArg>,
     /// With --shape: also answer --questions under the grammar, with the
     /// tokenizer and chat template of this directory (`tokenizer.json`,
     /// `tokenizer_config.json`; its vocabulary must be the shape's, e.g.
@@ -844,6 +849,11 @@ impl ModelArgs {
             revision: self.revision.clone(),
             hf_token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
             progress,
+            quantize: match (self.quantize, self.quantize.ggml()) {
+                (QuantizeArg::Auto, _) => crate::agent::QuantizeAtLoad::Auto,
+                (_, None) => crate::agent::QuantizeAtLoad::Off,
+                (_, Some(t)) => crate::agent::QuantizeAtLoad::To(t),
+            },
         })
     }
 }

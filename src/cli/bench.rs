@@ -340,10 +340,11 @@ fn bench_shape(name: &str, args: &BenchArgs) -> Result<()> {
     }
     let options = args.model.to_options(false)?;
     let device = options.device.clone();
-    let quantize = match args.quantize {
-        Some(q) => q.ggml(),
-        None if device.is_cpu() => Some(candle_core::quantized::GgmlDType::Q8_0),
-        None => None,
+    let quantize = match args.model.quantize {
+        super::args::QuantizeArg::Auto if device.is_cpu() => {
+            Some(candle_core::quantized::GgmlDType::Q8_0)
+        }
+        q => q.ggml(),
     };
     let machine = Machine::describe();
     let threads = candle_core::utils::get_num_threads();

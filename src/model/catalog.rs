@@ -222,6 +222,13 @@ fn safetensors_dir(dir: &Path, name: String, origin: &'static str) -> LocalModel
     model
 }
 
+/// The weight elements a safetensors file's header lists.
+pub fn safetensors_elements(path: &Path) -> std::result::Result<u64, String> {
+    let mut by_type = BTreeMap::new();
+    safetensors_types(path, &mut by_type)?;
+    Ok(by_type.values().sum())
+}
+
 /// Adds the element count of each dtype in a safetensors file's header.
 fn safetensors_types(
     path: &Path,

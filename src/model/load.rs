@@ -28,6 +28,37 @@ pub fn load_safetensors_dir(dir: &Path, dtype: DType, device: &Device) -> Result
     Llama::load(&weights, cfg)
 }
 
+/// Loads a Llama from a Hugging Face model directory in f32 with the
+/// projections and embeddings quantized to `quantize` as they are read;
+/// returns it with what the quantization did (tensors, bytes as f32,
+/// bytes after).
+pub fn load_safetensors_dir_quantized(
+    dir: &Path,
+    device: &Device,
+    quantize: candle_core::quantized::GgmlDType,
+) -> Result<(Llama, (usize, usize, usize))> {
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(Error::model(dir, "no config.json in this directory"));
+    }
+    let cfg = RawConfig::from_file(&config_path)?.into_config(&config_path)?;
+    let files = safetensors_files(dir)?;
+    let weights = Weights::from_safetensors_quantized(&files, device, quantize)?;
+    let model = Llama::load(&weights, cfg)?;
+    Ok((model, weights.quantized_at_load()))
+}
+
+/// The number of weight elements the safetensors files of `dir` hold,
+/// from their headers.
+pub fn safetensors_parameters(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for file in safetensors_files(dir)? {
+        total +=
+            super::catalog::safetensors_elements(&file).map_err(|why| Error::model(&file, why))?;
+    }
+    Ok(total)
+}
+
 /// An opened GGUF file: its metadata is available (for the tokenizer and the
 /// chat template) before the tensors are read.
 pub struct GgufFile {

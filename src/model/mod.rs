@@ -21,7 +21,9 @@ pub use gemv::supported as gemv_runs_here;
 pub use kv_cache::{LayerKv, KV_CHUNK};
 pub use linear::{has_fast_quantized_gemm, Linear, DENSE_PREFILL_MIN_ROWS};
 pub use llama::{causal_mask, Cache, Llama, Logits};
-pub use load::{load_safetensors_dir, GgufFile};
+pub use load::{
+    load_safetensors_dir, load_safetensors_dir_quantized, safetensors_parameters, GgufFile,
+};
 pub use rope::{inverse_frequencies, RopeTables};
 pub use shapes::ModelShape;
 pub use softmax::softmax_last_dim_trainable;

@@ -72,6 +72,10 @@ enum Backend {
     Safetensors {
         vb: VarBuilder<'static>,
         path: PathBuf,
+        /// Projections and embeddings quantized to this type as they load.
+        quantize: Option<GgmlDType>,
+        /// What that quantization did: tensors, their bytes as f32, after.
+        quantized: Mutex<(usize, usize, usize)>,
     },
     Gguf {
         content: gguf_file::Content,
@@ -122,11 +126,80 @@ impl Weights {
         Ok(Self::from_var_builder(vb, path))
     }
 
+    /// Safetensors `files` loaded in f32 with every projection and the
+    /// embeddings quantized to `quantize` as they are read, one tensor at a
+    /// time (a tensor whose rows do not fit the type's blocks stays dense).
+    pub fn from_safetensors_quantized(
+        files: &[PathBuf],
+        device: &Device,
+        quantize: GgmlDType,
+    ) -> Result<Self> {
+        let Self { backend, prefix } = Self::from_safetensors(files, DType::F32, device)?;
+        let backend = match Arc::try_unwrap(backend) {
+            Ok(Backend::Safetensors {
+                vb,
+                path,
+                quantized,
+                ..
+            }) => Backend::Safetensors {
+                vb,
+                path,
+                quantize: Some(quantize),
+                quantized,
+            },
+            _ => unreachable!("a fresh safetensors backend"),
+        };
+        Ok(Self {
+            backend: Arc::new(backend),
+            prefix,
+        })
+    }
+
+    /// What quantizing at load did: tensors, their bytes as f32, their
+    /// bytes quantized (zeros when nothing was).
+    pub fn quantized_at_load(&self) -> (usize, usize, usize) {
+        match &*self.backend {
+            Backend::Safetensors { quantized, .. } => {
+                quantized.lock().map(|q| *q).unwrap_or_default()
+            }
+            _ => (0, 0, 0),
+        }
+    }
+
+    /// `w` quantized to the load-time type, when there is one and its rows
+    /// fit the type's blocks.
+    fn quantize_loaded(&self, w: &Tensor, full: &str) -> Result<Option<QTensor>> {
+        let Backend::Safetensors {
+            quantize: Some(q),
+            quantized,
+            ..
+        } = &*self.backend
+        else {
+            return Ok(None);
+        };
+        let cols = w.dims().last().copied().unwrap_or(0);
+        if cols % q.block_size() != 0 {
+            return Ok(None);
+        }
+        let qt = QTensor::quantize(w, *q).map_err(|e| self.err(full, e))?;
+        if let Ok(mut counts) = quantized.lock() {
+            counts.0 += 1;
+            counts.1 += w.elem_count() * 4;
+            counts.2 += qt.storage_size_in_bytes();
+        }
+        Ok(Some(qt))
+    }
+
     /// Wraps an existing `VarBuilder` (random/zero weights in tests, a
     /// trainable `VarMap`); `path` is used in error messages.
     pub fn from_var_builder(vb: VarBuilder<'static>, path: PathBuf) -> Self {
         Self {
-            backend: Arc::new(Backend::Safetensors { vb, path }),
+            backend: Arc::new(Backend::Safetensors {
+                vb,
+                path,
+                quantize: None,
+                quantized: Mutex::new((0, 0, 0)),
+            }),
             prefix: String::new(),
         }
     }
@@ -296,7 +369,10 @@ impl Weights {
         match &*self.backend {
             Backend::Safetensors { .. } => {
                 let w = lin.tensor("weight", &[out_dim, in_dim])?;
-                Linear::from_dense(w, b)
+                match self.quantize_loaded(&w, &lin.full("weight"))? {
+                    Some(q) => Ok(Linear::from_quantized(q, b)?.with_fast_kernels(true)),
+                    None => Linear::from_dense(w, b),
+                }
             }
             Backend::Gguf { options, .. } => {
                 let full = lin.full("weight");
@@ -321,9 +397,15 @@ impl Weights {
     /// The embedding table `name` of shape `(vocab, hidden)`.
     pub fn embedding(&self, name: &str, vocab: usize, hidden: usize) -> Result<EmbeddingTable> {
         match &*self.backend {
-            Backend::Safetensors { .. } => Ok(EmbeddingTable::Dense(
-                self.pp(name).tensor("weight", &[vocab, hidden])?,
-            )),
+            Backend::Safetensors { .. } => {
+                let w = self.pp(name).tensor("weight", &[vocab, hidden])?;
+                Ok(
+                    match self.quantize_loaded(&w, &self.pp(name).full("weight"))? {
+                        Some(q) => EmbeddingTable::Quantized(Arc::new(q)),
+                        None => EmbeddingTable::Dense(w),
+                    },
+                )
+            }
             Backend::Gguf { .. } => {
                 let full = self.pp(name).full("weight");
                 let q = self.qtensor(&full)?;
@@ -357,7 +439,10 @@ impl Weights {
         match &*self.backend {
             Backend::Safetensors { .. } => {
                 let w = self.pp(name).tensor("weight", &[vocab, hidden])?;
-                Linear::from_dense(w, None)
+                match self.quantize_loaded(&w, &self.pp(name).full("weight"))? {
+                    Some(q) => Ok(Linear::from_quantized(q, None)?.with_fast_kernels(true)),
+                    None => Linear::from_dense(w, None),
+                }
             }
             Backend::Gguf { options, .. } => {
                 let full = self.pp(name).full("weight");

@@ -60,6 +60,7 @@ pub fn cpu_options(source: sqlagent::agent::ModelSource) -> sqlagent::agent::Mod
         revision: None,
         hf_token: None,
         progress: false,
+        quantize: Default::default(),
     }
 }
 

@@ -444,3 +444,28 @@ fn a_split_gguf_loads_from_its_first_part_and_answers_as_the_whole_file() {
     let err = GgufFile::open(&first).err().expect("a missing part fails");
     assert!(err.to_string().contains("part 2 of 2"), "{err}");
 }
+
+#[test]
+fn safetensors_quantized_at_load_run_close_to_f32_and_report_what_they_saved() {
+    let dir = common::temp_dir();
+    Tiny {
+        hidden: 64,
+        intermediate: 128,
+        ..Tiny::default()
+    }
+    .write(dir.path());
+    let dense = model::load_safetensors_dir(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let want = dense.forward(&ids(&TOKENS), None, Logits::Last).unwrap();
+    let (q, (tensors, before, after)) = model::load_safetensors_dir_quantized(
+        dir.path(),
+        &Device::Cpu,
+        candle_core::quantized::GgmlDType::Q8_0,
+    )
+    .unwrap();
+    let got = q.forward(&ids(&TOKENS), None, Logits::Last).unwrap();
+    let d = rel_diff(&got, &want);
+    assert!(d < 2e-2, "q8_0 differs from f32 by {d}");
+    assert!(tensors > 0);
+    // Q8_0 keeps 34 bytes of every 32 values (f32: 128).
+    assert_eq!(after * 128, before * 34, "{before} -> {after}");
+}
