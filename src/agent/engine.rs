@@ -253,9 +253,9 @@ impl Engine {
             Some(t) => {
                 let (model, (tensors, before, after)) =
                     model::load_safetensors_dir_quantized(dir, &options.device, t)?;
-                let name = format!("{t:?}").to_lowercase();
                 let said = format!(
-                    "{name} at load ({tensors} tensors: {:.2} GB as f32 -> {:.2} GB)",
+                    "{} at load ({tensors} tensors: {:.2} GB as f32 -> {:.2} GB)",
+                    model::ggml_type_name(t),
                     before as f64 / 1e9,
                     after as f64 / 1e9
                 );
@@ -532,7 +532,7 @@ impl Parts {
 
 fn weight_type(model: &Llama) -> String {
     match model.weight_type() {
-        Some(t) => format!("{t:?}").to_lowercase(),
+        Some(t) => model::ggml_type_name(t),
         None => format!("{:?}", model.dtype()).to_lowercase(),
     }
 }
@@ -545,7 +545,11 @@ fn summarize_requantization(
 ) -> Option<String> {
     let (from, to) = changes.first()?;
     let n = changes.iter().filter(|c| c == &&(*from, *to)).count();
-    let mut s = format!("{from:?} -> {to:?} ({n} tensors)").to_lowercase();
+    let mut s = format!(
+        "{} -> {} ({n} tensors)",
+        model::ggml_type_name(*from),
+        model::ggml_type_name(*to)
+    );
     let others = changes.len() - n;
     if others > 0 {
         s.push_str(&format!(" and {others} other tensors"));

@@ -155,20 +155,11 @@ fn gguf_weight_type(path: &Path) -> std::result::Result<String, String> {
     let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
     for info in content.tensor_infos.values() {
         if info.shape.dims().len() >= 2 {
-            let name = ggml_type_name(info.ggml_dtype);
+            let name = super::ggml_type_name(info.ggml_dtype);
             *by_type.entry(name).or_default() += info.shape.elem_count() as u64;
         }
     }
     most(by_type).ok_or_else(|| "no weight matrices".to_string())
-}
-
-/// llama.cpp's name of a GGML type (`q4_k`, `q8_0`, `f16`).
-fn ggml_type_name(dtype: candle_core::quantized::GgmlDType) -> String {
-    let name = format!("{dtype:?}").to_lowercase();
-    match name.strip_suffix('k') {
-        Some(stem) if stem.starts_with('q') && !stem.contains('_') => format!("{stem}_k"),
-        _ => name,
-    }
 }
 
 fn most(by_type: BTreeMap<String, u64>) -> Option<String> {
@@ -230,6 +221,8 @@ pub fn safetensors_elements(path: &Path) -> std::result::Result<u64, String> {
 }
 
 /// Adds the element count of each dtype in a safetensors file's header.
+/// Read by hand: the safetensors crate's `read_metadata` wants the whole
+/// file in memory, and only the header is needed here.
 fn safetensors_types(
     path: &Path,
     by_type: &mut BTreeMap<String, u64>,

@@ -15,17 +15,8 @@ use crate::error::{candle_message, Error, Result};
 
 /// Loads a Llama from a Hugging Face model directory in `dtype`.
 pub fn load_safetensors_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Llama> {
-    if !dir.is_dir() {
-        return Err(Error::model(dir, "not a directory"));
-    }
-    let config_path = dir.join("config.json");
-    if !config_path.is_file() {
-        return Err(Error::model(dir, "no config.json in this directory"));
-    }
-    let cfg = RawConfig::from_file(&config_path)?.into_config(&config_path)?;
-    let files = safetensors_files(dir)?;
-    let weights = Weights::from_safetensors(&files, dtype, device)?;
-    Llama::load(&weights, cfg)
+    let (cfg, files) = hf_dir(dir)?;
+    Llama::load(&Weights::from_safetensors(&files, dtype, device)?, cfg)
 }
 
 /// Loads a Llama from a Hugging Face model directory in f32 with the
@@ -37,15 +28,23 @@ pub fn load_safetensors_dir_quantized(
     device: &Device,
     quantize: candle_core::quantized::GgmlDType,
 ) -> Result<(Llama, (usize, usize, usize))> {
+    let (cfg, files) = hf_dir(dir)?;
+    let weights = Weights::from_safetensors_quantized(&files, device, quantize)?;
+    let model = Llama::load(&weights, cfg)?;
+    Ok((model, weights.quantized_at_load()))
+}
+
+/// The configuration and safetensors files of a Hugging Face directory.
+fn hf_dir(dir: &Path) -> Result<(Config, Vec<PathBuf>)> {
+    if !dir.is_dir() {
+        return Err(Error::model(dir, "not a directory"));
+    }
     let config_path = dir.join("config.json");
     if !config_path.is_file() {
         return Err(Error::model(dir, "no config.json in this directory"));
     }
     let cfg = RawConfig::from_file(&config_path)?.into_config(&config_path)?;
-    let files = safetensors_files(dir)?;
-    let weights = Weights::from_safetensors_quantized(&files, device, quantize)?;
-    let model = Llama::load(&weights, cfg)?;
-    Ok((model, weights.quantized_at_load()))
+    Ok((cfg, safetensors_files(dir)?))
 }
 
 /// The number of weight elements the safetensors files of `dir` hold,

@@ -36,3 +36,12 @@ pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> 
         .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
         .expect("tensors of one shape")
 }
+
+/// llama.cpp's name of a GGML type (`q4_k`, `q8_0`, `f16`).
+pub fn ggml_type_name(dtype: candle_core::quantized::GgmlDType) -> String {
+    let name = format!("{dtype:?}").to_lowercase();
+    match name.strip_suffix('k') {
+        Some(stem) if stem.starts_with('q') && !stem.contains('_') => format!("{stem}_k"),
+        _ => name,
+    }
+}

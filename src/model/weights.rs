@@ -107,6 +107,26 @@ pub struct Weights {
 impl Weights {
     /// Memory-maps safetensors files (one, or the shards of an index).
     pub fn from_safetensors(files: &[PathBuf], dtype: DType, device: &Device) -> Result<Self> {
+        Self::mapped(files, dtype, device, None)
+    }
+
+    /// Safetensors `files` loaded in f32 with every projection and the
+    /// embeddings quantized to `quantize` as they are read, one tensor at a
+    /// time (a tensor whose rows do not fit the type's blocks stays dense).
+    pub fn from_safetensors_quantized(
+        files: &[PathBuf],
+        device: &Device,
+        quantize: GgmlDType,
+    ) -> Result<Self> {
+        Self::mapped(files, DType::F32, device, Some(quantize))
+    }
+
+    fn mapped(
+        files: &[PathBuf],
+        dtype: DType,
+        device: &Device,
+        quantize: Option<GgmlDType>,
+    ) -> Result<Self> {
         let path = files.first().cloned().unwrap_or_default();
         for f in files {
             if !f.is_file() {
@@ -123,36 +143,19 @@ impl Weights {
                     format!("cannot read safetensors: {}", candle_message(&e)),
                 )
             })?;
-        Ok(Self::from_var_builder(vb, path))
+        Ok(Self::safetensors(vb, path, quantize))
     }
 
-    /// Safetensors `files` loaded in f32 with every projection and the
-    /// embeddings quantized to `quantize` as they are read, one tensor at a
-    /// time (a tensor whose rows do not fit the type's blocks stays dense).
-    pub fn from_safetensors_quantized(
-        files: &[PathBuf],
-        device: &Device,
-        quantize: GgmlDType,
-    ) -> Result<Self> {
-        let Self { backend, prefix } = Self::from_safetensors(files, DType::F32, device)?;
-        let backend = match Arc::try_unwrap(backend) {
-            Ok(Backend::Safetensors {
+    fn safetensors(vb: VarBuilder<'static>, path: PathBuf, quantize: Option<GgmlDType>) -> Self {
+        Self {
+            backend: Arc::new(Backend::Safetensors {
                 vb,
                 path,
-                quantized,
-                ..
-            }) => Backend::Safetensors {
-                vb,
-                path,
-                quantize: Some(quantize),
-                quantized,
-            },
-            _ => unreachable!("a fresh safetensors backend"),
-        };
-        Ok(Self {
-            backend: Arc::new(backend),
-            prefix,
-        })
+                quantize,
+                quantized: Mutex::new((0, 0, 0)),
+            }),
+            prefix: String::new(),
+        }
     }
 
     /// What quantizing at load did: tensors, their bytes as f32, their
@@ -193,15 +196,7 @@ impl Weights {
     /// Wraps an existing `VarBuilder` (random/zero weights in tests, a
     /// trainable `VarMap`); `path` is used in error messages.
     pub fn from_var_builder(vb: VarBuilder<'static>, path: PathBuf) -> Self {
-        Self {
-            backend: Arc::new(Backend::Safetensors {
-                vb,
-                path,
-                quantize: None,
-                quantized: Mutex::new((0, 0, 0)),
-            }),
-            prefix: String::new(),
-        }
+        Self::safetensors(vb, path, None)
     }
 
     /// Reads tensors from an opened GGUF file.
