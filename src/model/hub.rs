@@ -40,18 +40,42 @@ enum TokenSource {
 }
 
 impl TokenSource {
-    fn of(token: &Option<String>) -> Self {
-        if token.is_some() {
-            return TokenSource::Given;
+    /// Where the token comes from, and the token: `given`, else the login
+    /// file's (read once, here).
+    fn of(given: Option<String>) -> (Self, Option<String>) {
+        if given.is_some() {
+            return (TokenSource::Given, given);
         }
         // The login file stays under HF_HOME when HF_HUB_CACHE moves the
         // cache, as huggingface_hub keeps it.
         let file = Cache::from_env().token_path();
         match std::fs::read_to_string(&file) {
-            Ok(text) if !text.trim().is_empty() => TokenSource::LoginFile(file),
-            _ => TokenSource::None,
+            Ok(text) if !text.trim().is_empty() => {
+                (TokenSource::LoginFile(file), Some(text.trim().to_string()))
+            }
+            _ => (TokenSource::None, None),
         }
     }
+}
+
+/// A hub client for `repo`'s requests: the cache where huggingface_hub
+/// puts it, resumed downloads, and the token (HF_TOKEN's, else the login
+/// file's; passing none to hf-hub would drop the one it read itself).
+fn hub_api(
+    repo: &str,
+    token: Option<String>,
+    progress: bool,
+) -> Result<(hf_hub::api::sync::Api, TokenSource)> {
+    let (source, token) = TokenSource::of(token);
+    let mut builder = ApiBuilder::from_env()
+        .with_cache_dir(cache().path().clone())
+        .with_progress(progress)
+        .with_retries(DOWNLOAD_RETRIES);
+    if token.is_some() {
+        builder = builder.with_token(token);
+    }
+    let api = builder.build().map_err(|e| hub_error(repo, e, &source))?;
+    Ok((api, source))
 }
 
 /// Whether `spec` looks like a hub repo id (`owner/name`, no path that exists).
@@ -81,20 +105,7 @@ pub fn fetch(
     if let Some(dir) = complete_in_cache(&hub_repo) {
         return Ok(dir);
     }
-    let source = TokenSource::of(&token);
-    let mut builder = ApiBuilder::from_env()
-        .with_cache_dir(cache().path().clone())
-        .with_progress(progress)
-        .with_retries(DOWNLOAD_RETRIES);
-    // Without a token of ours, hf-hub's own reading of the login file
-    // stands (passing None would drop it).
-    if token.is_some() {
-        builder = builder.with_token(token);
-    } else if let TokenSource::LoginFile(file) = &source {
-        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-        builder = builder.with_token(Some(text.trim().to_string()));
-    }
-    let api = builder.build().map_err(|e| hub_error(repo, e, &source))?;
+    let (api, source) = hub_api(repo, token, progress)?;
     let api_repo = api.repo(hub_repo);
     let get = |file: &str| api_repo.get(file).map_err(|e| hub_error(repo, e, &source));
     let config = get("config.json")?;
@@ -145,18 +156,7 @@ pub fn fetch_gguf(
     if let Some(path) = gguf_in_cache(&hub_repo, choice) {
         return Ok(path);
     }
-    let source = TokenSource::of(&token);
-    let mut builder = ApiBuilder::from_env()
-        .with_cache_dir(cache().path().clone())
-        .with_progress(progress)
-        .with_retries(DOWNLOAD_RETRIES);
-    if token.is_some() {
-        builder = builder.with_token(token);
-    } else if let TokenSource::LoginFile(file) = &source {
-        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-        builder = builder.with_token(Some(text.trim().to_string()));
-    }
-    let api = builder.build().map_err(|e| hub_error(repo, e, &source))?;
+    let (api, source) = hub_api(repo, token, progress)?;
     let api_repo = api.repo(hub_repo);
     let listed: Vec<String> = api_repo
         .info()
