@@ -4,7 +4,7 @@
 //! line, answered as `ask` answers it, without prompts.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -257,13 +257,7 @@ impl Turn<'_> {
         self.cancel.reset();
         self.answering.store(true, Ordering::SeqCst);
         let interactive = self.interactive;
-        let mut stderr = std::io::stderr();
-        let mut on_text = |piece: &str| {
-            if interactive {
-                let _ = write!(stderr, "{}", output::dim(piece));
-                let _ = stderr.flush();
-            }
-        };
+        let mut on_text = output::reply_echo(interactive);
         let mut listener = Listener {
             on_text: Some(&mut on_text),
             cancel: Some(&self.cancel),

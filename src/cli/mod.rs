@@ -21,7 +21,7 @@ mod serve;
 mod synth;
 mod tune;
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
 
@@ -237,13 +237,7 @@ fn answer_question(args: AskArgs) -> Result<(crate::agent::Answer, crate::agent:
 
     // Stream the reply to a terminal's stderr as it is produced.
     let interactive = std::io::stderr().is_terminal();
-    let mut stderr = std::io::stderr();
-    let mut on_text = |piece: &str| {
-        if interactive {
-            let _ = write!(stderr, "{}", output::dim(piece));
-            let _ = stderr.flush();
-        }
-    };
+    let mut on_text = output::reply_echo(interactive);
     let mut listener = Listener {
         on_text: Some(&mut on_text),
         cancel: None,

@@ -142,11 +142,7 @@ pub fn render_table(r: &QueryResult) -> String {
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(r.columns.clone());
-    // A terminal that reports no width (a pseudo-terminal nobody sized)
-    // would squeeze every column to one character.
-    if t.width().is_some_and(|w| w < 20) {
-        t.set_content_arrangement(ContentArrangement::Disabled);
-    }
+    fit_to_terminal(&mut t);
     for row in &r.rows {
         t.add_row(row.iter().map(cell).collect::<Vec<_>>());
     }
@@ -187,10 +183,36 @@ pub fn models_table(found: &[crate::model::catalog::LocalModel]) -> String {
             m.problem.clone().unwrap_or_default(),
         ]);
     }
+    fit_to_terminal(&mut t);
+    t.to_string()
+}
+
+/// Columns follow the terminal's width, unless the terminal reports none
+/// (a pseudo-terminal nobody sized), which would squeeze every column to
+/// one character.
+fn fit_to_terminal(t: &mut Table) {
     if t.width().is_some_and(|w| w < 20) {
         t.set_content_arrangement(ContentArrangement::Disabled);
     }
-    t.to_string()
+}
+
+/// What `ask` and `chat` hear of a reply as it streams: when `on` (stderr
+/// is a terminal), each piece written there dimmed (plain under
+/// `NO_COLOR`, decided once, not per token).
+pub fn reply_echo(on: bool) -> impl FnMut(&str) {
+    use std::io::Write;
+    let dimmed = !no_color();
+    let mut stderr = std::io::stderr();
+    move |piece: &str| {
+        if on {
+            let _ = if dimmed {
+                write!(stderr, "\x1b[2m{piece}\x1b[0m")
+            } else {
+                write!(stderr, "{piece}")
+            };
+            let _ = stderr.flush();
+        }
+    }
 }
 
 /// `text` dimmed for a terminal, plain when `NO_COLOR` is set.
