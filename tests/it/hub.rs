@@ -199,31 +199,23 @@ fn a_sharded_model_downloads_from_the_hub_resuming_a_dropped_file_with_the_login
     let hub_cache = tmp.path().join("hub-cache");
     let db = tmp.path().join("music.db");
     sqlagent::sql::build_demo_db(&db).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sqlagent"))
-        .args([
-            "--threads",
-            "1",
-            "ask",
-            "How many tracks?",
-            "--db",
-            db.to_str().unwrap(),
-            "--model",
-            "acme/tiny-llama",
-            "--grammar",
-            "none",
-            "--no-execute",
-            "--max-tokens",
-            "4",
-        ])
-        .current_dir(tmp.path())
-        .env("HF_HOME", &hf_home)
-        .env("HF_HUB_CACHE", &hub_cache)
-        .env("HF_ENDPOINT", &hub.url)
-        .env_remove("HF_TOKEN")
-        .env_remove("SQLAGENT_MODEL")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    // Asks with the tiny model from the hub, through `endpoint`.
+    let ask = |endpoint: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sqlagent"))
+            .args(["--threads", "1", "ask", "How many tracks?"])
+            .args(["--db", db.to_str().unwrap(), "--model", "acme/tiny-llama"])
+            .args(["--grammar", "none", "--no-execute", "--max-tokens", "4"])
+            .current_dir(tmp.path())
+            .env("HF_HOME", &hf_home)
+            .env("HF_HUB_CACHE", &hub_cache)
+            .env("HF_ENDPOINT", endpoint)
+            .env_remove("HF_TOKEN")
+            .env_remove("SQLAGENT_MODEL")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = ask(&hub.url);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     // Random weights may write no SQL; what matters is that it loaded.
@@ -271,30 +263,7 @@ fn a_sharded_model_downloads_from_the_hub_resuming_a_dropped_file_with_the_login
 
     // Again, offline: the cache is complete, nothing is asked.
     let asked = hub.seen().len();
-    let again = Command::new(env!("CARGO_BIN_EXE_sqlagent"))
-        .args([
-            "--threads",
-            "1",
-            "ask",
-            "How many tracks?",
-            "--db",
-            db.to_str().unwrap(),
-            "--model",
-            "acme/tiny-llama",
-            "--grammar",
-            "none",
-            "--no-execute",
-            "--max-tokens",
-            "4",
-        ])
-        .current_dir(tmp.path())
-        .env("HF_HOME", &hf_home)
-        .env("HF_HUB_CACHE", &hub_cache)
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .env_remove("HF_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let again = ask("http://127.0.0.1:9");
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(!stderr.contains("hub repo"), "{stderr}");
     assert_eq!(hub.seen().len(), asked);

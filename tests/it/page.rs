@@ -6,8 +6,6 @@
 //! empty question and a full queue show their messages; the page fits a
 //! phone's width; and nothing is fetched from anywhere but the server.
 
-use std::io::Write;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +17,7 @@ use headless_chrome::{Browser, LaunchOptions, Tab};
 use serde_json::{json, Value};
 
 use crate::common;
-use crate::server::{demo_db, model_args, strs, Server, KEY};
+use crate::server::{demo_db, hold_a_worker, model_args, strs, Server, KEY};
 
 /// Chromium: `SQLAGENT_CHROMIUM`, else `chromium` (or `chromium-browser`,
 /// `google-chrome`) on the PATH. Absent: a skip, or a failure under CI.
@@ -374,20 +372,7 @@ fn the_page_asks_in_a_real_browser_and_shows_the_rows_sqlite_returns() {
     assert!(message.as_str().unwrap().contains("empty"), "{message}");
 
     // The only worker busy and no queue: the page says so.
-    let addr = server.url.trim_start_matches("http://").to_string();
-    let mut long = TcpStream::connect(&addr).unwrap();
-    let body = json!({"prompt": "Once upon a time", "max_tokens": 4000}).to_string();
-    write!(
-        long,
-        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while busy_workers(&server) == 0 {
-        assert!(Instant::now() < deadline, "the long request never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let long = hold_a_worker(&server);
     ask(&tab, "How many tracks are there?");
     let message = js(&tab, "document.getElementById('message').textContent");
     assert!(
@@ -434,10 +419,4 @@ fn the_page_asks_in_a_real_browser_and_shows_the_rows_sqlite_returns() {
             "the page fetched {url}"
         );
     }
-}
-
-fn busy_workers(server: &Server) -> u64 {
-    let response = ureq::get(&server.url("/health")).call().unwrap();
-    let body: Value = serde_json::from_str(&response.into_string().unwrap()).unwrap();
-    body["busy_workers"].as_u64().unwrap()
 }

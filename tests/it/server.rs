@@ -247,6 +247,34 @@ pub(crate) fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// Workers generating now, as `/health` says.
+pub(crate) fn busy_workers(server: &Server) -> u64 {
+    request("GET", &server.url("/health"), None, None).body["busy_workers"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Starts a long free-text completion (4,000 tokens) and waits until a
+/// worker is generating it; the worker is freed when the returned
+/// connection is dropped (the client leaves).
+pub(crate) fn hold_a_worker(server: &Server) -> TcpStream {
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut long = TcpStream::connect(&addr).unwrap();
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 4000}).to_string();
+    write!(
+        long,
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while busy_workers(server) == 0 {
+        assert!(Instant::now() < deadline, "the long request never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    long
+}
+
 #[test]
 fn every_endpoint_answers_as_ask_does_and_no_request_changes_the_database() {
     let Some(model) = common::smollm2_gguf() else {
@@ -666,25 +694,7 @@ fn a_full_queue_answers_429_and_a_client_that_leaves_frees_its_worker() {
     let server = Server::start(&strs(&args), &[("TEST_SERVE_KEY", KEY)]);
 
     // A long free-text completion holds the only worker.
-    let addr = server.url.trim_start_matches("http://").to_string();
-    let mut long = TcpStream::connect(&addr).unwrap();
-    let body = json!({"prompt": "Once upon a time", "max_tokens": 4000}).to_string();
-    write!(
-        long,
-        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let busy = |server: &Server| -> u64 {
-        request("GET", &server.url("/health"), None, None).body["busy_workers"]
-            .as_u64()
-            .unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while busy(&server) == 0 {
-        assert!(Instant::now() < deadline, "the long request never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let long = hold_a_worker(&server);
 
     // No worker free and no room to wait: 429 at once, with Retry-After.
     let started = Instant::now();
@@ -701,7 +711,7 @@ fn a_full_queue_answers_429_and_a_client_that_leaves_frees_its_worker() {
     long.shutdown(std::net::Shutdown::Both).unwrap();
     drop(long);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while busy(&server) != 0 {
+    while busy_workers(&server) != 0 {
         assert!(
             Instant::now() < deadline,
             "the worker stayed busy after its client left"
