@@ -94,9 +94,10 @@ pub struct Conversation {
     engine: Engine,
     db: Arc<DatabaseHandle>,
     options: AskOptions,
-    /// The prompt each attached adapter answers with; the base model's is
-    /// under `None`.
-    prompts: BTreeMap<Option<String>, PromptSpec>,
+    /// The prompt the model as loaded answers with.
+    base_prompt: PromptSpec,
+    /// The prompt each attached adapter answers with (others: the base's).
+    prompts: BTreeMap<String, PromptSpec>,
     last_sql: Option<String>,
 }
 
@@ -111,16 +112,12 @@ impl Conversation {
         options: AskOptions,
         prompts: BTreeMap<String, PromptSpec>,
     ) -> Result<Self> {
-        let mut by_adapter: BTreeMap<Option<String>, PromptSpec> = prompts
-            .into_iter()
-            .map(|(name, prompt)| (Some(name), prompt))
-            .collect();
-        by_adapter.insert(None, options.prompt.clone());
         let mut conversation = Self {
             engine,
             db,
+            base_prompt: options.prompt.clone(),
             options,
-            prompts: by_adapter,
+            prompts,
             last_sql: None,
         };
         let first = conversation.options.adapter.clone();
@@ -198,12 +195,11 @@ impl Conversation {
     pub fn use_adapter(&mut self, name: &str) -> Result<()> {
         let adapter = (name != BASE_MODEL).then(|| name.to_string());
         self.engine.adapter_slot_for(adapter.as_deref())?;
-        let prompt = self
-            .prompts
-            .get(&adapter)
-            .or_else(|| self.prompts.get(&None))
-            .cloned()
-            .unwrap_or_else(|| self.options.prompt.clone());
+        let prompt = adapter
+            .as_ref()
+            .and_then(|name| self.prompts.get(name))
+            .unwrap_or(&self.base_prompt)
+            .clone();
         self.options = AskOptions {
             adapter,
             prompt,

@@ -218,16 +218,7 @@ impl ModelArgs {
     /// The prompt to answer with: `given` (`--prompt`) when set, else the
     /// prompt the answering adapter carries, else `default`.
     pub fn answer_prompt(&self, given: Option<&str>) -> crate::Result<crate::chat::PromptSpec> {
-        use crate::chat::PromptSpec;
-        if let Some(name) = given {
-            return PromptSpec::load(name);
-        }
-        if let Some(dir) = self.answering_adapter_dir()? {
-            if let Some(carried) = PromptSpec::carried_by(&dir)? {
-                return Ok(carried);
-            }
-        }
-        PromptSpec::load(crate::chat::DEFAULT_PROMPT)
+        prompt_for(given, self.answering_adapter_dir()?.as_deref())
     }
 
     /// The adapters as (name, directory): `NAME=DIR`, or `DIR` named after
@@ -794,6 +785,24 @@ pub struct DemoDbArgs {
     /// Where to write the database.
     #[arg(long, default_value = "data/music.db")]
     pub out: PathBuf,
+}
+
+/// The prompt to answer with: `given` (`--prompt`) when set, else the one
+/// the adapter in `adapter_dir` carries, else `default`.
+pub fn prompt_for(
+    given: Option<&str>,
+    adapter_dir: Option<&std::path::Path>,
+) -> crate::Result<crate::chat::PromptSpec> {
+    use crate::chat::PromptSpec;
+    if let Some(name) = given {
+        return PromptSpec::load(name);
+    }
+    if let Some(dir) = adapter_dir {
+        if let Some(carried) = PromptSpec::carried_by(dir)? {
+            return Ok(carried);
+        }
+    }
+    PromptSpec::load(crate::chat::DEFAULT_PROMPT)
 }
 
 impl ModelArgs {

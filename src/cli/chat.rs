@@ -12,13 +12,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::args::{ChatArgs, Format};
+use super::args::{prompt_for, ChatArgs, Format};
 use super::{output, with_budget};
 use crate::agent::{
     Answer, AskOptions, ChatCommand, Conversation, DatabaseHandle, Listener, Timings, BASE_MODEL,
     CHAT_HELP,
 };
-use crate::chat::PromptSpec;
 use crate::generate::CancelFlag;
 
 /// Runs `sqlagent chat` until `.quit`, Ctrl-D or the end of the piped
@@ -27,28 +26,20 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     let grammar_options = args.grammar.to_options()?;
     let budget = args.schema_budget;
     let db = DatabaseHandle::without_grammar(&args.db)?;
+    // The model as loaded answers with a merged adapter's prompt; each
+    // attached adapter with its own.
     let base_prompt = with_budget(
         if args.model.merge_adapter {
             args.model.answer_prompt(args.prompt.as_deref())?
         } else {
-            PromptSpec::load(
-                args.prompt
-                    .as_deref()
-                    .unwrap_or(crate::chat::DEFAULT_PROMPT),
-            )?
+            prompt_for(args.prompt.as_deref(), None)?
         },
         budget,
     );
     let mut prompts = BTreeMap::new();
     if !args.model.merge_adapter {
         for (name, dir) in args.model.adapter_specs()? {
-            let prompt = match &args.prompt {
-                Some(given) => PromptSpec::load(given)?,
-                None => match PromptSpec::carried_by(&dir)? {
-                    Some(carried) => carried,
-                    None => PromptSpec::load(crate::chat::DEFAULT_PROMPT)?,
-                },
-            };
+            let prompt = prompt_for(args.prompt.as_deref(), Some(&dir))?;
             prompts.insert(name, with_budget(prompt, budget));
         }
     }
