@@ -9,6 +9,7 @@ then a prefill of the ids from an empty cache and STEPS greedy steps of one
 token each, every step timed (feed, read the logits, pick the argmax).
 """
 import json
+import resource
 import sys
 import time
 
@@ -64,6 +65,7 @@ def measure(model, ids_file, threads, steps):
         "decode_tokens_per_s": len(step_ms) / (sum(step_ms) / 1000),
         "step_ms": step_ms,
         "tokens": tokens,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
 
 

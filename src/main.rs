@@ -3,12 +3,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
-use sqlagent::cli::{self, args::Cli};
+use sqlagent::cli;
 
 fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
-    let cli = Cli::parse();
+    let cli = cli::parse_or_exit();
     if let Some(n) = cli.threads {
         // Read by rayon and candle's quantized kernels at first use.
         std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());

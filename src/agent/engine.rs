@@ -193,7 +193,7 @@ impl Engine {
         let tokenizer = Tokenizer::from_gguf(gguf.content(), &context)?;
         let special = SpecialTokens::from_gguf(gguf.content(), &tokenizer)?;
         let template =
-            ChatTemplate::from_gguf(gguf.content())?.unwrap_or_else(ChatTemplate::llama3);
+            ChatTemplate::from_gguf(gguf.content(), path)?.unwrap_or_else(ChatTemplate::llama3);
         let (model, changes) = gguf.into_model(&options.device, options.gguf)?;
         let requantized = summarize_requantization(&changes);
         if let Some(r) = &requantized {
@@ -562,7 +562,10 @@ fn check_vocab(model: &Llama, tokenizer: &Tokenizer, path: &Path) -> Result<()> 
     if t > m {
         return Err(Error::model(
             path,
-            format!("the tokenizer has {t} tokens but the model's embedding only {m}"),
+            format!(
+                "the tokenizer ({}) has {t} tokens but the model's embedding only {m}",
+                tokenizer.context()
+            ),
         ));
     }
     Ok(())

@@ -12,6 +12,11 @@ pub mod prompt;
 pub mod retrieval;
 pub mod template;
 
+/// The most template instructions one rendering may run: prompts and chat
+/// templates take well under a million, and a template that loops without
+/// end stops with an error instead of hanging.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+
 pub use prompt::{Example, PromptSpec, CARRIED_PROMPT_DIR, DEFAULT_PROMPT, TUNED_PROMPT};
 pub use retrieval::ExampleIndex;
 pub use template::{ChatTemplate, Message};

@@ -221,6 +221,7 @@ impl PromptSpec {
         env.set_keep_trailing_newline(false);
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.set_fuel(Some(super::TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
 
         let mut examples = Vec::new();

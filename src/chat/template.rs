@@ -84,7 +84,9 @@ enum Kind {
 #[derive(Clone, Debug)]
 struct JinjaTemplate {
     env: Environment<'static>,
-    /// Where the template came from (a file path or [`GGUF_CONTEXT`]).
+    /// What logs and reports call it (a file path or [`GGUF_CONTEXT`]).
+    name: String,
+    /// Where the template came from, for errors (a file path).
     context: String,
     bos_token: String,
     eos_token: String,
@@ -117,12 +119,25 @@ impl ChatTemplate {
         eos_token: &str,
         context: &str,
     ) -> Result<Self> {
+        Self::jinja(source, bos_token, eos_token, context, context)
+    }
+
+    /// [`ChatTemplate::from_jinja`] with a short `name` apart from the
+    /// `context` that errors give.
+    fn jinja(
+        source: &str,
+        bos_token: &str,
+        eos_token: &str,
+        name: &str,
+        context: &str,
+    ) -> Result<Self> {
         let mut env = Environment::new();
         // transformers: ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True);
         // Jinja2's keep_trailing_newline defaults to False, as does minijinja's.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
+        env.set_fuel(Some(super::TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
@@ -132,6 +147,7 @@ impl ChatTemplate {
         Ok(ChatTemplate {
             kind: Kind::Jinja(Box::new(JinjaTemplate {
                 env,
+                name: name.to_owned(),
                 context: context.to_owned(),
                 bos_token: bos_token.to_owned(),
                 eos_token: eos_token.to_owned(),
@@ -185,14 +201,18 @@ impl ChatTemplate {
     /// The template stored in GGUF metadata (`tokenizer.chat_template`), with
     /// BOS/EOS strings looked up from `tokenizer.ggml.tokens` and the
     /// `tokenizer.ggml.{bos,eos}_token_id` keys. `Ok(None)` when the file has
-    /// no template.
-    pub fn from_gguf(content: &candle_core::quantized::gguf_file::Content) -> Result<Option<Self>> {
+    /// no template. Errors name `path`, the GGUF file.
+    pub fn from_gguf(
+        content: &candle_core::quantized::gguf_file::Content,
+        path: &Path,
+    ) -> Result<Option<Self>> {
         let Some(value) = content.metadata.get("tokenizer.chat_template") else {
             return Ok(None);
         };
-        let source = value.to_string().map_err(|e| Error::Template {
-            context: GGUF_CONTEXT.to_owned(),
-            message: format!("not a string: {e}"),
+        let context = format!("{} ({GGUF_CONTEXT})", path.display());
+        let source = value.to_string().map_err(|_| Error::Template {
+            context: context.clone(),
+            message: "not a string".into(),
         })?;
         let token = |key: &str| -> String {
             let tokens = content
@@ -211,7 +231,7 @@ impl ChatTemplate {
         };
         let bos = token("tokenizer.ggml.bos_token_id");
         let eos = token("tokenizer.ggml.eos_token_id");
-        Self::from_jinja(source, &bos, &eos, GGUF_CONTEXT).map(Some)
+        Self::jinja(source, &bos, &eos, GGUF_CONTEXT, &context).map(Some)
     }
 
     /// Render a conversation. With `add_generation_prompt`, the result ends
@@ -246,7 +266,7 @@ impl ChatTemplate {
     pub fn name(&self) -> &str {
         match &self.kind {
             Kind::Llama3 => "llama3 (built-in)",
-            Kind::Jinja(t) => &t.context,
+            Kind::Jinja(t) => &t.name,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `sqlagent adapt`: from a database to a tuned adapter and a report of base
 //! vs adapter, in one run ([`crate::tune::adapt`]).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::args::AdaptArgs;
 use super::output;
@@ -12,7 +12,9 @@ use crate::tune::TuneOptions;
 /// Runs `sqlagent adapt`.
 pub fn adapt(args: AdaptArgs) -> Result<()> {
     if !args.model.adapters.is_empty() {
-        bail!("--adapter: adapt tunes a new adapter on the base model; it does not start from one");
+        usage_bail!(
+            "--adapter: adapt tunes a new adapter on the base model; it does not start from one"
+        );
     }
     let budget = (args.schema_budget > 0).then_some(args.schema_budget);
     let plan = AdaptPlan {
@@ -67,6 +69,14 @@ pub fn adapt(args: AdaptArgs) -> Result<()> {
     });
     bar.finish_and_clear();
     let report = report.map_err(flag_names)?;
+    if args.format == super::args::Format::Json {
+        let obj = serde_json::json!({
+            "adapter": args.out, "train_pairs": report.train_pairs,
+            "held_out_pairs": report.held_out_pairs, "report": args.out.join("report.md"),
+        });
+        outln!("{obj}");
+        return Ok(());
+    }
     outln!("adapter written to {}", args.out.display());
     outln!(
         "pairs: {} to train on, {} held out",

@@ -152,8 +152,17 @@ impl Command {
             Command::Models(a) => a.format,
             Command::Schema(a) => a.format,
             Command::Bench(a) => a.format,
-            Command::Eval(a) => a.format,
-            _ => return false,
+            Command::Eval(a) => match &a.command {
+                Some(EvalCommand::Compare(c)) => c.format,
+                _ => a.format,
+            },
+            Command::Import(a) => a.format,
+            Command::DemoDb(a) => a.format,
+            Command::Grammar(a) => a.format,
+            Command::Synth(a) => a.format,
+            Command::Tune(a) => a.format,
+            Command::Adapt(a) => a.format,
+            Command::Serve(a) => a.format,
         };
         format == Format::Json
     }
@@ -508,6 +517,9 @@ pub struct ChatArgs {
 /// `sqlagent serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Output format (json: the result, or the error, as one object on stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
     /// A database to serve, as NAME=FILE (or FILE, named after its file
     /// stem); repeat to serve several. Opened read-only.
     #[arg(long = "db", value_name = "[NAME=]FILE", required = true)]
@@ -585,6 +597,9 @@ pub struct SchemaArgs {
 /// `sqlagent grammar`.
 #[derive(Debug, Args)]
 pub struct GrammarArgs {
+    /// Output format (json: the result, or the error, as one object on stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
     /// The SQLite database whose schema the grammar names.
     #[arg(long, env = "SQLAGENT_DB")]
     pub db: PathBuf,
@@ -663,6 +678,9 @@ pub enum EvalCommand {
 /// `sqlagent eval compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
+    /// Output format (json: the result, or the error, as one object on stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
     /// Two or more report.json files (or --out directories holding one).
     #[arg(required = true, num_args = 2..)]
     pub reports: Vec<PathBuf>,
@@ -766,6 +784,9 @@ pub struct EvalArgs {
 /// `sqlagent import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
+    /// Output format (json: the result, or the error, as one object on stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
     /// The CSV file (first line: column names).
     pub csv: PathBuf,
     /// The database to write (created if missing).
@@ -782,6 +803,9 @@ pub struct ImportArgs {
 /// `sqlagent demo-db`.
 #[derive(Debug, Args)]
 pub struct DemoDbArgs {
+    /// Output format (json: the result, or the error, as one object on stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
     /// Where to write the database.
     #[arg(long, default_value = "data/music.db")]
     pub out: PathBuf,
@@ -906,6 +930,9 @@ impl ExecArgs {
 /// `sqlagent tune`.
 #[derive(Debug, Args)]
 pub struct TuneArgs {
+    /// Output format (json: the result, or the error, as one object on stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
     /// Training pairs: JSONL with "question", "sql" and optional "db"
     /// (relative to the file).
     #[arg(long)]
@@ -1006,6 +1033,9 @@ pub struct RetrievalArgs {
 /// `sqlagent adapt`.
 #[derive(Debug, Args)]
 pub struct AdaptArgs {
+    /// Output format (json: the result, or the error, as one object on stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
     /// The database to adapt to (opened read-only).
     #[arg(long, env = "SQLAGENT_DB")]
     pub db: PathBuf,
@@ -1088,6 +1118,9 @@ pub enum TuneBackend {
 /// `sqlagent synth`.
 #[derive(Debug, Args)]
 pub struct SynthArgs {
+    /// Output format (json: the result, or the error, as one object on stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
     /// The database to write pairs for (opened read-only).
     #[arg(long, env = "SQLAGENT_DB")]
     pub db: PathBuf,

@@ -238,6 +238,8 @@ fn bench_forward(path: &std::path::Path, args: &BenchArgs) -> Result<()> {
     let runs = engine.measure_forward(&ids, args.decode_steps, args.runs);
     spinner.finish_and_clear();
     let runs = runs?;
+    // Before the bandwidth measurement, whose buffer is not the model's.
+    let peak = crate::machine::peak_rss_mb();
     let prefill = Spread::of(runs.iter().map(|r| r.prefill_tokens_per_s())).median;
     let decode = Spread::of(runs.iter().map(|r| r.decode_tokens_per_s())).median;
     let step_median = Spread::of(runs.iter().flat_map(|r| r.step_ms.iter().copied())).median;
@@ -261,6 +263,7 @@ fn bench_forward(path: &std::path::Path, args: &BenchArgs) -> Result<()> {
                 "prefill_tokens_per_s": prefill,
                 "decode_tokens_per_s": decode,
                 "decode_step_ms_median": step_median,
+                "peak_rss_mb": peak,
                 "runs": runs,
             }))?
         ),
@@ -280,6 +283,9 @@ fn bench_forward(path: &std::path::Path, args: &BenchArgs) -> Result<()> {
                 args.decode_steps,
                 MemoryBound::note(bound, decode)
             );
+            if let Some(mb) = peak {
+                outln!("memory   {mb:.0} MB peak resident");
+            }
         }
     }
     Ok(())

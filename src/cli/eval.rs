@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::args::{CompareArgs, EvalArgs, EvalCommand, Format, SetFormat};
 use super::output;
@@ -26,7 +26,7 @@ fn hosted_writer(
     sampling: &crate::generate::SamplingParams,
 ) -> Result<(HostedWriter, String)> {
     let Some(name) = &args.hosted_model else {
-        bail!("--hosted needs --hosted-model (the model name the endpoint serves)");
+        usage_bail!("--hosted needs --hosted-model (the model name the endpoint serves)");
     };
     let api_key = std::env::var(&args.hosted_key_env)
         .ok()
@@ -70,7 +70,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         let path = match (&items[i].db, &args.db) {
             (Some(p), _) => p.clone(),
             (None, Some(p)) => p.clone(),
-            (None, None) => bail!(
+            (None, None) => usage_bail!(
                 "{}: item {} ({:?}) has no \"db\"; pass --db",
                 set.display(),
                 i + 1,
@@ -98,7 +98,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let (engine, hosted, model, fingerprint, grammar_name) = match &args.hosted {
         Some(url) => {
             if !args.model.adapters.is_empty() {
-                bail!("--adapter applies to the local model, not to --hosted ones");
+                usage_bail!("--adapter applies to the local model, not to --hosted ones");
             }
             let hosted = hosted_writer(&args, url, &prompt, &sampling)?;
             let model = format!("{} @ {}", hosted.1, hosted.0.client.endpoint());
@@ -265,7 +265,7 @@ fn read_set(args: &EvalArgs, set: &Path) -> Result<Vec<SetItem>> {
         return Ok(load_set(set)?);
     }
     let Some(dir) = &args.db_dir else {
-        bail!(
+        usage_bail!(
             "{} is a Spider-format set; pass --db-dir (the directory holding <db_id>/<db_id>.sqlite)",
             set.display()
         );
@@ -289,6 +289,34 @@ fn compare(args: &CompareArgs) -> Result<()> {
             .with_context(|| format!("{} is not an eval report", file.display()))?;
         names.push(path.display().to_string());
         reports.push(report);
+    }
+    if args.format == Format::Json {
+        let runs: Vec<serde_json::Value> = names
+            .iter()
+            .zip(&reports)
+            .map(|(name, r)| {
+                serde_json::json!({
+                    "run": name, "model": r.config.model, "prompt": r.config.prompt,
+                    "grammar": r.config.grammar, "items": r.summary.items,
+                    "valid_sql_pct": r.summary.valid_sql_pct,
+                    "execution_accuracy_pct": r.summary.execution_accuracy_pct,
+                })
+            })
+            .collect();
+        let pairs: Vec<serde_json::Value> = compare_runs(&reports)
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "a": names[p.a], "b": names[p.b], "common": p.common,
+                    "only_a": p.only_a, "only_b": p.only_b, "p_value": p.p_value,
+                })
+            })
+            .collect();
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"runs": runs, "pairs": pairs}))?
+        );
+        return Ok(());
     }
     outln!("| run | model | prompt | grammar | items | valid SQL % | correct % |");
     outln!("|---|---|---|---|---|---|---|");

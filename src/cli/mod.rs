@@ -11,6 +11,14 @@ macro_rules! outln {
     }};
 }
 
+/// `bail!` for a command line that cannot run as given (flags that clash,
+/// or that a value needs): exit code 2, as for clap's own parse errors.
+macro_rules! usage_bail {
+    ($($arg:tt)*) => {
+        return Err($crate::cli::UsageError(format!($($arg)*)).into())
+    };
+}
+
 mod adapt;
 pub mod args;
 mod bench;
@@ -32,6 +40,38 @@ use args::{
     AskArgs, Cli, Command, DemoDbArgs, Format, GrammarArgs, ImportArgs, ModelsArgs, SchemaArgs,
 };
 
+/// A command line that cannot run as given (see `usage_bail!`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Parses the command line, exiting on help, version or a parse error as
+/// clap does — except that under `--format json` a parse error is the JSON
+/// error object on stdout (kind `usage`, exit code 2).
+pub fn parse_or_exit() -> Cli {
+    use clap::Parser as _;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && json_requested(std::env::args()) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+            let _ = output::print_error_json(&UsageError(message).into());
+            std::process::exit(2);
+        }
+        Err(e) => e.exit(),
+    }
+}
+
+/// Whether the arguments ask for `--format json`.
+fn json_requested(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    args.iter().any(|a| a == "--format=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--format" && w[1] == "json")
+}
+
 /// Runs the parsed command line. Under `--format json` a failure is also
 /// printed as one JSON object on stdout ([`output::print_error_json`]).
 pub fn run(cli: Cli) -> Result<()> {
@@ -49,6 +89,9 @@ pub fn run(cli: Cli) -> Result<()> {
 /// cannot be loaded, 4 no usable SQL (or running it failed), 1 anything
 /// else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.is::<UsageError>() {
+        return 2;
+    }
     let class = match e.downcast_ref::<AnswerFailed>() {
         Some(failed) => Some(failed.class),
         None => e
@@ -183,7 +226,7 @@ pub(crate) fn with_retrieval(
         (None, Some(dir)) => {
             let file = dir.join(crate::tune::TRAINING_PAIRS_FILE);
             if !file.is_file() {
-                anyhow::bail!(
+                usage_bail!(
                     "--retrieve: the adapter in {} does not carry its training pairs ({}); pass --examples FILE.jsonl",
                     dir.display(),
                     crate::tune::TRAINING_PAIRS_FILE
@@ -283,8 +326,11 @@ fn schema(args: SchemaArgs) -> Result<()> {
 fn grammar(args: GrammarArgs) -> Result<()> {
     let db = Database::open(&args.db)?;
     let schema = db.schema()?;
-    if let Some(lark) = crate::grammar::lark::lark_grammar(&schema, &args.grammar.to_options()?) {
-        outln!("{}", lark.trim_end());
+    let lark = crate::grammar::lark::lark_grammar(&schema, &args.grammar.to_options()?);
+    match (args.format, lark) {
+        (Format::Json, lark) => outln!("{}", serde_json::json!({ "grammar": lark })),
+        (Format::Text, Some(lark)) => outln!("{}", lark.trim_end()),
+        (Format::Text, None) => {}
     }
     Ok(())
 }
@@ -305,6 +351,18 @@ fn import(args: ImportArgs) -> Result<()> {
         }
         other => other,
     })?;
+    if args.format == Format::Json {
+        let columns: Vec<serde_json::Value> = report
+            .columns
+            .iter()
+            .map(|(name, ty)| serde_json::json!({"name": name, "type": ty}))
+            .collect();
+        let obj = serde_json::json!({
+            "db": args.db, "table": report.table, "rows": report.rows, "columns": columns,
+        });
+        outln!("{obj}");
+        return Ok(());
+    }
     let columns: Vec<String> = report
         .columns
         .iter()
@@ -323,6 +381,10 @@ fn import(args: ImportArgs) -> Result<()> {
 fn demo_db(args: DemoDbArgs) -> Result<()> {
     let report = sql::build_demo_db(&args.out)
         .with_context(|| format!("building the demo database at {}", args.out.display()))?;
+    if args.format == Format::Json {
+        outln!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
     let tables: Vec<String> = report
         .tables
         .iter()

@@ -43,7 +43,11 @@ pub fn progress(len: u64) -> ProgressBar {
 /// `"error"`).
 pub fn print_error_json(e: &anyhow::Error) -> Result<()> {
     let library = e.chain().find_map(|c| c.downcast_ref::<crate::Error>());
-    let kind = library.map_or("error", crate::Error::kind);
+    let kind = if e.is::<super::UsageError>() {
+        "usage"
+    } else {
+        library.map_or("error", crate::Error::kind)
+    };
     let mut obj = json!({"error": {"message": format!("{e:#}"), "kind": kind}});
     if let Some(path) = library.and_then(crate::Error::path) {
         obj["error"]["path"] = json!(path.display().to_string());

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::args::ServeArgs;
 use crate::agent::{AskOptions, Engine};
@@ -24,7 +24,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             let key = std::env::var(var).ok().filter(|k| !k.trim().is_empty());
             match key {
                 Some(k) => Some(k.trim().to_string()),
-                None => bail!("--api-key-env {var}: {var} is not set (put the key in the environment or .env)"),
+                None => usage_bail!("--api-key-env {var}: {var} is not set (put the key in the environment or .env)"),
             }
         }
         None => None,
@@ -56,7 +56,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         (cores / 2).clamp(1, 4)
     });
     if workers == 0 {
-        bail!("--parallel must be at least 1");
+        usage_bail!("--parallel must be at least 1");
     }
     let options = ServeOptions {
         host: args.host.clone(),
@@ -139,7 +139,7 @@ fn database_spec(spec: &str) -> Result<(String, PathBuf)> {
         }
     };
     if name.is_empty() || file.as_os_str().is_empty() {
-        bail!("--db {spec:?}: give NAME=FILE or a FILE");
+        usage_bail!("--db {spec:?}: give NAME=FILE or a FILE");
     }
     Ok((name, file))
 }

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rand::SeedableRng;
 
-use super::args::SynthArgs;
+use super::args::{Format, SynthArgs};
 use crate::agent::AskOptions;
 use crate::eval::load_set;
 use crate::grammar::GrammarOptions;
@@ -17,13 +17,13 @@ use crate::synth::{filter_for, model, template_pairs, Filter, SynthPair};
 /// Runs `sqlagent synth`.
 pub fn synth(args: SynthArgs) -> Result<()> {
     if args.count == 0 {
-        bail!("-n must be at least 1");
+        usage_bail!("-n must be at least 1");
     }
     if args.from_model > 0 && args.seed_set.is_none() {
-        bail!("--from-model needs --seed-set (questions to show the model)");
+        usage_bail!("--from-model needs --seed-set (questions to show the model)");
     }
     if args.out.exists() && !args.force {
-        bail!("{} exists; pass --force to replace it", args.out.display());
+        usage_bail!("{} exists; pass --force to replace it", args.out.display());
     }
     let db = Database::open(&args.db)?;
     let schema = db.schema()?;
@@ -39,7 +39,7 @@ pub fn synth(args: SynthArgs) -> Result<()> {
         );
     }
     if args.from_model > args.count {
-        bail!(
+        usage_bail!(
             "--from-model {} is more than -n {}",
             args.from_model,
             args.count
@@ -64,6 +64,19 @@ pub fn synth(args: SynthArgs) -> Result<()> {
     std::fs::write(&args.out, text).with_context(|| format!("writing {}", args.out.display()))?;
 
     let rejected: usize = filter.rejected.values().sum();
+    if args.format == Format::Json {
+        let reasons: serde_json::Map<String, serde_json::Value> = filter
+            .rejected
+            .iter()
+            .map(|(reason, n)| (reason.name().to_string(), serde_json::json!(n)))
+            .collect();
+        let obj = serde_json::json!({
+            "out": args.out, "kept": kept.len(), "candidates": kept.len() + rejected,
+            "rejected": reasons, "kept_by_template": by_template,
+        });
+        outln!("{obj}");
+        return Ok(());
+    }
     outln!(
         "kept {} of {} candidates into {} ({} rejected)",
         kept.len(),
@@ -96,14 +109,14 @@ fn from_model(
     rng: &mut rand::rngs::StdRng,
 ) -> Result<Vec<serde_json::Value>> {
     let Some(seed_set) = &args.seed_set else {
-        bail!("--from-model needs --seed-set (questions to show the model)");
+        usage_bail!("--from-model needs --seed-set (questions to show the model)");
     };
     let seeds: Vec<String> = load_set(seed_set)?
         .into_iter()
         .map(|i| i.question)
         .collect();
     if seeds.is_empty() {
-        bail!("{}: no seed questions", seed_set.display());
+        usage_bail!("{}: no seed questions", seed_set.display());
     }
     let (engine, adapter) = args.model.load_engine()?;
     let handle = engine.database(db.path(), &GrammarOptions::default())?;

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use super::args::{TuneArgs, TuneBackend};
+use super::args::{Format, TuneArgs, TuneBackend};
 use super::output;
 use crate::chat::PromptSpec;
 use crate::eval::file_sha256;
@@ -18,7 +18,9 @@ pub fn tune(args: TuneArgs) -> Result<()> {
         return lamini(&args);
     }
     if !args.model.adapters.is_empty() {
-        bail!("--adapter: tune trains a new adapter on the base model; it does not start from one");
+        usage_bail!(
+            "--adapter: tune trains a new adapter on the base model; it does not start from one"
+        );
     }
     let pairs = pairs_with_databases(&args.train, args.db.as_deref())?;
     let prompt = PromptSpec::load(&args.prompt)?.with_schema_budget(args.schema_budget);
@@ -72,6 +74,15 @@ pub fn tune(args: TuneArgs) -> Result<()> {
     let report = report?;
 
     let state = &report.state;
+    if args.format == Format::Json {
+        let obj = serde_json::json!({
+            "adapter": args.out, "train": report.train, "validation": report.validation,
+            "skipped": report.skipped, "tokens": state.tokens, "seconds": state.seconds,
+            "record": args.out.join("training.json"),
+        });
+        outln!("{obj}");
+        return Ok(());
+    }
     outln!("adapter written to {}", args.out.display());
     outln!(
         "pairs: {} train, {} validation, {} skipped (longer than {} tokens)",
@@ -124,13 +135,13 @@ fn lamini(args: &TuneArgs) -> Result<()> {
             .with_context(|| format!("--resume: {} is not a job record", record_path.display()))?
     } else {
         if record_path.exists() {
-            bail!(
+            usage_bail!(
                 "{} records a job already: follow it with --resume, or choose another --out",
                 record_path.display()
             );
         }
         if args.schema_budget.is_some() {
-            bail!("--schema-budget applies to local tuning only (the hosted job renders whole schemas)");
+            usage_bail!("--schema-budget applies to local tuning only (the hosted job renders whole schemas)");
         }
         let prompt = PromptSpec::load(&args.prompt)?;
         let pairs = render_pairs(
@@ -143,7 +154,7 @@ fn lamini(args: &TuneArgs) -> Result<()> {
             None => serde_json::json!({}),
         };
         if !finetune_args.is_object() {
-            bail!("--lamini-args must be a JSON object");
+            usage_bail!("--lamini-args must be a JSON object");
         }
         let job = client.submit(&args.lamini_model, &pairs, &finetune_args)?;
         let record = serde_json::json!({
@@ -199,6 +210,13 @@ fn lamini(args: &TuneArgs) -> Result<()> {
     record["model_name"] = serde_json::json!(status.model_name);
     write_record(&record_path, &record)?;
     let name = status.model_name.unwrap_or_default();
+    if args.format == Format::Json {
+        let obj = serde_json::json!({
+            "job_id": job_id, "status": status.status, "model_name": name, "record": record_path,
+        });
+        outln!("{obj}");
+        return Ok(());
+    }
     outln!("job {job_id} {}: tuned model {name:?}", status.status);
     outln!("recorded in {}", record_path.display());
     outln!(

@@ -166,7 +166,7 @@ fn parse_name(name: &str) -> Result<(String, Factor), AdapterError> {
     }
     if path.contains("lora_embedding") || path.contains("lora_magnitude") {
         return Err(AdapterError::Unsupported(format!(
-            "tensor {name} (embedding adapters and DoRA)"
+            "adapter_model.safetensors: tensor {name} (embedding adapters and DoRA)"
         )));
     }
     Err(AdapterError::Tensors(format!(
@@ -251,7 +251,7 @@ fn deltas_from_tensors(
                 })
             }
         };
-        let (rank, inputs) = (a.dims()[0], a.dims()[1]);
+        let rank = a.dims()[0];
         if rank > MAX_RANK {
             return Err(AdapterError::RankTooHigh {
                 module,
@@ -261,10 +261,10 @@ fn deltas_from_tensors(
         }
         let want = config.rank_of(&module);
         if rank != want {
-            return Err(AdapterError::ShapeMismatch {
-                tensor: format!("{module}.lora_A.weight"),
-                expected: vec![want, inputs],
-                found: a.dims().to_vec(),
+            return Err(AdapterError::RankDiffers {
+                module,
+                rank,
+                configured: want,
             });
         }
         if b.dims()[1] != rank {

@@ -82,7 +82,7 @@ impl AdapterConfig {
     fn validate(&self) -> Result<(), AdapterError> {
         if !self.peft_type.eq_ignore_ascii_case("lora") {
             return Err(AdapterError::Unsupported(format!(
-                "peft_type {:?} (only LORA adapters)",
+                "adapter_config.json: peft_type {:?} (only LORA adapters)",
                 self.peft_type
             )));
         }
@@ -93,27 +93,29 @@ impl AdapterConfig {
             return Err(AdapterError::Config("lora_alpha must be a number".into()));
         }
         if self.use_dora {
-            return Err(AdapterError::Unsupported("use_dora (DoRA adapters)".into()));
+            return Err(AdapterError::Unsupported(
+                "adapter_config.json: use_dora (DoRA adapters)".into(),
+            ));
         }
         if self.bias != "none" {
             return Err(AdapterError::Unsupported(format!(
-                "bias {:?} (only \"none\")",
+                "adapter_config.json: bias {:?} (only \"none\")",
                 self.bias
             )));
         }
         if let Some(m) = self.modules_to_save.as_ref().filter(|m| !m.is_empty()) {
             return Err(AdapterError::Unsupported(format!(
-                "modules_to_save {m:?} (fully trained modules)"
+                "adapter_config.json: modules_to_save {m:?} (fully trained modules)"
             )));
         }
         if let Some(TargetModules::Names(names)) = &self.target_modules {
             for name in names {
                 let last = name.rsplit('.').next().unwrap_or(name);
                 if !LLAMA_MODULES.contains(&last) {
-                    return Err(AdapterError::UnknownTargetModule {
-                        module: name.clone(),
-                        known: LLAMA_MODULES.join(", "),
-                    });
+                    return Err(AdapterError::Config(format!(
+                        "target_modules names {name:?}, which a Llama does not have (it has: {})",
+                        LLAMA_MODULES.join(", ")
+                    )));
                 }
             }
         }

@@ -41,7 +41,7 @@ pub enum AdapterError {
     #[error("unsupported: {0}")]
     Unsupported(String),
     /// The tensors name a module the model does not have.
-    #[error("unknown target module {module:?} (this model's adapters may target: {known})")]
+    #[error("adapter_model.safetensors: unknown target module {module:?} (this model's adapters may target: {known})")]
     UnknownTargetModule {
         /// The module path from the tensor name.
         module: String,
@@ -49,7 +49,7 @@ pub enum AdapterError {
         known: String,
     },
     /// A tensor's shape does not fit its module or its partner.
-    #[error("{tensor}: shape {found:?}, expected {expected:?}")]
+    #[error("adapter_model.safetensors: {tensor}: shape {found:?}, expected {expected:?}")]
     ShapeMismatch {
         /// The tensor name.
         tensor: String,
@@ -59,7 +59,7 @@ pub enum AdapterError {
         found: Vec<usize>,
     },
     /// The rank is above [`MAX_RANK`].
-    #[error("rank {rank} of {module} is above the limit of {limit}")]
+    #[error("adapter_model.safetensors: rank {rank} of {module} is above the limit of {limit}")]
     RankTooHigh {
         /// The module.
         module: String,
@@ -69,7 +69,7 @@ pub enum AdapterError {
         limit: usize,
     },
     /// A module has `lora_A` without `lora_B` or the reverse.
-    #[error("{module} has {present} but no {missing}")]
+    #[error("adapter_model.safetensors: {module} has {present} but no {missing}")]
     Unpaired {
         /// The module.
         module: String,
@@ -77,6 +77,17 @@ pub enum AdapterError {
         present: &'static str,
         /// The factor missing.
         missing: &'static str,
+    },
+    /// A module's rank in the tensors is not the one the configuration
+    /// gives it.
+    #[error("adapter_model.safetensors: {module} has rank {rank}, but adapter_config.json gives it rank {configured}")]
+    RankDiffers {
+        /// The module.
+        module: String,
+        /// Its rank in the tensors.
+        rank: usize,
+        /// Its rank in the configuration.
+        configured: usize,
     },
     /// The safetensors file could not be read.
     #[error("adapter_model.safetensors: {0}")]

@@ -217,7 +217,7 @@ fn safetensors_dir(dir: &Path, name: String, origin: &'static str) -> LocalModel
 pub fn safetensors_elements(path: &Path) -> std::result::Result<u64, String> {
     let mut by_type = BTreeMap::new();
     safetensors_types(path, &mut by_type)?;
-    Ok(by_type.values().sum())
+    Ok(by_type.values().fold(0, |all, n| all.saturating_add(*n)))
 }
 
 /// Adds the element count of each dtype in a safetensors file's header.
@@ -246,11 +246,21 @@ fn safetensors_types(
             continue;
         }
         let dtype = info["dtype"].as_str().unwrap_or("?").to_lowercase();
-        let count: u64 = info["shape"]
+        let shape = &info["shape"];
+        let sizes = shape
             .as_array()
-            .map(|s| s.iter().filter_map(|d| d.as_u64()).product())
-            .unwrap_or(0);
-        *by_type.entry(dtype).or_default() += count;
+            .ok_or_else(|| format!("tensor {name} has no shape"))?;
+        let mut count: u64 = 1;
+        for size in sizes {
+            count = size
+                .as_u64()
+                .and_then(|d| count.checked_mul(d))
+                .ok_or_else(|| {
+                    format!("tensor {name}: shape {shape} is not a list of sizes a file can hold")
+                })?;
+        }
+        let total = by_type.entry(dtype).or_default();
+        *total = total.saturating_add(count);
     }
     Ok(())
 }
@@ -258,6 +268,22 @@ fn safetensors_types(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shape_too_big_to_count_is_a_problem_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("model.safetensors");
+        let header = format!(
+            r#"{{"w":{{"dtype":"F32","shape":[{0},{0},{0}],"data_offsets":[0,4]}}}}"#,
+            u64::MAX / 2
+        );
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0u8; 4]);
+        std::fs::write(&path, &bytes).unwrap();
+        let why = safetensors_elements(&path).unwrap_err();
+        assert!(why.contains("tensor w: shape"), "{why}");
+    }
 
     #[test]
     fn a_hub_cache_and_a_folder_are_listed_with_what_keeps_a_model_from_loading() {

@@ -14,6 +14,14 @@ use crate::error::{Error, Result};
 /// model advertises (Llama 3.1 advertises 131,072). 16 MiB of tables at most.
 pub const MAX_CONTEXT: usize = 32_768;
 
+/// The largest attention head a configuration may give (models use 64-256;
+/// RoPE tables for [`MAX_CONTEXT`] positions then take 64 MiB at most).
+const MAX_HEAD_DIM: usize = 512;
+
+/// The most elements one weight of a configuration may have (2^40: far
+/// beyond any model, far below an overflow).
+const MAX_TENSOR_ELEMENTS: usize = 1 << 40;
+
 /// `rope_scaling` as written in `config.json`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct RawRopeScaling {
@@ -314,6 +322,46 @@ impl Config {
         for (name, v) in sizes {
             if v == 0 {
                 return Err(format!("{name} must be positive"));
+            }
+        }
+        // Products the weights and tables are made of: an absurd size is
+        // a broken file, not a model (and must not reach an allocation).
+        if self.head_dim > MAX_HEAD_DIM {
+            return Err(format!(
+                "head_dim ({}) is above {MAX_HEAD_DIM}",
+                self.head_dim
+            ));
+        }
+        let products = [
+            (
+                "num_attention_heads x head_dim",
+                self.num_heads,
+                self.head_dim,
+            ),
+            (
+                "num_key_value_heads x head_dim",
+                self.num_kv_heads,
+                self.head_dim,
+            ),
+            (
+                "vocab_size x hidden_size",
+                self.vocab_size,
+                self.hidden_size,
+            ),
+            (
+                "intermediate_size x hidden_size",
+                self.intermediate_size,
+                self.hidden_size,
+            ),
+            (
+                "num_hidden_layers x hidden_size",
+                self.num_layers,
+                self.hidden_size,
+            ),
+        ];
+        for (name, a, b) in products {
+            if a.checked_mul(b).is_none_or(|n| n > MAX_TENSOR_ELEMENTS) {
+                return Err(format!("{name} ({a} x {b}) is more than a model holds"));
             }
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {

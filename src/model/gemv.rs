@@ -1,6 +1,18 @@
-//! Decode-time matrix-vector products, as a candle custom op, for the GGUF
-//! types where candle's CPU kernels are the bottleneck: Q8_0, Q4_1 and
-//! Q4_K weights.
+//! Quantized matrix products, as a candle custom op, for the GGUF types
+//! where candle's CPU kernels are the bottleneck at decode: Q8_0, Q4_1,
+//! Q4_K and Q6_K weights.
+//!
+//! The tiles are the weight's only copy in memory (see
+//! [`PackedBlocks::to_qtensor`] for the way back to GGUF blocks), so they
+//! also multiply prompts: four activation rows a pass, each weight vector
+//! loaded once for the four. Holding the file's blocks for candle's
+//! quantized GEMM beside them, and candle's own repacked tiles, which it
+//! builds on a prompt's first pass, kept three copies: peak resident memory
+//! of `sqlagent --threads 2 bench --model llama3.2-1b-Q8_0.gguf --prompt-ids
+//! IDS` (the shaped GGUF, 256 ids, `/usr/bin/time`) went from 4.6 to 2.3 GB
+//! with prefill at the same speed (284 against 288 tokens/s, one run each on
+//! one machine), and to 2.0 GB with the tied embeddings read from the
+//! head's tiles (see `EmbeddingTable::TiedToHead`).
 //!
 //! candle's repacked x86 kernels quantize activations in 256-value blocks,
 //! so they skip such layers (every projection of SmolLM2, hidden size 576)
@@ -32,10 +44,11 @@
 //! tiles (the Llama-3.2-1B shape, Q8_0, 2 threads: 42 against 33 tokens/s
 //! a decode step).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{CpuStorage, Layout, Shape};
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::{CpuStorage, Device, Layout, Shape};
 use half::f16;
 
 /// Rows interleaved per tile: one 512-bit register of i32 sums.
@@ -346,6 +359,158 @@ impl PackedBlocks {
             tiles: Tiles::Q6K(Arc::new(tiles)),
         })
     }
+
+    /// The GGML type the tiles were packed from.
+    pub fn dtype(&self) -> GgmlDType {
+        match self.tiles {
+            Tiles::Q8_0(_) => GgmlDType::Q8_0,
+            Tiles::Q4_1(_) => GgmlDType::Q4_1,
+            Tiles::Q4K(_) => GgmlDType::Q4K,
+            Tiles::Q6K(_) => GgmlDType::Q6K,
+        }
+    }
+
+    /// Bytes of the tiles (what a decode step reads).
+    pub fn size_in_bytes(&self) -> usize {
+        let (len, size) = match &self.tiles {
+            Tiles::Q8_0(t) => (t.len(), size_of::<Tile>()),
+            Tiles::Q4_1(t) => (t.len(), size_of::<Tile41>()),
+            Tiles::Q4K(t) => (t.len(), size_of::<TileQ4K>()),
+            Tiles::Q6K(t) => (t.len(), size_of::<TileQ6K>()),
+        };
+        len * size
+    }
+
+    /// The GGUF weight these tiles were packed from, rebuilt exactly
+    /// (every field of a block is kept, the Q8_0 scale widened from f16 to
+    /// f32 and back without loss): what dequantizing, merging an adapter or
+    /// any kernel other than this one reads, so the tiles can be the
+    /// weight's only copy.
+    pub fn to_qtensor(&self) -> candle_core::Result<QTensor> {
+        self.rows_as_qtensor(&(0..self.n).collect::<Vec<_>>())
+    }
+
+    /// Rows `ids` of the weight, dequantized: `(ids.len(), k)` f32, as an
+    /// embedding lookup reads them.
+    pub fn rows(&self, ids: &[usize]) -> candle_core::Result<candle_core::Tensor> {
+        self.rows_as_qtensor(ids)?.dequantize(&Device::Cpu)
+    }
+
+    /// Rows `ids` of the weight as GGUF blocks.
+    fn rows_as_qtensor(&self, ids: &[usize]) -> candle_core::Result<QTensor> {
+        let dtype = self.dtype();
+        let (block, block_bytes) = (dtype.block_size(), dtype.type_size());
+        let kb = self.k / block;
+        let row_bytes = kb * block_bytes;
+        let mut data = vec![0u8; ids.len() * row_bytes];
+        for (&id, out) in ids.iter().zip(data.chunks_exact_mut(row_bytes)) {
+            if id >= self.n {
+                candle_core::bail!("row {id} of a weight of {} rows", self.n);
+            }
+            let (nt, r) = (id / TILE_ROWS, id % TILE_ROWS);
+            for (b, out) in out.chunks_exact_mut(block_bytes).enumerate() {
+                self.unpack_block(nt * kb + b, r, out);
+            }
+        }
+        let storage = QStorage::from_data(Cow::Owned(data), &Device::Cpu, dtype)?;
+        QTensor::new(storage, (ids.len(), self.k))
+    }
+
+    /// Writes row `r`'s GGUF block of tile `at` (the inverse of the
+    /// repacking functions).
+    fn unpack_block(&self, at: usize, r: usize, block: &mut [u8]) {
+        match &self.tiles {
+            Tiles::Q8_0(tiles) => {
+                let tile = &tiles[at];
+                block[..2].copy_from_slice(&f16::from_f32(tile.d[r]).to_le_bytes());
+                for i in 0..BLOCK {
+                    let (group, lane) = (i / 4, i % 4);
+                    let q = tile.qs[(group * TILE_ROWS + r) * 4 + lane] as i16 - 128;
+                    block[2 + i] = q as i8 as u8;
+                }
+            }
+            Tiles::Q4_1(tiles) => {
+                let tile = &tiles[at];
+                block[..2].copy_from_slice(&tile.d[r].to_le_bytes());
+                block[2..4].copy_from_slice(&tile.m[r].to_le_bytes());
+                for i in 0..BLOCK / 2 {
+                    let (lo, hi) = (nibble_of(&tile.qs, r, i), nibble_of(&tile.qs, r, i + 16));
+                    block[4 + i] = lo | (hi << 4);
+                }
+            }
+            Tiles::Q4K(tiles) => {
+                let tile = &tiles[at];
+                block[..2].copy_from_slice(&tile.d[r].to_le_bytes());
+                block[2..4].copy_from_slice(&tile.dmin[r].to_le_bytes());
+                let scales: [u8; SUBS] = std::array::from_fn(|sub| tile.scales[sub][r]);
+                let mins: [u8; SUBS] = std::array::from_fn(|sub| tile.mins[sub][r]);
+                block[4..16].copy_from_slice(&q4k_pack_scale_min(&scales, &mins));
+                for pair in 0..SUBS / 2 {
+                    for i in 0..BLOCK {
+                        let lo = nibble_of(&tile.qs[2 * pair], r, i);
+                        let hi = nibble_of(&tile.qs[2 * pair + 1], r, i);
+                        block[16 + pair * BLOCK + i] = lo | (hi << 4);
+                    }
+                }
+            }
+            Tiles::Q6K(tiles) => {
+                let tile = &tiles[at];
+                let mut q = [0u8; SUPER];
+                for sub in 0..SUBS {
+                    for (i, value) in q[sub * BLOCK..(sub + 1) * BLOCK].iter_mut().enumerate() {
+                        let (group, lane) = (i / 4, i % 4);
+                        let (half, g) = (group / 4, group % 4);
+                        let pair = (tile.hi[sub][half * 64 + r * 4 + lane] >> (2 * g)) & 3;
+                        *value = nibble_of(&tile.lo[sub], r, i) | (pair << 4);
+                    }
+                }
+                q6k_store_values(&q, block);
+                for (unit, scales) in tile.scales.iter().enumerate() {
+                    block[SUPER / 2 + SUPER / 4 + unit] = scales[r] as u8;
+                }
+                block[Q6_K_BYTES - 2..].copy_from_slice(&tile.d[r].to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Row `r`'s value `i` (`i < 32`) of a block written by [`interleave_nibbles`].
+fn nibble_of(qs: &[u8; BLOCK / 2 * TILE_ROWS], r: usize, i: usize) -> u8 {
+    let (pair, within) = (i / 8, i % 8);
+    let byte = qs[(pair * TILE_ROWS + r) * 4 + within % 4];
+    if within < 4 {
+        byte & 0x0F
+    } else {
+        byte >> 4
+    }
+}
+
+/// The 12 bytes of Q4_K sub-block scales and minimums that
+/// [`q4k_scale_min`] reads back as `scales[j]`, `mins[j]` (6 bits each).
+fn q4k_pack_scale_min(scales: &[u8; SUBS], mins: &[u8; SUBS]) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    for j in 0..4 {
+        out[j] = scales[j] | ((scales[j + 4] >> 4) << 6);
+        out[j + 4] = mins[j] | ((mins[j + 4] >> 4) << 6);
+        out[j + 8] = (scales[j + 4] & 0x0F) | ((mins[j + 4] & 0x0F) << 4);
+    }
+    out
+}
+
+/// The inverse of [`q6k_values`]: writes the 256 6-bit values into a
+/// block's low nibbles and high pairs.
+fn q6k_store_values(q: &[u8; SUPER], block: &mut [u8]) {
+    let (ql, qh) = block[..SUPER / 2 + SUPER / 4].split_at_mut(SUPER / 2);
+    for half in 0..2 {
+        let (ql, qh) = (&mut ql[half * 64..], &mut qh[half * 32..]);
+        for l in 0..32 {
+            let at = half * 128 + l;
+            let (a, b, c, d) = (q[at], q[at + 32], q[at + 64], q[at + 96]);
+            ql[l] = (a & 0x0F) | ((c & 0x0F) << 4);
+            ql[l + 32] = (b & 0x0F) | ((d & 0x0F) << 4);
+            qh[l] = (a >> 4) | ((b >> 4) << 2) | ((c >> 4) << 4) | ((d >> 4) << 6);
+        }
+    }
 }
 
 /// The 256 unsigned 6-bit values (`0..64`, 32 meaning zero) of one GGUF
@@ -468,34 +633,60 @@ fn quantize(x: &[f32]) -> Activations {
     a
 }
 
+/// Activation rows multiplied together against one row tile: each weight
+/// vector loaded serves this many rows (prefill), so the kernel is bound by
+/// its multiply-adds instead of its loads.
+const ROWS_AT_ONCE: usize = 4;
+
 /// `y = x Wᵀ` for `m` rows of `x` (`m × k`, row-major) into `y` (`m × n`).
 fn gemv(w: &PackedBlocks, x: &[f32], m: usize, y: &mut [f32]) {
     let (n, k) = (w.n, w.k);
     let acts: Vec<Activations> = x.chunks_exact(k).take(m).map(quantize).collect();
     let out = y.as_mut_ptr() as usize;
     let acts = &acts;
+    // SAFETY (both writes): each (row, tile) of `y` is written by exactly one unit.
+    let write = |row: usize, nt: usize, sums: &[f32; TILE_ROWS]| unsafe {
+        std::slice::from_raw_parts_mut((out as *mut f32).add(row * n + nt * TILE_ROWS), TILE_ROWS)
+            .copy_from_slice(sums)
+    };
     candle_core::utils::barrier_pool().execute_chunked(n / TILE_ROWS, |range| {
         for nt in range {
-            for (row, act) in acts.iter().enumerate() {
-                let mut sums = [0f32; TILE_ROWS];
-                tile_dot(w, nt, act, &mut sums);
-                // SAFETY: each (row, tile) of `y` is written by exactly one unit.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        (out as *mut f32).add(row * n + nt * TILE_ROWS),
-                        TILE_ROWS,
-                    )
-                };
-                dst.copy_from_slice(&sums);
+            let mut groups = acts.chunks_exact(ROWS_AT_ONCE);
+            for (g, group) in groups.by_ref().enumerate() {
+                let group: [&Activations; ROWS_AT_ONCE] = std::array::from_fn(|r| &group[r]);
+                let mut sums = [[0f32; TILE_ROWS]; ROWS_AT_ONCE];
+                tile_dots(w, nt, group, &mut sums);
+                for (r, sums) in sums.iter().enumerate() {
+                    write(g * ROWS_AT_ONCE + r, nt, sums);
+                }
+            }
+            let done = m - groups.remainder().len();
+            for (r, act) in groups.remainder().iter().enumerate() {
+                let mut sums = [[0f32; TILE_ROWS]; 1];
+                tile_dots(w, nt, [act], &mut sums);
+                write(done + r, nt, &sums[0]);
             }
         }
     });
 }
 
 /// The 16 dot products of row tile `nt` with one activation row.
+#[cfg(test)]
 fn tile_dot(w: &PackedBlocks, nt: usize, act: &Activations, out: &mut [f32; TILE_ROWS]) {
+    let mut sums = [[0f32; TILE_ROWS]; 1];
+    tile_dots(w, nt, [act], &mut sums);
+    *out = sums[0];
+}
+
+/// The 16 dot products of row tile `nt` with each of `R` activation rows.
+fn tile_dots<const R: usize>(
+    w: &PackedBlocks,
+    nt: usize,
+    acts: [&Activations; R],
+    out: &mut [[f32; TILE_ROWS]; R],
+) {
     /// Row tile `nt`'s `k / $block` tiles through the AVX-512 kernel where
-    /// the CPU runs it, else through the scalar one.
+    /// the CPU runs it, else through the scalar one, a row at a time.
     macro_rules! dispatch {
         ($all:expr, $block:expr, $avx512:ident, $scalar:ident) => {{
             let per_row = w.k / $block;
@@ -503,10 +694,12 @@ fn tile_dot(w: &PackedBlocks, nt: usize, act: &Activations, out: &mut [f32; TILE
             #[cfg(target_arch = "x86_64")]
             if supported() {
                 // SAFETY: the CPU has the features the function enables.
-                unsafe { $avx512(tiles, act, out) };
+                unsafe { $avx512(tiles, acts, out) };
                 return;
             }
-            $scalar(tiles, act, out)
+            for (act, out) in acts.iter().zip(out.iter_mut()) {
+                $scalar(tiles, act, out)
+            }
         }};
     }
     match &w.tiles {
@@ -618,23 +811,27 @@ fn tile_dot_q6k_scalar(tiles: &[TileQ6K], act: &Activations, out: &mut [f32; TIL
 /// by their scales as integers, so the float work is once a block.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_dot_q6k_avx512(tiles: &[TileQ6K], act: &Activations, out: &mut [f32; TILE_ROWS]) {
+// Indices name a row and a half block across several arrays at once.
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile_dot_q6k_avx512<const R: usize>(
+    tiles: &[TileQ6K],
+    acts: [&Activations; R],
+    out: &mut [[f32; TILE_ROWS]; R],
+) {
     use std::arch::x86_64::*;
-    let mut acc = _mm512_setzero_ps();
+    let mut acc = [_mm512_setzero_ps(); R];
     let low = _mm512_set1_epi8(0x0F);
     let high = _mm512_set1_epi8(0x30);
-    let q = act.qs.as_ptr();
     for (sb, tile) in tiles.iter().enumerate() {
-        let mut block_acc = _mm512_setzero_ps();
+        let mut block_acc = [_mm512_setzero_ps(); R];
         for sub in 0..SUBS {
             // 53 lines a tile: seven ahead for each of its 8 blocks.
             prefetch_ahead(tile, sub * 7, 7);
             let b = sb * SUBS + sub;
-            let base = q.add(b * BLOCK);
             let lo = tile.lo[sub].as_ptr();
             let hi = tile.hi[sub].as_ptr();
-            let mut sums = [_mm512_setzero_si512(); 2];
-            for (half, sum) in sums.iter_mut().enumerate() {
+            let mut sums = [[_mm512_setzero_si512(); 2]; R];
+            for half in 0..2 {
                 let pairs = _mm512_load_si512(hi.add(half * 64) as *const _);
                 let highs = [
                     _mm512_slli_epi16(pairs, 4),
@@ -650,43 +847,56 @@ unsafe fn tile_dot_q6k_avx512(tiles: &[TileQ6K], act: &Activations, out: &mut [f
                         let hi2 = _mm512_and_si512(highs[p * 2 + g], high);
                         // hi2 | (lo4 & 0x0F): 0xF8 is `A | (B & C)`.
                         let value = _mm512_ternarylogic_epi32::<0xF8>(hi2, lo4, low);
-                        let a = _mm512_set1_epi32(std::ptr::read_unaligned(
-                            base.add(group * 4) as *const i32
-                        ));
-                        *sum = _mm512_dpbusd_epi32(*sum, value, a);
+                        for r in 0..R {
+                            let a = _mm512_set1_epi32(std::ptr::read_unaligned(
+                                acts[r].qs.as_ptr().add(b * BLOCK + group * 4) as *const i32,
+                            ));
+                            sums[r][half] = _mm512_dpbusd_epi32(sums[r][half], value, a);
+                        }
                     }
                 }
             }
-            let mut scaled = _mm512_setzero_si512();
-            for (half, sum) in sums.into_iter().enumerate() {
-                let offset = _mm512_set1_epi32(32 * act.half_sums[2 * b + half]);
-                let scale = _mm512_cvtepi8_epi32(_mm_load_si128(
-                    tile.scales[2 * sub + half].as_ptr() as *const _,
-                ));
-                scaled = _mm512_add_epi32(
-                    scaled,
-                    _mm512_mullo_epi32(_mm512_sub_epi32(sum, offset), scale),
+            let scales = [0, 1].map(|half| {
+                _mm512_cvtepi8_epi32(_mm_load_si128(
+                    tile.scales[2 * sub + half].as_ptr() as *const _
+                ))
+            });
+            for r in 0..R {
+                let mut scaled = _mm512_setzero_si512();
+                for half in 0..2 {
+                    let offset = _mm512_set1_epi32(32 * acts[r].half_sums[2 * b + half]);
+                    scaled = _mm512_add_epi32(
+                        scaled,
+                        _mm512_mullo_epi32(_mm512_sub_epi32(sums[r][half], offset), scales[half]),
+                    );
+                }
+                block_acc[r] = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(scaled),
+                    _mm512_set1_ps(acts[r].d[b]),
+                    block_acc[r],
                 );
             }
-            block_acc = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(scaled),
-                _mm512_set1_ps(act.d[b]),
-                block_acc,
-            );
         }
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(tile.d.as_ptr() as *const _));
-        acc = _mm512_fmadd_ps(block_acc, d, acc);
+        for r in 0..R {
+            acc[r] = _mm512_fmadd_ps(block_acc[r], d, acc[r]);
+        }
     }
-    _mm512_storeu_ps(out.as_mut_ptr(), acc);
+    for r in 0..R {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_dot_q4k_avx512(tiles: &[TileQ4K], act: &Activations, out: &mut [f32; TILE_ROWS]) {
+unsafe fn tile_dot_q4k_avx512<const R: usize>(
+    tiles: &[TileQ4K],
+    acts: [&Activations; R],
+    out: &mut [[f32; TILE_ROWS]; R],
+) {
     use std::arch::x86_64::*;
-    let mut acc = _mm512_setzero_ps();
+    let mut acc = [_mm512_setzero_ps(); R];
     let low = _mm512_set1_epi8(0x0F);
-    let q = act.qs.as_ptr();
     for (sb, tile) in tiles.iter().enumerate() {
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(tile.d.as_ptr() as *const _));
         let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(tile.dmin.as_ptr() as *const _));
@@ -694,23 +904,25 @@ unsafe fn tile_dot_q4k_avx512(tiles: &[TileQ4K], act: &Activations, out: &mut [f
             // 37 lines a tile: five ahead for each of its 8 sub-blocks.
             prefetch_ahead(tile, sub * 5, 5);
             let b = sb * SUBS + sub;
-            let mut s0 = _mm512_setzero_si512();
-            let mut s1 = _mm512_setzero_si512();
-            let base = q.add(b * BLOCK);
+            let mut s0 = [_mm512_setzero_si512(); R];
+            let mut s1 = [_mm512_setzero_si512(); R];
             let w = tile.qs[sub].as_ptr();
             for pair in 0..4 {
                 let v = _mm512_load_si512(w.add(pair * 64) as *const _);
                 let lo = _mm512_and_si512(v, low);
                 let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-                let a0 =
-                    _mm512_set1_epi32(std::ptr::read_unaligned(base.add(pair * 8) as *const i32));
-                let a1 = _mm512_set1_epi32(std::ptr::read_unaligned(
-                    base.add(pair * 8 + 4) as *const i32
-                ));
-                s0 = _mm512_dpbusd_epi32(s0, lo, a0);
-                s1 = _mm512_dpbusd_epi32(s1, hi, a1);
+                for r in 0..R {
+                    let base = acts[r].qs.as_ptr().add(b * BLOCK);
+                    let a0 = _mm512_set1_epi32(std::ptr::read_unaligned(
+                        base.add(pair * 8) as *const i32
+                    ));
+                    let a1 = _mm512_set1_epi32(std::ptr::read_unaligned(
+                        base.add(pair * 8 + 4) as *const i32
+                    ));
+                    s0[r] = _mm512_dpbusd_epi32(s0[r], lo, a0);
+                    s1[r] = _mm512_dpbusd_epi32(s1[r], hi, a1);
+                }
             }
-            let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
             let bytes = |row: &[u8; TILE_ROWS]| {
                 _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
                     row.as_ptr() as *const _
@@ -718,75 +930,103 @@ unsafe fn tile_dot_q4k_avx512(tiles: &[TileQ4K], act: &Activations, out: &mut [f
             };
             let scale = _mm512_mul_ps(d, bytes(&tile.scales[sub]));
             let min = _mm512_mul_ps(dmin, bytes(&tile.mins[sub]));
-            let da = act.d[b];
-            acc = _mm512_fmadd_ps(s, _mm512_mul_ps(scale, _mm512_set1_ps(da)), acc);
-            acc = _mm512_fnmadd_ps(min, _mm512_set1_ps(da * act.sums[b] as f32), acc);
+            for r in 0..R {
+                let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[r], s1[r]));
+                let da = acts[r].d[b];
+                acc[r] = _mm512_fmadd_ps(s, _mm512_mul_ps(scale, _mm512_set1_ps(da)), acc[r]);
+                acc[r] = _mm512_fnmadd_ps(min, _mm512_set1_ps(da * acts[r].sums[b] as f32), acc[r]);
+            }
         }
     }
-    _mm512_storeu_ps(out.as_mut_ptr(), acc);
+    for r in 0..R {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_dot_q4_1_avx512(tiles: &[Tile41], act: &Activations, out: &mut [f32; TILE_ROWS]) {
+unsafe fn tile_dot_q4_1_avx512<const R: usize>(
+    tiles: &[Tile41],
+    acts: [&Activations; R],
+    out: &mut [[f32; TILE_ROWS]; R],
+) {
     use std::arch::x86_64::*;
-    let mut acc = _mm512_setzero_ps();
+    let mut acc = [_mm512_setzero_ps(); R];
     let low = _mm512_set1_epi8(0x0F);
-    let q = act.qs.as_ptr();
     for (b, tile) in tiles.iter().enumerate() {
         prefetch_ahead(tile, 0, size_of::<Tile41>() / 64);
-        let mut s0 = _mm512_setzero_si512();
-        let mut s1 = _mm512_setzero_si512();
-        let base = q.add(b * BLOCK);
+        let mut s0 = [_mm512_setzero_si512(); R];
+        let mut s1 = [_mm512_setzero_si512(); R];
         let w = tile.qs.as_ptr();
         for pair in 0..4 {
             let v = _mm512_load_si512(w.add(pair * 64) as *const _);
             let lo = _mm512_and_si512(v, low);
             let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-            let a0 = _mm512_set1_epi32(std::ptr::read_unaligned(base.add(pair * 8) as *const i32));
-            let a1 = _mm512_set1_epi32(std::ptr::read_unaligned(
-                base.add(pair * 8 + 4) as *const i32
-            ));
-            s0 = _mm512_dpbusd_epi32(s0, lo, a0);
-            s1 = _mm512_dpbusd_epi32(s1, hi, a1);
+            for r in 0..R {
+                let base = acts[r].qs.as_ptr().add(b * BLOCK);
+                let a0 =
+                    _mm512_set1_epi32(std::ptr::read_unaligned(base.add(pair * 8) as *const i32));
+                let a1 = _mm512_set1_epi32(std::ptr::read_unaligned(
+                    base.add(pair * 8 + 4) as *const i32
+                ));
+                s0[r] = _mm512_dpbusd_epi32(s0[r], lo, a0);
+                s1[r] = _mm512_dpbusd_epi32(s1[r], hi, a1);
+            }
         }
-        let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(tile.d.as_ptr() as *const _));
         let m = _mm512_cvtph_ps(_mm256_loadu_si256(tile.m.as_ptr() as *const _));
-        let da = act.d[b];
-        acc = _mm512_fmadd_ps(s, _mm512_mul_ps(d, _mm512_set1_ps(da)), acc);
-        acc = _mm512_fmadd_ps(m, _mm512_set1_ps(da * act.sums[b] as f32), acc);
+        for r in 0..R {
+            let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[r], s1[r]));
+            let da = acts[r].d[b];
+            acc[r] = _mm512_fmadd_ps(s, _mm512_mul_ps(d, _mm512_set1_ps(da)), acc[r]);
+            acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(da * acts[r].sums[b] as f32), acc[r]);
+        }
     }
-    _mm512_storeu_ps(out.as_mut_ptr(), acc);
+    for r in 0..R {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_dot_avx512(tiles: &[Tile], act: &Activations, out: &mut [f32; TILE_ROWS]) {
+unsafe fn tile_dot_avx512<const R: usize>(
+    tiles: &[Tile],
+    acts: [&Activations; R],
+    out: &mut [[f32; TILE_ROWS]; R],
+) {
     use std::arch::x86_64::*;
-    let mut acc = _mm512_setzero_ps();
-    let q = act.qs.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); R];
     for (b, tile) in tiles.iter().enumerate() {
         prefetch_ahead(tile, 0, size_of::<Tile>() / 64);
-        // Two chains of four, so the dpbusd latency overlaps.
-        let mut s0 = _mm512_setzero_si512();
-        let mut s1 = _mm512_setzero_si512();
-        let base = q.add(b * BLOCK);
+        // Two chains of four a row, so the dpbusd latency overlaps.
+        let mut s0 = [_mm512_setzero_si512(); R];
+        let mut s1 = [_mm512_setzero_si512(); R];
         let w = tile.qs.as_ptr();
         for g in (0..8).step_by(2) {
-            let a0 = _mm512_set1_epi32(std::ptr::read_unaligned(base.add(g * 4) as *const i32));
-            let a1 = _mm512_set1_epi32(std::ptr::read_unaligned(base.add(g * 4 + 4) as *const i32));
-            s0 = _mm512_dpbusd_epi32(s0, _mm512_load_si512(w.add(g * 64) as *const _), a0);
-            s1 = _mm512_dpbusd_epi32(s1, _mm512_load_si512(w.add(g * 64 + 64) as *const _), a1);
+            let w0 = _mm512_load_si512(w.add(g * 64) as *const _);
+            let w1 = _mm512_load_si512(w.add(g * 64 + 64) as *const _);
+            for r in 0..R {
+                let base = acts[r].qs.as_ptr().add(b * BLOCK);
+                let a0 = _mm512_set1_epi32(std::ptr::read_unaligned(base.add(g * 4) as *const i32));
+                let a1 =
+                    _mm512_set1_epi32(std::ptr::read_unaligned(base.add(g * 4 + 4) as *const i32));
+                s0[r] = _mm512_dpbusd_epi32(s0[r], w0, a0);
+                s1[r] = _mm512_dpbusd_epi32(s1[r], w1, a1);
+            }
         }
-        let s = _mm512_sub_epi32(
-            _mm512_add_epi32(s0, s1),
-            _mm512_set1_epi32(128 * act.sums[b]),
-        );
-        let scale = _mm512_mul_ps(_mm512_loadu_ps(tile.d.as_ptr()), _mm512_set1_ps(act.d[b]));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc);
+        let d = _mm512_loadu_ps(tile.d.as_ptr());
+        for r in 0..R {
+            let s = _mm512_sub_epi32(
+                _mm512_add_epi32(s0[r], s1[r]),
+                _mm512_set1_epi32(128 * acts[r].sums[b]),
+            );
+            let scale = _mm512_mul_ps(d, _mm512_set1_ps(acts[r].d[b]));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[r]);
+        }
     }
-    _mm512_storeu_ps(out.as_mut_ptr(), acc);
+    for r in 0..R {
+        _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
 }
 
 /// Asks for `lines` cache lines from line `first` of the bytes
@@ -836,23 +1076,29 @@ impl candle_core::CustomOp1 for BlockGemv<'_> {
     }
 }
 
+/// The largest gap between `a` and `b`, relative to `b`'s largest
+/// magnitude (tests of this kernel and of the layers using it).
+#[cfg(test)]
+pub(super) fn max_relative_gap(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{Device, Module, Tensor};
 
+    /// One of the repacking functions.
+    type Pack = fn(&[u8], usize, usize) -> Option<PackedBlocks>;
+
     fn weight(n: usize, k: usize) -> QTensor {
         let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
         QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()
-    }
-
-    fn max_relative_gap(a: &Tensor, b: &Tensor) -> f32 {
-        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        a.iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs() / scale))
     }
 
     /// Against candle's own Q8_0 matmul: the same integer sums, but candle
@@ -889,7 +1135,7 @@ mod tests {
     fn check_against_dequantized(
         dtype: GgmlDType,
         (n, k): (usize, usize),
-        pack: fn(&[u8], usize, usize) -> Option<PackedBlocks>,
+        pack: Pack,
         scalar: impl Fn(&Tiles, &Activations, &mut [f32; TILE_ROWS]),
     ) {
         let f = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
@@ -958,6 +1204,61 @@ mod tests {
         tile_dot(packed, 0, act, &mut fast);
         for (s, f) in want.iter().zip(&fast) {
             assert!((s - f).abs() <= 1e-3 * s.abs().max(1.0), "{s} vs {f}");
+        }
+    }
+
+    /// Tiles give back the very bytes they were packed from: quantized
+    /// weights for Q8_0 (whose scale goes through f32), arbitrary bytes
+    /// for the formats whose every bit pattern is a block (every Q4_K
+    /// scale and minimum packing, every Q6_K high pair).
+    #[test]
+    fn tiles_give_back_the_blocks_they_were_packed_from() {
+        let (n, k) = (32, 512);
+        let f = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+        let q8 = QTensor::quantize(&f, GgmlDType::Q8_0)
+            .unwrap()
+            .data()
+            .unwrap()
+            .to_vec();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut noise = |len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect()
+        };
+        let cases: [(GgmlDType, Vec<u8>, Pack); 4] = [
+            (GgmlDType::Q8_0, q8, PackedBlocks::pack),
+            (
+                GgmlDType::Q4_1,
+                noise(n * k / BLOCK * Q4_1_BYTES),
+                PackedBlocks::pack_q4_1,
+            ),
+            (
+                GgmlDType::Q4K,
+                noise(n * k / SUPER * Q4_K_BYTES),
+                PackedBlocks::pack_q4k,
+            ),
+            (
+                GgmlDType::Q6K,
+                noise(n * k / SUPER * Q6_K_BYTES),
+                PackedBlocks::pack_q6k,
+            ),
+        ];
+        for (dtype, data, pack) in cases {
+            let packed = pack(&data, n, k).unwrap();
+            assert_eq!(packed.dtype(), dtype);
+            let back = packed.to_qtensor().unwrap();
+            assert_eq!(back.dtype(), dtype);
+            assert_eq!(back.shape().dims2().unwrap(), (n, k));
+            assert!(
+                back.data().unwrap().as_ref() == data.as_slice(),
+                "{dtype:?} differs"
+            );
         }
     }
 

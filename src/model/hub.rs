@@ -293,8 +293,9 @@ fn complete_in_cache(repo: &Repo) -> Option<PathBuf> {
     config.parent().map(Path::to_path_buf)
 }
 
-/// The distinct shard file names listed in a `model.safetensors.index.json`.
-pub fn shard_names(index: &Path) -> Result<Vec<String>> {
+/// The `weight_map` of a `model.safetensors.index.json`: each tensor and the
+/// shard file (a plain `.safetensors` name beside the index) that holds it.
+pub fn weight_map(index: &Path) -> Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::model(index, format!("invalid JSON: {e}")))?;
@@ -302,10 +303,27 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::model(index, "no \"weight_map\" object"))?;
-    let mut names: Vec<String> = map
-        .values()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+    let mut entries = Vec::with_capacity(map.len().min(4096));
+    for (tensor, file) in map {
+        let name = file
+            .as_str()
+            .filter(|n| is_shard_name(n))
+            .ok_or_else(|| {
+                Error::model(
+                    index,
+                    format!(
+                        "\"weight_map\" puts {tensor:?} in {file}, not the name of a .safetensors file beside the index"
+                    ),
+                )
+            })?;
+        entries.push((tensor.clone(), name.to_string()));
+    }
+    Ok(entries)
+}
+
+/// The distinct shard file names listed in a `model.safetensors.index.json`.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = weight_map(index)?.into_iter().map(|(_, f)| f).collect();
     names.sort();
     names.dedup();
     if names.is_empty() {
@@ -314,15 +332,33 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Whether an index's file name is a plain `.safetensors` name (no folder,
+/// so that an index cannot point outside its directory).
+fn is_shard_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(parts.next(), Some(std::path::Component::Normal(_)))
+        && parts.next().is_none()
+        && !name.contains(['/', '\\'])
+        && name.ends_with(".safetensors")
+}
+
 /// The safetensors files of a Hugging Face model directory: the shards named
 /// by `model.safetensors.index.json`, else `model.safetensors`.
 pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
-        return Ok(shard_names(&index)?
-            .into_iter()
-            .map(|s| dir.join(s))
-            .collect());
+        let mut files = Vec::new();
+        for name in shard_names(&index)? {
+            let file = dir.join(&name);
+            if !file.is_file() {
+                return Err(Error::model(
+                    &index,
+                    format!("lists {name}, which is not in {}", dir.display()),
+                ));
+            }
+            files.push(file);
+        }
+        return Ok(files);
     }
     let single = dir.join("model.safetensors");
     if single.is_file() {
@@ -457,5 +493,36 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("weight_map"));
+        // Only plain .safetensors names beside the index.
+        for bad in [
+            r#""../outside.safetensors""#,
+            r#""sub/x.safetensors""#,
+            "7",
+            r#""x.bin""#,
+        ] {
+            std::fs::write(&index, format!(r#"{{"weight_map":{{"a":{bad}}}}}"#)).unwrap();
+            let e = shard_names(&index).unwrap_err().to_string();
+            assert!(
+                e.contains("model.safetensors.index.json") && e.contains("beside the index"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_shard_the_index_lists_but_the_directory_lacks_is_blamed_on_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("model.safetensors.index.json");
+        std::fs::write(
+            &index,
+            r#"{"weight_map":{"a":"model-00001-of-00001.safetensors"}}"#,
+        )
+        .unwrap();
+        let e = safetensors_files(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("model.safetensors.index.json")
+                && e.contains("lists model-00001-of-00001.safetensors, which is not in"),
+            "{e}"
+        );
     }
 }

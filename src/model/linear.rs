@@ -1,28 +1,33 @@
 //! The one linear layer every projection of the model goes through.
 //!
 //! A [`Linear`] holds its weight as a [`QMatMul`], which covers dense
-//! (f32/f16/bf16) and GGUF-quantized weights alike, plus an optional bias
-//! and the LoRA deltas of any adapters attached (one per adapter slot),
-//! applied unmerged on top of the base weight, quantized or not.
+//! (f32/f16/bf16) and GGUF-quantized weights alike, or, for the quantized
+//! CPU weights the block kernel takes, only as that kernel's tiles (one
+//! copy of the weight in memory, not the file's blocks beside the tiles
+//! beside candle's own repacked ones); plus an optional bias and the LoRA
+//! deltas of any adapters attached (one per adapter slot), applied
+//! unmerged on top of the base weight, quantized or not.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
+use std::sync::Arc;
+
 use super::gemv::{BlockGemv, PackedBlocks};
+use super::weights::EmbeddingTable;
 use crate::error::Result;
 use crate::lora::{AdapterError, LoraDelta};
 
-/// Number of input rows from which a quantized CPU weight goes through a
-/// GEMM rather than the decode kernel: candle's quantized GEMM where it has
-/// a fast one (see [`has_fast_quantized_gemm`]), else, for a weight the
-/// decode kernel does not take, tile-by-tile dequantization and a dense
-/// GEMM (a prompt of many tokens is compute-bound, and dense f32 GEMM is
-/// faster there than one quantized dot product per output). A weight the
-/// decode kernel takes and candle has no fast GEMM for (SmolLM2's, 576
-/// wide) stays with the decode kernel at any number of rows: `sqlagent
+/// Number of input rows from which a quantized CPU weight the block
+/// kernel does not take goes through a GEMM: candle's quantized GEMM where
+/// it has a fast one (see [`has_fast_quantized_gemm`]), else tile-by-tile
+/// dequantization and a dense GEMM (a prompt of many tokens is
+/// compute-bound, and dense f32 GEMM is faster there than one quantized dot
+/// product per output). A weight the block kernel takes goes through it at
+/// any number of rows, four rows a pass over its tiles: `sqlagent
 /// --threads 2 bench --model models/SmolLM2-135M-Instruct.Q4_1.gguf
-/// --prompt-ids IDS` prefilled 40 ids at 890 tokens/s that way against 400
-/// dequantized, 512 ids at 678 against 597.
+/// --prompt-ids IDS` prefilled 40 ids at 890 tokens/s that way (a row a
+/// pass) against 400 dequantized, 512 ids at 678 against 597.
 pub const DENSE_PREFILL_MIN_ROWS: usize = 16;
 
 /// Most f32 bytes of weight dequantized at once on the dense prefill path:
@@ -42,16 +47,25 @@ pub fn has_fast_quantized_gemm(dtype: GgmlDType, n: usize, k: usize) -> bool {
         && n.is_multiple_of(16)
 }
 
+/// How a [`Linear`] holds its weight.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// Dense or quantized, multiplied by candle's kernels.
+    Candle(QMatMul),
+    /// Quantized, held only as the block kernel's tiles, which multiply
+    /// any number of rows; the GGUF blocks are rebuilt from them for
+    /// anything else (dequantizing, merging an adapter).
+    Packed(PackedBlocks),
+}
+
 /// `y = x Wᵀ (+ b)` with `W` of shape `(out_features, in_features)`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: QMatMul,
+    weight: Weight,
     bias: Option<Tensor>,
     in_features: usize,
     out_features: usize,
     fast_kernels: bool,
-    /// The weight repacked for the decode kernel, where it takes it.
-    gemv: Option<PackedBlocks>,
     /// LoRA deltas by adapter slot (`None`: that adapter leaves this layer alone).
     adapters: Vec<Option<LoraDelta>>,
 }
@@ -61,39 +75,45 @@ impl Linear {
     pub fn from_dense(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let (out_features, in_features) = weight.dims2()?;
         Ok(Self {
-            weight: QMatMul::Tensor(weight),
+            weight: Weight::Candle(QMatMul::Tensor(weight)),
             bias,
             in_features,
             out_features,
             fast_kernels: false,
-            gemv: None,
             adapters: Vec::new(),
         })
     }
 
     /// Wraps a quantized weight `(out, in)` and optional bias `(out,)`.
-    pub fn from_quantized(weight: QTensor, bias: Option<Tensor>) -> Result<Self> {
+    ///
+    /// `fast_kernels` enables this crate's CPU paths: a weight the block
+    /// kernel takes (see [`super::gemv::takes`]) is repacked into its tiles
+    /// and `weight` dropped, every input then going through that kernel;
+    /// another weight is dequantized tile by tile for a dense GEMM on
+    /// many-row inputs where candle has no fast quantized GEMM (see
+    /// [`DENSE_PREFILL_MIN_ROWS`]). Off, every input goes through candle's
+    /// quantized kernels, bit-for-bit like its `quantized_llama`.
+    pub fn from_quantized(
+        weight: QTensor,
+        bias: Option<Tensor>,
+        fast_kernels: bool,
+    ) -> Result<Self> {
         let (out_features, in_features) = weight.shape().dims2()?;
+        let packed = fast_kernels
+            .then(|| PackedBlocks::for_weight(&weight))
+            .flatten();
+        let weight = match packed {
+            Some(packed) => Weight::Packed(packed),
+            None => Weight::Candle(QMatMul::from_qtensor(weight)?),
+        };
         Ok(Self {
-            gemv: PackedBlocks::for_weight(&weight),
-            weight: QMatMul::from_qtensor(weight)?,
+            weight,
             bias,
             in_features,
             out_features,
-            fast_kernels: false,
+            fast_kernels,
             adapters: Vec::new(),
         })
-    }
-
-    /// Enables this crate's CPU paths for quantized weights: tile-wise
-    /// dense GEMM for many-row inputs where candle has no fast quantized
-    /// GEMM (see [`DENSE_PREFILL_MIN_ROWS`]), and the block GEMV for decode
-    /// rows of Q8_0/Q4_1 weights candle's repacked kernels skip. Off, every
-    /// input goes through candle's quantized kernels, bit-for-bit like its
-    /// `quantized_llama`.
-    pub fn with_fast_kernels(mut self, on: bool) -> Self {
-        self.fast_kernels = on;
-        self
     }
 
     /// Input width.
@@ -109,35 +129,73 @@ impl Linear {
     /// The GGML type of a quantized weight, `None` for dense weights.
     pub fn quantized_dtype(&self) -> Option<GgmlDType> {
         match &self.weight {
-            QMatMul::QTensor(q) => Some(q.dtype()),
-            _ => None,
+            Weight::Candle(QMatMul::QTensor(q)) => Some(q.dtype()),
+            Weight::Packed(packed) => Some(packed.dtype()),
+            Weight::Candle(_) => None,
         }
     }
 
-    /// Bytes of the weight as stored (what a decode step reads).
+    /// Bytes of the weight as held (what a decode step reads).
     pub fn weight_bytes(&self) -> usize {
         match &self.weight {
-            QMatMul::QTensor(q) => q.storage_size_in_bytes(),
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+            Weight::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            Weight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => {
                 t.elem_count() * t.dtype().size_in_bytes()
             }
+            Weight::Packed(packed) => packed.size_in_bytes(),
         }
     }
 
     /// The weight as a dense tensor (dequantized when quantized).
     pub fn dense_weight(&self) -> Result<Tensor> {
         Ok(match &self.weight {
-            QMatMul::QTensor(q) => q.dequantize(&q.device())?,
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.clone(),
+            Weight::Candle(QMatMul::QTensor(q)) => q.dequantize(&q.device())?,
+            Weight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.clone(),
+            Weight::Packed(packed) => packed.to_qtensor()?.dequantize(&Device::Cpu)?,
         })
+    }
+
+    /// Rows `ids` of the weight, for a head tied to the token embeddings:
+    /// `ids` of shape `(..)` gives `(.., in_features)`.
+    pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match &self.weight {
+            Weight::Candle(weight) => weight.embedding(ids)?,
+            Weight::Packed(packed) => {
+                let mut dims = ids.dims().to_vec();
+                dims.push(self.in_features);
+                let rows: Vec<usize> = ids
+                    .flatten_all()?
+                    .to_vec1::<u32>()?
+                    .into_iter()
+                    .map(|id| id as usize)
+                    .collect();
+                packed.rows(&rows)?.reshape(dims)?
+            }
+        })
+    }
+
+    /// The weight as an embedding table of its own (for a head tied to
+    /// the embeddings that is about to change).
+    pub fn embedding_table(&self) -> Result<EmbeddingTable> {
+        Ok(match &self.weight {
+            Weight::Candle(QMatMul::QTensor(q)) => EmbeddingTable::Quantized(q.clone()),
+            Weight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => {
+                EmbeddingTable::Dense(t.clone())
+            }
+            Weight::Packed(packed) => EmbeddingTable::Quantized(Arc::new(packed.to_qtensor()?)),
+        })
+    }
+
+    /// Whether the weight is held only as the block kernel's tiles.
+    pub fn held_as_tiles(&self) -> bool {
+        matches!(self.weight, Weight::Packed(_))
     }
 
     /// Replaces a quantized weight by its dense f32 dequantization, so
     /// gradients flow through the layer (training); dense weights stay.
     pub fn make_dense(&mut self) -> Result<()> {
-        if let QMatMul::QTensor(q) = &self.weight {
-            self.weight = QMatMul::Tensor(q.dequantize(&q.device())?);
-            self.gemv = None;
+        if self.quantized_dtype().is_some() {
+            self.weight = Weight::Candle(QMatMul::Tensor(self.dense_weight()?));
         }
         Ok(())
     }
@@ -158,14 +216,14 @@ impl Linear {
     pub fn merge(&mut self, delta: &LoraDelta) -> Result<()> {
         self.check_fits(delta)
             .map_err(|kind| crate::Error::invalid("adapter", kind.to_string()))?;
-        let (weight, dtype) = match &self.weight {
-            QMatMul::QTensor(q) => (q.dequantize(&q.device())?, DType::F32),
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => (t.clone(), t.dtype()),
+        let weight = self.dense_weight()?;
+        let dtype = match &self.weight {
+            Weight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dtype(),
+            _ => DType::F32,
         };
         let update = delta.weight()?.to_device(weight.device())?;
         let merged = (weight.to_dtype(DType::F32)? + update.to_dtype(DType::F32)?)?;
-        self.weight = QMatMul::Tensor(merged.to_dtype(dtype)?);
-        self.gemv = None;
+        self.weight = Weight::Candle(QMatMul::Tensor(merged.to_dtype(dtype)?));
         Ok(())
     }
 
@@ -210,7 +268,7 @@ impl Linear {
     /// ([`Linear::make_dense`]).
     pub fn forward_frozen(&self, x: &Tensor, adapter: Option<usize>) -> Result<Tensor> {
         let y = match &self.weight {
-            QMatMul::Tensor(w)
+            Weight::Candle(QMatMul::Tensor(w))
                 if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 =>
             {
                 x.contiguous()?
@@ -233,26 +291,26 @@ impl Linear {
 
     fn base_forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
-            QMatMul::QTensor(q) if x.device().is_cpu() => {
-                let few_rows = rows(x) < DENSE_PREFILL_MIN_ROWS;
+            // Each tile of weights stays in cache while every row passes
+            // over it. Tiles are only made for CPU weights.
+            Weight::Packed(packed) => {
+                let y = x
+                    .to_dtype(DType::F32)?
+                    .contiguous()?
+                    .apply_op1_no_bwd(&BlockGemv(packed))?;
+                y.to_dtype(x.dtype())?
+            }
+            Weight::Candle(QMatMul::QTensor(q)) if x.device().is_cpu() => {
+                let many_rows = rows(x) >= DENSE_PREFILL_MIN_ROWS;
                 let fast_gemm =
                     has_fast_quantized_gemm(q.dtype(), self.out_features, self.in_features);
-                match &self.gemv {
-                    // Without candle's fast GEMM the block kernel wins at any
-                    // number of rows: each tile of weights stays in cache
-                    // while every row passes over it.
-                    Some(packed)
-                        if self.fast_kernels
-                            && (few_rows || !fast_gemm)
-                            && x.dtype() == DType::F32 =>
-                    {
-                        x.contiguous()?.apply_op1_no_bwd(&BlockGemv(packed))?
-                    }
-                    _ if !few_rows && self.fast_kernels && !fast_gemm => dense_by_tiles(q, x)?,
-                    _ => self.weight.forward(x)?,
+                if many_rows && self.fast_kernels && !fast_gemm {
+                    dense_by_tiles(q, x)?
+                } else {
+                    QMatMul::QTensor(q.clone()).forward(x)?
                 }
             }
-            weight => weight.forward(x)?,
+            Weight::Candle(weight) => weight.forward(x)?,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -330,5 +388,71 @@ impl candle_core::CustomOp1 for FrozenMatmul {
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad_res.broadcast_matmul(&self.weight)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gemv::max_relative_gap as max_gap;
+    use super::*;
+
+    /// With the fast kernels, a weight the block kernel takes is held only
+    /// as its tiles, multiplies any number of rows (one, a group of four
+    /// and a rest, a prompt) like candle's kernels on the file's blocks,
+    /// and gives back exactly those blocks' rows (a tied embedding's
+    /// lookups) and dequantization.
+    #[test]
+    fn a_weight_held_as_tiles_alone_computes_what_the_file_s_blocks_do() {
+        let (n, k) = (48, 512);
+        let dense = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+        for dtype in [
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::Q4_1,
+        ] {
+            let q = QTensor::quantize(&dense, dtype).unwrap();
+            let exact = Linear::from_quantized(q, None, false).unwrap();
+            let q = QTensor::quantize(&dense, dtype).unwrap();
+            let file_bytes = q.storage_size_in_bytes();
+            let fast = Linear::from_quantized(q, None, true).unwrap();
+            assert_eq!(fast.quantized_dtype(), Some(dtype));
+            if !super::super::gemv::supported() {
+                assert_eq!(
+                    fast.weight_bytes(),
+                    file_bytes,
+                    "{dtype:?}: file blocks kept"
+                );
+                continue;
+            }
+            assert!(
+                matches!(fast.weight, Weight::Packed(_)),
+                "{dtype:?}: held as tiles only"
+            );
+            assert!(fast.weight_bytes() < file_bytes * 9 / 8, "{dtype:?}");
+            for rows in [1, 5, 40] {
+                let x = Tensor::randn(0f32, 1.0, (1, rows, k), &Device::Cpu).unwrap();
+                let gap = max_gap(&fast.forward(&x).unwrap(), &exact.forward(&x).unwrap());
+                assert!(gap < 2e-2, "{dtype:?}, {rows} rows: {gap}");
+            }
+            let ids = Tensor::new(&[[3u32, 0, 47], [16, 15, 17]], &Device::Cpu).unwrap();
+            let rows = fast.embedding(&ids).unwrap();
+            assert_eq!(rows.dims(), &[2, 3, k]);
+            assert_eq!(
+                max_gap(&rows, &exact.embedding(&ids).unwrap()),
+                0.0,
+                "{dtype:?} rows"
+            );
+            let (a, b) = (fast.dense_weight().unwrap(), exact.dense_weight().unwrap());
+            assert_eq!(max_gap(&a, &b), 0.0, "{dtype:?} dequantized");
+            let mut dense_fast = fast.clone();
+            dense_fast.make_dense().unwrap();
+            assert_eq!(dense_fast.quantized_dtype(), None);
+            assert_eq!(
+                max_gap(&dense_fast.dense_weight().unwrap(), &b),
+                0.0,
+                "{dtype:?} made dense"
+            );
+        }
     }
 }

@@ -366,16 +366,18 @@ impl Llama {
     pub fn load(w: &Weights, cfg: Config) -> Result<Self> {
         let _span = tracing::info_span!("load_model").entered();
         let m = w.pp("model");
-        let embed_tokens = m.embedding("embed_tokens", cfg.vocab_size, cfg.hidden_size)?;
+        let (embed_tokens, lm_head) = if cfg.tie_word_embeddings || !w.contains("lm_head.weight") {
+            m.tied_embedding_and_head("embed_tokens", cfg.vocab_size, cfg.hidden_size)?
+        } else {
+            (
+                m.embedding("embed_tokens", cfg.vocab_size, cfg.hidden_size)?,
+                w.linear("lm_head", cfg.vocab_size, cfg.hidden_size, false)?,
+            )
+        };
         let layers = (0..cfg.num_layers)
             .map(|i| Block::load(&m.pp("layers").pp(i), &cfg))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(&m.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?;
-        let lm_head = if cfg.tie_word_embeddings || !w.contains("lm_head.weight") {
-            m.tied_linear("embed_tokens", cfg.vocab_size, cfg.hidden_size)?
-        } else {
-            w.linear("lm_head", cfg.vocab_size, cfg.hidden_size, false)?
-        };
         let dtype = w.dtype();
         let device = w.device();
         let rope = RopeTables::new(&cfg, dtype, &device)?;
@@ -542,6 +544,12 @@ impl Llama {
     /// Adds `adapter`'s deltas into the weights for good (quantized
     /// projections it touches become dense f32).
     pub fn merge_adapter(&mut self, adapter: &Adapter) -> Result<()> {
+        if matches!(self.embed_tokens, EmbeddingTable::TiedToHead)
+            && adapter.deltas.contains_key("lm_head")
+        {
+            // The merge changes the head, not the embeddings: they part.
+            self.embed_tokens = self.lm_head.embedding_table()?;
+        }
         self.for_each_adapted(adapter, |linear, delta| linear.merge(delta))
     }
 
@@ -647,6 +655,7 @@ impl Llama {
                     .reshape((b, seq, self.cfg.hidden_size))?
             }
             EmbeddingTable::Quantized(q) => q.embedding(ids)?.to_dtype(self.dtype)?,
+            EmbeddingTable::TiedToHead => self.lm_head.embedding(ids)?.to_dtype(self.dtype)?,
         };
         let mask = if seq > 1 {
             Some(causal_mask(seq, pos, &self.device)?)

@@ -13,10 +13,14 @@ use super::llama::Llama;
 use super::weights::{GgufOptions, Weights};
 use crate::error::{candle_message, Error, Result};
 
+/// A Hugging Face model directory's configuration file.
+const CONFIG: &str = "config.json";
+
 /// Loads a Llama from a Hugging Face model directory in `dtype`.
 pub fn load_safetensors_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Llama> {
     let (cfg, files) = hf_dir(dir)?;
-    Llama::load(&Weights::from_safetensors(&files, dtype, device)?, cfg)
+    let weights = Weights::from_safetensors(&files, dtype, device)?;
+    Llama::load(&weights.described_by(&dir.join(CONFIG)), cfg)
 }
 
 /// Loads a Llama from a Hugging Face model directory in f32 with the
@@ -29,7 +33,8 @@ pub fn load_safetensors_dir_quantized(
     quantize: candle_core::quantized::GgmlDType,
 ) -> Result<(Llama, (usize, usize, usize))> {
     let (cfg, files) = hf_dir(dir)?;
-    let weights = Weights::from_safetensors_quantized(&files, device, quantize)?;
+    let weights = Weights::from_safetensors_quantized(&files, device, quantize)?
+        .described_by(&dir.join(CONFIG));
     let model = Llama::load(&weights, cfg)?;
     Ok((model, weights.quantized_at_load()))
 }
@@ -39,7 +44,7 @@ fn hf_dir(dir: &Path) -> Result<(Config, Vec<PathBuf>)> {
     if !dir.is_dir() {
         return Err(Error::model(dir, "not a directory"));
     }
-    let config_path = dir.join("config.json");
+    let config_path = dir.join(CONFIG);
     if !config_path.is_file() {
         return Err(Error::model(dir, "no config.json in this directory"));
     }
@@ -167,6 +172,11 @@ impl GgufFile {
             return Ok(None);
         }
         let bad = |why: String| Error::model(&self.path, format!("{NAME}: {why}"));
+        // The shape from the tensor table before any data is read.
+        let dims = self.content.tensor_infos[NAME].shape.dims();
+        if dims != [n] {
+            return Err(bad(format!("shape {dims:?}, expected [{n}]")));
+        }
         let factors: Vec<f32> = self
             .content
             .tensor(&mut self.file, NAME, &Device::Cpu)

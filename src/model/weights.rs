@@ -6,11 +6,13 @@
 //! mapped to llama.cpp's `blk.0.attn_q.weight`), so the model's `load`
 //! functions are written once for both.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::safetensors::Load as _;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
@@ -36,7 +38,7 @@ pub struct GgufOptions {
     /// Re-quantization policy.
     pub requantize: Requantize,
     /// Use this crate's CPU kernels where candle's quantized ones are slow
-    /// (see [`Linear::with_fast_kernels`]); off: candle's kernels only.
+    /// (see [`Linear::from_quantized`]); off: candle's kernels only.
     pub fast_kernels: bool,
 }
 
@@ -56,6 +58,10 @@ pub enum EmbeddingTable {
     Dense(Tensor),
     /// A quantized `(vocab, hidden)` tensor.
     Quantized(Arc<QTensor>),
+    /// The rows of the output head's weight, which is the same tensor
+    /// (tied embeddings) held once, as the block kernel's tiles (see
+    /// [`Linear::embedding`]).
+    TiedToHead,
 }
 
 /// One further file of a split GGUF: its tensor index and its reader.
@@ -72,6 +78,14 @@ enum Backend {
     Safetensors {
         vb: VarBuilder<'static>,
         path: PathBuf,
+        /// The file holding each tensor, for errors (sharded checkpoints).
+        holders: HashMap<String, PathBuf>,
+        /// The configuration file the expected shapes come from, for errors.
+        config: Option<PathBuf>,
+        /// When quantizing at load: the files mapped once more, read through
+        /// this mapping so that each tensor's pages can be dropped as soon
+        /// as it is copied (see [`release_pages`]).
+        own: Option<candle_core::safetensors::MmapedSafetensors>,
         /// Projections and embeddings quantized to this type as they load.
         quantize: Option<GgmlDType>,
         /// What that quantization did: tensors, their bytes as f32, after.
@@ -133,24 +147,62 @@ impl Weights {
                 return Err(Error::model(f, "safetensors file not found"));
             }
         }
+        let unreadable = |f: &Path, e: candle_core::Error| {
+            Error::model(
+                f,
+                format!("cannot read safetensors: {}", candle_message(&e)),
+            )
+        };
+        // Each file on its own first, so that a broken shard is the one
+        // named, and each tensor's file is known for later errors.
+        let mut holders = HashMap::new();
+        for f in files {
+            // SAFETY: as below.
+            let one = unsafe { candle_core::safetensors::MmapedSafetensors::new(f) }
+                .map_err(|e| unreadable(f, e))?;
+            for (name, _) in one.tensors() {
+                holders.insert(name, f.clone());
+            }
+        }
+        // A tensor in none of them: the shard the index puts it in.
+        if let Some(dir) = files.first().and_then(|f| f.parent()) {
+            let index = dir.join("model.safetensors.index.json");
+            if let Ok(map) = super::hub::weight_map(&index) {
+                for (name, file) in map {
+                    holders.entry(name).or_insert_with(|| dir.join(file));
+                }
+            }
+        }
         // SAFETY: the files are mapped read-only; sqlagent never writes them
         // while they are mapped. A file truncated or changed by another process
         // is detected by safetensors' header/length validation.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }.map_err(|e| {
-                Error::model(
-                    &path,
-                    format!("cannot read safetensors: {}", candle_message(&e)),
-                )
-            })?;
-        Ok(Self::safetensors(vb, path, quantize))
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }
+            .map_err(|e| unreadable(&path, e))?;
+        let own = match quantize {
+            // SAFETY: as above.
+            Some(_) => Some(
+                unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }
+                    .map_err(|e| unreadable(&path, e))?,
+            ),
+            None => None,
+        };
+        Ok(Self::safetensors(vb, path, holders, own, quantize))
     }
 
-    fn safetensors(vb: VarBuilder<'static>, path: PathBuf, quantize: Option<GgmlDType>) -> Self {
+    fn safetensors(
+        vb: VarBuilder<'static>,
+        path: PathBuf,
+        holders: HashMap<String, PathBuf>,
+        own: Option<candle_core::safetensors::MmapedSafetensors>,
+        quantize: Option<GgmlDType>,
+    ) -> Self {
         Self {
             backend: Arc::new(Backend::Safetensors {
                 vb,
                 path,
+                holders,
+                config: None,
+                own,
                 quantize,
                 quantized: Mutex::new((0, 0, 0)),
             }),
@@ -196,7 +248,7 @@ impl Weights {
     /// Wraps an existing `VarBuilder` (random/zero weights in tests, a
     /// trainable `VarMap`); `path` is used in error messages.
     pub fn from_var_builder(vb: VarBuilder<'static>, path: PathBuf) -> Self {
-        Self::safetensors(vb, path, None)
+        Self::safetensors(vb, path, HashMap::new(), None, None)
     }
 
     /// Reads tensors from an opened GGUF file.
@@ -334,11 +386,36 @@ impl Weights {
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let full = self.full(name);
         let t = match &*self.backend {
-            Backend::Safetensors { vb, .. } => {
-                vb.get(shape, &full).map_err(|e| self.err(&full, e))?
+            Backend::Safetensors {
+                own: Some(own), vb, ..
+            } if vb.contains_tensor(&full) => {
+                let view = own.get(&full).map_err(|e| self.err(&full, e))?;
+                let dims = view.shape().to_vec();
+                if dims != shape {
+                    return Err(self.shape_err(&full, shape, &dims));
+                }
+                let t = view
+                    .load(&Device::Cpu)
+                    .and_then(|t| t.to_dtype(DType::F32))
+                    .and_then(|t| t.to_device(&self.device()))
+                    .map_err(|e| self.err(&full, e))?;
+                release_pages(view.data());
+                t
             }
+            Backend::Safetensors { vb, .. } => vb.get(shape, &full).map_err(|e| match e {
+                candle_core::Error::UnexpectedShape { got, .. } => {
+                    self.shape_err(&full, shape, got.dims())
+                }
+                candle_core::Error::WithBacktrace { inner, .. } => match *inner {
+                    candle_core::Error::UnexpectedShape { got, .. } => {
+                        self.shape_err(&full, shape, got.dims())
+                    }
+                    e => self.err(&full, e),
+                },
+                e => self.err(&full, e),
+            })?,
             Backend::Gguf { device, .. } => {
-                let q = self.qtensor(&full)?;
+                let q = self.qtensor(&full, shape)?;
                 q.dequantize(device).map_err(|e| self.err(&full, e))?
             }
             Backend::Random { .. } if shape.len() == 1 => {
@@ -365,24 +442,20 @@ impl Weights {
             Backend::Safetensors { .. } => {
                 let w = lin.tensor("weight", &[out_dim, in_dim])?;
                 match self.quantize_loaded(&w, &lin.full("weight"))? {
-                    Some(q) => Ok(Linear::from_quantized(q, b)?.with_fast_kernels(true)),
+                    Some(q) => Linear::from_quantized(q, b, true),
                     None => Linear::from_dense(w, b),
                 }
             }
             Backend::Gguf { options, .. } => {
                 let full = lin.full("weight");
-                let q = lin.qtensor(&full)?;
-                let dims = q.shape().dims().to_vec();
-                if dims != [out_dim, in_dim] {
-                    return Err(self.shape_err(&full, &[out_dim, in_dim], &dims));
-                }
+                let q = lin.qtensor(&full, &[out_dim, in_dim])?;
                 let q = self.maybe_requantize(q, &full)?;
-                Ok(Linear::from_quantized(q, b)?.with_fast_kernels(options.fast_kernels))
+                Linear::from_quantized(q, b, options.fast_kernels)
             }
             Backend::Random { .. } => {
                 let full = lin.full("weight");
                 match self.random_quantized(&full, out_dim, in_dim)? {
-                    Some(q) => Ok(Linear::from_quantized(q, b)?.with_fast_kernels(true)),
+                    Some(q) => Linear::from_quantized(q, b, true),
                     None => Linear::from_dense(lin.tensor("weight", &[out_dim, in_dim])?, b),
                 }
             }
@@ -403,11 +476,7 @@ impl Weights {
             }
             Backend::Gguf { .. } => {
                 let full = self.pp(name).full("weight");
-                let q = self.qtensor(&full)?;
-                let dims = q.shape().dims().to_vec();
-                if dims != [vocab, hidden] {
-                    return Err(self.shape_err(&full, &[vocab, hidden], &dims));
-                }
+                let q = self.qtensor(&full, &[vocab, hidden])?;
                 if q.dtype().block_size() > 1 && hidden.is_multiple_of(q.dtype().block_size()) {
                     Ok(EmbeddingTable::Quantized(Arc::new(q)))
                 } else {
@@ -429,21 +498,57 @@ impl Weights {
         }
     }
 
+    /// The embedding table `name` and the output projection tied to it.
+    /// Where the projection holds the weight as the block kernel's tiles
+    /// and the table would hold the same blocks, the table is
+    /// [`EmbeddingTable::TiedToHead`] and the weight is in memory once.
+    pub fn tied_embedding_and_head(
+        &self,
+        name: &str,
+        vocab: usize,
+        hidden: usize,
+    ) -> Result<(EmbeddingTable, Linear)> {
+        let head = self.tied_linear(name, vocab, hidden)?;
+        let same_blocks = match &*self.backend {
+            // Not when the head was re-quantized from the file's type.
+            Backend::Gguf { .. } => {
+                self.gguf_dtype(&self.pp(name).full("weight")) == head.quantized_dtype()
+            }
+            Backend::Safetensors { .. } | Backend::Random { .. } => true,
+        };
+        if head.held_as_tiles() && same_blocks {
+            return Ok((EmbeddingTable::TiedToHead, head));
+        }
+        Ok((self.embedding(name, vocab, hidden)?, head))
+    }
+
+    /// The GGML type of GGUF tensor `hf_name` as the file stores it.
+    fn gguf_dtype(&self, hf_name: &str) -> Option<GgmlDType> {
+        let Backend::Gguf { content, parts, .. } = &*self.backend else {
+            return None;
+        };
+        let name = gguf_name(hf_name)?;
+        std::iter::once(content)
+            .chain(parts.iter().map(|p| &p.content))
+            .find_map(|c| c.tensor_infos.get(&name))
+            .map(|info| info.ggml_dtype)
+    }
+
     /// The output projection shared with the embedding `name` (tied weights).
-    pub fn tied_linear(&self, name: &str, vocab: usize, hidden: usize) -> Result<Linear> {
+    fn tied_linear(&self, name: &str, vocab: usize, hidden: usize) -> Result<Linear> {
         match &*self.backend {
             Backend::Safetensors { .. } => {
                 let w = self.pp(name).tensor("weight", &[vocab, hidden])?;
                 match self.quantize_loaded(&w, &self.pp(name).full("weight"))? {
-                    Some(q) => Ok(Linear::from_quantized(q, None)?.with_fast_kernels(true)),
+                    Some(q) => Linear::from_quantized(q, None, true),
                     None => Linear::from_dense(w, None),
                 }
             }
             Backend::Gguf { options, .. } => {
                 let full = self.pp(name).full("weight");
-                let q = self.qtensor(&full)?;
+                let q = self.qtensor(&full, &[vocab, hidden])?;
                 let q = self.maybe_requantize(q, &full)?;
-                Ok(Linear::from_quantized(q, None)?.with_fast_kernels(options.fast_kernels))
+                Linear::from_quantized(q, None, options.fast_kernels)
             }
             // Its own random values: the same bytes to read as a tied head.
             Backend::Random { .. } => self.linear(name, vocab, hidden, false),
@@ -511,7 +616,10 @@ impl Weights {
         }
     }
 
-    fn qtensor(&self, hf_name: &str) -> Result<QTensor> {
+    /// The GGUF tensor for `hf_name`, which must have shape `want`: the
+    /// shape is checked in the file's tensor table before any data is read
+    /// (a zero or overflowing size would reach candle's reader).
+    fn qtensor(&self, hf_name: &str, want: &[usize]) -> Result<QTensor> {
         let Backend::Gguf {
             content,
             file,
@@ -535,6 +643,10 @@ impl Weights {
                 .iter()
                 .find(|p| p.content.tensor_infos.contains_key(&name))
             {
+                let dims = part.content.tensor_infos[&name].shape.dims();
+                if dims != want {
+                    return Err(self.shape_err(hf_name, want, dims));
+                }
                 let mut reader = part.file.lock().map_err(|_| {
                     Error::model(&part.path, "GGUF reader poisoned by an earlier failure")
                 })?;
@@ -555,6 +667,10 @@ impl Weights {
                 path,
                 format!("tensor {name} is missing from the GGUF file"),
             ));
+        }
+        let dims = content.tensor_infos[&name].shape.dims();
+        if dims != want {
+            return Err(self.shape_err(hf_name, want, dims));
         }
         let mut file = file
             .lock()
@@ -610,19 +726,82 @@ impl Weights {
         Ok(out)
     }
 
+    /// The file holding tensor `full` (the checkpoint's path when unknown).
+    fn holder(&self, full: &str) -> &Path {
+        match &*self.backend {
+            Backend::Safetensors { holders, path, .. } => holders.get(full).unwrap_or(path),
+            Backend::Gguf { parts, path, .. } => gguf_name(full)
+                .and_then(|g| {
+                    parts
+                        .iter()
+                        .find(|p| p.content.tensor_infos.contains_key(&g))
+                })
+                .map_or(path, |p| &p.path),
+            Backend::Random { path, .. } => path,
+        }
+    }
+
     fn err(&self, name: &str, e: candle_core::Error) -> Error {
+        if let Backend::Safetensors { vb, config, .. } = &*self.backend {
+            if !vb.contains_tensor(name) {
+                let from = config.as_ref().map_or_else(String::new, |c| {
+                    format!(", which {} describes the model with", c.display())
+                });
+                return Error::model(self.holder(name), format!("no tensor {name}{from}"));
+            }
+        }
         Error::model(
-            self.path(),
+            self.holder(name),
             format!("tensor {name}: {}", candle_message(&e)),
         )
     }
 
     fn shape_err(&self, name: &str, want: &[usize], got: &[usize]) -> Error {
+        let from = match &*self.backend {
+            Backend::Safetensors {
+                config: Some(c), ..
+            } => format!(" as {} describes the model", c.display()),
+            _ => String::new(),
+        };
         Error::model(
-            self.path(),
-            format!("tensor {name} has shape {got:?}, expected {want:?}"),
+            self.holder(name),
+            format!("tensor {name} has shape {got:?}, expected {want:?}{from}"),
         )
     }
+
+    /// Names `config` as the source of the expected shapes in errors
+    /// (weights just made, not yet shared).
+    pub fn described_by(mut self, config: &Path) -> Self {
+        if let Some(Backend::Safetensors { config: c, .. }) = Arc::get_mut(&mut self.backend) {
+            *c = Some(config.to_path_buf());
+        }
+        self
+    }
+}
+
+/// Drops the pages of `bytes`, a tensor's data in a read-only file
+/// mapping, from this process's memory once the tensor is copied: they are
+/// read again from the file if touched, so nothing changes but the resident
+/// size, which then holds one source tensor at a time instead of the whole
+/// checkpoint. Only whole pages inside `bytes` are dropped.
+fn release_pages(bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        let start = (bytes.as_ptr() as usize).div_ceil(page) * page;
+        let end = (bytes.as_ptr() as usize + bytes.len()) / page * page;
+        if end > start {
+            // SAFETY: [start, end) lies inside a live read-only mapping of a
+            // file; MADV_DONTNEED on it only drops pages that the kernel
+            // refills from the file on the next access.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = bytes;
 }
 
 /// Maps a Hugging Face Llama tensor name to llama.cpp's GGUF name.

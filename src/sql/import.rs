@@ -86,6 +86,12 @@ pub fn import_csv(opts: &ImportOptions) -> Result<ImportReport> {
     if opts.table.trim().is_empty() {
         return Err(Error::invalid("table", "the table name is empty"));
     }
+    if opts.table.contains('\0') {
+        return Err(Error::invalid(
+            "table",
+            "the table name has a NUL character",
+        ));
+    }
     if opts.table.to_ascii_lowercase().starts_with("sqlite_") {
         return Err(Error::invalid(
             "table",
@@ -160,6 +166,14 @@ fn survey(path: &Path) -> Result<(Vec<String>, Vec<Affinity>)> {
                 path,
                 1,
                 format!("column {} has an empty name", i + 1),
+            ));
+        }
+        // SQL text ends at a NUL, so no quoting can carry one.
+        if name.contains('\0') {
+            return Err(csv_error(
+                path,
+                1,
+                format!("column {} has a NUL character in its name", i + 1),
             ));
         }
         // SQLite column names are case-insensitive.

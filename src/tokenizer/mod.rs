@@ -94,6 +94,24 @@ fn tok_err(context: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// The longest added token a `tokenizer.json` may list.
+const MAX_ADDED_TOKEN_BYTES: usize = 4096;
+
+/// The `added_tokens` of a `tokenizer.json`, read before the file is
+/// handed to `tokenizers` (which also checks the JSON's syntax first).
+#[derive(serde::Deserialize)]
+struct AddedTokens {
+    #[serde(default)]
+    added_tokens: Vec<ListedToken>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedToken {
+    id: Option<u64>,
+    #[serde(default)]
+    content: String,
+}
+
 impl Tokenizer {
     /// Loads a Hugging Face `tokenizer.json`. Errors name the file.
     ///
@@ -102,8 +120,31 @@ impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let context = path.display().to_string();
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
-            .map_err(|e| tok_err(&context, format!("not a valid tokenizer.json: {e}")))?;
+        // A whole tree first: its parser checks syntax and nesting depth,
+        // which tokenizers 0.23 turns into a panic inside "decoder".
+        let tree: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| tok_err(&context, format!("not valid JSON: {e}")))?;
+        let invalid =
+            |e: serde_json::Error| tok_err(&context, format!("not a valid tokenizer.json: {e}"));
+        let listed = <AddedTokens as serde::Deserialize>::deserialize(&tree).map_err(invalid)?;
+        // The added-token matcher takes ~100 bytes per byte of token: a
+        // megabyte-long "token" is a broken file, not a vocabulary.
+        if let Some(long) = listed
+            .added_tokens
+            .iter()
+            .find(|t| t.content.len() > MAX_ADDED_TOKEN_BYTES)
+        {
+            return Err(tok_err(
+                &context,
+                format!(
+                    "added token {} is {} bytes long (at most {MAX_ADDED_TOKEN_BYTES})",
+                    long.id.unwrap_or_default(),
+                    long.content.len()
+                ),
+            ));
+        }
+        // The same tree, not the text parsed again.
+        let inner: tokenizers::Tokenizer = serde_json::from_value(tree).map_err(invalid)?;
         Self::from_inner(inner, context)
     }
 

@@ -96,7 +96,10 @@ impl SpecialTokens {
             tokenizer.token_to_id(text).map(Some).ok_or_else(|| {
                 tok_err(
                     &tok_config_path.display().to_string(),
-                    format!("{key} {text:?} is not in the tokenizer's vocabulary"),
+                    format!(
+                        "{key} {text:?} is not in the vocabulary of {}",
+                        tokenizer.context()
+                    ),
                 )
             })
         };

@@ -111,7 +111,7 @@ fn smollm2_gguf_template_matches_transformers_reference() {
     );
 
     // And through from_gguf, which also looks up BOS/EOS.
-    let from_gguf = ChatTemplate::from_gguf(&content)
+    let from_gguf = ChatTemplate::from_gguf(&content, Path::new("model.gguf"))
         .expect("template parses")
         .expect("GGUF has a template");
     assert_eq!(from_gguf.name(), "GGUF tokenizer.chat_template");
@@ -527,7 +527,7 @@ fn default_prompt_through_chat_templates() {
         "Which genre is the most popular?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
     ));
     if let Some(content) = smollm2_gguf_content() {
-        let chatml = ChatTemplate::from_gguf(&content)
+        let chatml = ChatTemplate::from_gguf(&content, Path::new("model.gguf"))
             .expect("parses")
             .expect("has template");
         let text = chatml.render(&messages, true).expect("renders");

@@ -1161,6 +1161,10 @@ fn bench_on_prompt_ids_times_a_prefill_and_every_decode_step() {
     assert!(gb > 0.05 && gb < 0.2, "SmolLM2's weights are ~0.1 GB: {gb}");
     let bound = v["decode_bound_tokens_per_s"].as_f64().unwrap();
     assert!((bound - read / gb).abs() < 1e-6 * bound, "{}", out.1);
+    // The process's peak holds the weights, and is taken before the
+    // bandwidth measurement's 512 MiB buffer.
+    let peak = v["peak_rss_mb"].as_f64().unwrap();
+    assert!(peak > gb * 1000.0 && peak < 512.0, "peak {peak} MB");
 
     std::fs::write(&ids, "[1, 2, \"three\"]").unwrap();
     let out = run(&["bench", "--model", s(&gguf), "--prompt-ids", s(&ids)]);
@@ -2343,4 +2347,117 @@ fn failures_exit_with_their_class_and_one_json_object_under_format_json() {
     // NO_COLOR: nothing coloured on stderr.
     let out = run_env(&["schema", "--db", s(&missing)], &[("NO_COLOR", "1")]);
     assert!(!out.2.contains('\x1b'), "{:?}", out.2);
+}
+
+/// Under `--format json`, every command answers with one JSON object on
+/// stdout — its result, or the error —, and flag mistakes (clap's or our
+/// own checks) exit 2 as kind "usage".
+#[test]
+fn every_command_speaks_json_and_flag_mistakes_exit_2() {
+    let tmp = common::temp_dir();
+    let db = demo_db(tmp.path());
+    let one_object = |out: &Out| -> serde_json::Value {
+        let lines: Vec<&str> = out.1.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", describe(out));
+        serde_json::from_str(lines[0]).unwrap()
+    };
+    // Results.
+    let csv = tmp.path().join("songs.csv");
+    std::fs::write(&csv, "title,plays\nA,3\nB,4\n").unwrap();
+    let out_db = tmp.path().join("songs.db");
+    let out = run(&[
+        "import",
+        s(&csv),
+        "--db",
+        s(&out_db),
+        "--table",
+        "songs",
+        "--format",
+        "json",
+    ]);
+    assert_success(&out);
+    let v = one_object(&out);
+    assert_eq!(
+        (v["table"].as_str(), v["rows"].as_u64()),
+        (Some("songs"), Some(2))
+    );
+    assert_eq!(
+        v["columns"][1],
+        serde_json::json!({"name": "plays", "type": "INTEGER"})
+    );
+    let out = run(&["grammar", "--db", s(&db), "--format", "json"]);
+    assert_success(&out);
+    assert!(one_object(&out)["grammar"]
+        .as_str()
+        .unwrap()
+        .contains("SELECT"));
+    let demo = tmp.path().join("demo.db");
+    let out = run(&["demo-db", "--out", s(&demo), "--format", "json"]);
+    assert_success(&out);
+    assert!(one_object(&out)["tables"]
+        .as_array()
+        .is_some_and(|t| !t.is_empty()));
+    // Failures: a CSV that is not there (the file named), our own flag
+    // checks, and clap's.
+    let missing = tmp.path().join("missing.csv");
+    let out = run(&[
+        "import",
+        s(&missing),
+        "--db",
+        s(&out_db),
+        "--table",
+        "t",
+        "--format",
+        "json",
+    ]);
+    assert_ne!(out.0, 0, "{}", describe(&out));
+    assert!(one_object(&out)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("missing.csv"));
+    let pairs = tmp.path().join("pairs.jsonl");
+    let out = run(&[
+        "synth",
+        "--db",
+        s(&db),
+        "--out",
+        s(&pairs),
+        "-n",
+        "0",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.0, 2, "{}", describe(&out));
+    assert_eq!(one_object(&out)["error"]["kind"], "usage");
+    let out = run(&["synth", "--db", s(&db), "--out", s(&pairs), "-n", "0"]);
+    assert_eq!(out.0, 2, "{}", describe(&out));
+    assert!(
+        out.1.is_empty() && out.2.contains("-n must be at least 1"),
+        "{}",
+        describe(&out)
+    );
+    let out = run(&[
+        "schema",
+        "--db",
+        s(&db),
+        "--no-such-flag",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.0, 2, "{}", describe(&out));
+    let v = one_object(&out);
+    assert_eq!(v["error"]["kind"], "usage");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--no-such-flag"),
+        "{v}"
+    );
+    let out = run(&["eval", "compare", "a.json", "b.json", "--format", "json"]);
+    assert_ne!(out.0, 0, "{}", describe(&out));
+    assert!(one_object(&out)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("a.json"));
 }

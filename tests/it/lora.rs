@@ -354,6 +354,43 @@ fn broken_adapters_give_typed_errors_naming_the_directory() {
         })
     }));
     assert!(matches!(e, AdapterError::Unpaired { .. }), "{e}");
+    // The configuration gives another rank than the tensors have: both
+    // files are named, since either may be the wrong one.
+    let e = kind(broken(|d| {
+        let path = d.join("adapter_config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["r"] = serde_json::json!(2);
+        std::fs::write(&path, config.to_string()).unwrap();
+    }));
+    assert!(
+        matches!(
+            e,
+            AdapterError::RankDiffers {
+                rank: 4,
+                configured: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("adapter_config.json") && text.contains("adapter_model.safetensors"),
+        "{text}"
+    );
+    // A target module no Llama has, in the configuration.
+    let e = kind(broken(|d| {
+        let path = d.join("adapter_config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["target_modules"] = serde_json::json!(["q_proj", "V_proj"]);
+        std::fs::write(&path, config.to_string()).unwrap();
+    }));
+    assert!(
+        matches!(e, AdapterError::Config(ref m) if m.contains("V_proj")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -391,8 +428,19 @@ fn adapters_apply_unmerged_and_merged_on_a_quantized_gguf_base() {
             scale: 2.0,
         },
     );
-    let config =
-        serde_json::json!({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "down_proj"]});
+    // The head is tied to the embeddings (held once): merging into it must
+    // leave the embeddings as they were.
+    deltas.insert(
+        "lm_head".to_string(),
+        LoraDelta {
+            a: random(&mut rng, 8, h, 0.2),
+            b: random(&mut rng, cfg.vocab_size, 8, 0.2),
+            scale: 2.0,
+        },
+    );
+    let config = serde_json::json!(
+        {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "down_proj", "lm_head"]}
+    );
     Adapter::save(tmp.path(), &config, &deltas).unwrap();
     let adapter = Adapter::load("smol", tmp.path()).unwrap();
 

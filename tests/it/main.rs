@@ -2,6 +2,10 @@
 
 mod common;
 
+/// Watches allocations of the hostile-input cases (see `hostile::guard`).
+#[global_allocator]
+static ALLOCATOR: hostile::Watching = hostile::Watching;
+
 mod adapt;
 mod agent;
 mod chat;
@@ -11,6 +15,7 @@ mod eval;
 mod generate;
 mod grammar;
 mod hosted;
+mod hostile;
 mod hub;
 mod llamacpp;
 mod lora;

@@ -771,7 +771,11 @@ fn serve_refuses_a_key_variable_that_is_not_set_and_a_missing_database() {
         "--api-key-env",
         "TEST_UNSET_KEY",
     ]);
-    assert_eq!(code, Some(1));
+    assert_eq!(
+        code,
+        Some(2),
+        "a flag's variable that is not set is bad input"
+    );
     assert!(stderr.contains("TEST_UNSET_KEY is not set"), "{stderr}");
     let (code, stderr) = run(&[
         "--db",

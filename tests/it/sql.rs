@@ -568,6 +568,8 @@ fn bad_headers_and_missing_files_are_reported() {
     for (name, content, needle) in [
         ("dup.csv", "a,b,A\n1,2,3\n", "duplicate"),
         ("blank.csv", "a,,c\n1,2,3\n", "empty name"),
+        // Found by tests/it/hostile: SQL text ends at a NUL.
+        ("nul.csv", "t\0x,b\n1,2\n", "NUL character"),
         ("empty.csv", "", "no header"),
     ] {
         let csv = dir.path().join(name);

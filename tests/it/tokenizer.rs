@@ -481,3 +481,53 @@ fn missing_tokenizer_file_is_an_io_error_naming_it() {
     assert!(matches!(err, sqlagent::Error::Tokenizer { .. }), "{err:?}");
     assert!(err.to_string().contains(&bad.display().to_string()));
 }
+
+/// The error loading `contents` as a `tokenizer.json` gives (a panic when
+/// it loads).
+fn load_error(contents: &str) -> String {
+    let tmp = common::temp_dir();
+    let path = tmp.path().join("tokenizer.json");
+    std::fs::write(&path, contents).unwrap();
+    match sqlagent::tokenizer::Tokenizer::from_file(&path) {
+        Ok(_) => panic!("a broken tokenizer.json loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Found by tests/it/hostile: a JSON syntax error inside "decoder" made
+/// the tokenizers crate panic; it is an error naming the file.
+#[test]
+fn a_syntax_error_inside_the_decoder_is_an_error_not_a_panic() {
+    let Some(dir) = common::llama3_tokenizer_dir() else {
+        return;
+    };
+    let text = std::fs::read_to_string(dir.join("tokenizer.json")).unwrap();
+    let at = text.find("\"decoder\"").expect("the file has a decoder");
+    let broken = format!(
+        "{}\"decoder\": {{\"type\": ,{}",
+        &text[..at],
+        &text[at + 10..]
+    );
+    let text = load_error(&broken);
+    assert!(
+        text.contains("tokenizer.json") && text.contains("not valid JSON"),
+        "{text}"
+    );
+}
+
+/// Found by tests/it/hostile: a megabyte-long added token made the
+/// added-token matcher allocate ~100 bytes per byte; it is refused.
+#[test]
+fn an_added_token_a_megabyte_long_is_refused() {
+    let Some(dir) = common::llama3_tokenizer_dir() else {
+        return;
+    };
+    let text = std::fs::read_to_string(dir.join("tokenizer.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["added_tokens"][3]["content"] = serde_json::json!("x".repeat(1 << 20));
+    let text = load_error(&json.to_string());
+    assert!(
+        text.contains("tokenizer.json") && text.contains("added token 128003 is 1048576 bytes"),
+        "{text}"
+    );
+}
