@@ -402,18 +402,13 @@ impl Weights {
                 release_pages(view.data());
                 t
             }
-            Backend::Safetensors { vb, .. } => vb.get(shape, &full).map_err(|e| match e {
-                candle_core::Error::UnexpectedShape { got, .. } => {
-                    self.shape_err(&full, shape, got.dims())
-                }
-                candle_core::Error::WithBacktrace { inner, .. } => match *inner {
-                    candle_core::Error::UnexpectedShape { got, .. } => {
-                        self.shape_err(&full, shape, got.dims())
-                    }
-                    e => self.err(&full, e),
-                },
-                e => self.err(&full, e),
-            })?,
+            Backend::Safetensors { vb, .. } => {
+                vb.get(shape, &full)
+                    .map_err(|e| match unexpected_shape(&e) {
+                        Some(got) => self.shape_err(&full, shape, got),
+                        None => self.err(&full, e),
+                    })?
+            }
             Backend::Gguf { device, .. } => {
                 let q = self.qtensor(&full, shape)?;
                 q.dequantize(device).map_err(|e| self.err(&full, e))?
@@ -776,6 +771,17 @@ impl Weights {
             *c = Some(config.to_path_buf());
         }
         self
+    }
+}
+
+/// The shape candle found where it expected another, through the
+/// backtrace and context wrappers it may put around the error.
+fn unexpected_shape(e: &candle_core::Error) -> Option<&[usize]> {
+    match e {
+        candle_core::Error::UnexpectedShape { got, .. } => Some(got.dims()),
+        candle_core::Error::WithBacktrace { inner, .. }
+        | candle_core::Error::Context { inner, .. } => unexpected_shape(inner),
+        _ => None,
     }
 }
 

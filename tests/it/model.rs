@@ -173,6 +173,46 @@ fn sharded_checkpoint_loads_like_a_single_file() {
     assert_eq!(rel_diff(&la, &lb), 0.0);
 }
 
+/// A config.json whose sizes disagree with the weights: the error names
+/// the tensor, both shapes, the shard that holds it and the configuration,
+/// whether the weights load as they are or quantized at load.
+#[test]
+fn a_config_that_disagrees_with_the_weights_names_the_tensor_shard_and_config() {
+    let dir = common::temp_dir();
+    let tiny = Tiny {
+        shards: 2,
+        ..Tiny::default()
+    };
+    tiny.write(dir.path());
+    let wrong = Tiny {
+        intermediate: tiny.intermediate + 32,
+        ..Tiny::default()
+    };
+    std::fs::write(dir.path().join("config.json"), wrong.config_json()).unwrap();
+    let errors = [
+        model::load_safetensors_dir(dir.path(), DType::F32, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string(),
+        model::load_safetensors_dir_quantized(
+            dir.path(),
+            &Device::Cpu,
+            candle_core::quantized::GgmlDType::Q8_0,
+        )
+        .err()
+        .unwrap()
+        .to_string(),
+    ];
+    for e in errors {
+        assert!(
+            e.contains("mlp.") && e.contains("has shape") && e.contains(", expected ["),
+            "{e}"
+        );
+        assert!(e.contains("-of-") && e.contains(".safetensors"), "{e}");
+        assert!(e.contains("config.json describes the model"), "{e}");
+    }
+}
+
 #[test]
 fn half_precision_dtypes_run_close_to_f32() {
     let dir = common::temp_dir();
