@@ -164,15 +164,6 @@ impl Weights {
                 holders.insert(name, f.clone());
             }
         }
-        // A tensor in none of them: the shard the index puts it in.
-        if let Some(dir) = files.first().and_then(|f| f.parent()) {
-            let index = dir.join("model.safetensors.index.json");
-            if let Ok(map) = super::hub::weight_map(&index) {
-                for (name, file) in map {
-                    holders.entry(name).or_insert_with(|| dir.join(file));
-                }
-            }
-        }
         // SAFETY: the files are mapped read-only; sqlagent never writes them
         // while they are mapped. A file truncated or changed by another process
         // is detected by safetensors' header/length validation.
@@ -721,18 +712,25 @@ impl Weights {
         Ok(out)
     }
 
-    /// The file holding tensor `full` (the checkpoint's path when unknown).
-    fn holder(&self, full: &str) -> &Path {
+    /// The file holding tensor `full`, for an error: for a tensor in none
+    /// of the safetensors files, the shard the index puts it in (the index
+    /// is read only then); the checkpoint's path when unknown.
+    fn holder(&self, full: &str) -> PathBuf {
         match &*self.backend {
-            Backend::Safetensors { holders, path, .. } => holders.get(full).unwrap_or(path),
+            Backend::Safetensors { holders, path, .. } => holders
+                .get(full)
+                .cloned()
+                .or_else(|| shard_in_index(path, full))
+                .unwrap_or_else(|| path.clone()),
             Backend::Gguf { parts, path, .. } => gguf_name(full)
                 .and_then(|g| {
                     parts
                         .iter()
                         .find(|p| p.content.tensor_infos.contains_key(&g))
                 })
-                .map_or(path, |p| &p.path),
-            Backend::Random { path, .. } => path,
+                .map_or(path, |p| &p.path)
+                .clone(),
+            Backend::Random { path, .. } => path.clone(),
         }
     }
 
@@ -772,6 +770,16 @@ impl Weights {
         }
         self
     }
+}
+
+/// The shard that the `model.safetensors.index.json` beside `file` puts
+/// tensor `name` in, if there is such an index and it names one.
+fn shard_in_index(file: &Path, name: &str) -> Option<PathBuf> {
+    let dir = file.parent()?;
+    let map = super::hub::weight_map(&dir.join("model.safetensors.index.json")).ok()?;
+    map.into_iter()
+        .find(|(tensor, _)| tensor == name)
+        .map(|(_, shard)| dir.join(shard))
 }
 
 /// The shape candle found where it expected another, through the

@@ -213,6 +213,43 @@ fn a_config_that_disagrees_with_the_weights_names_the_tensor_shard_and_config() 
     }
 }
 
+/// A tensor the index puts in a shard that lacks it: the error names that
+/// shard, whether the weights load as they are or quantized at load.
+#[test]
+fn a_tensor_missing_from_its_shard_is_blamed_on_that_shard() {
+    let dir = common::temp_dir();
+    Tiny {
+        shards: 2,
+        ..Tiny::default()
+    }
+    .write(dir.path());
+    let shard = dir.path().join("model-00002-of-00002.safetensors");
+    let mut tensors = candle_core::safetensors::load(&shard, &Device::Cpu).unwrap();
+    let gone = tensors
+        .keys()
+        .find(|name| name.contains("layers"))
+        .unwrap()
+        .clone();
+    tensors.remove(&gone);
+    candle_core::safetensors::save(&tensors, &shard).unwrap();
+    let errors = [
+        model::load_safetensors_dir(dir.path(), DType::F32, &Device::Cpu)
+            .err()
+            .unwrap(),
+        model::load_safetensors_dir_quantized(
+            dir.path(),
+            &Device::Cpu,
+            candle_core::quantized::GgmlDType::Q8_0,
+        )
+        .err()
+        .unwrap(),
+    ];
+    for e in errors {
+        assert_eq!(e.path(), Some(shard.as_path()), "{e}");
+        assert!(e.to_string().contains(&format!("no tensor {gone}")), "{e}");
+    }
+}
+
 #[test]
 fn half_precision_dtypes_run_close_to_f32() {
     let dir = common::temp_dir();
